@@ -1,0 +1,57 @@
+// The request that both front-ends (native Conv2d and KServe v2) hand to the serving core, and
+// the result that comes back. Front-ends translate their protos to and from these; the core
+// validates, batches and executes. No gRPC types here.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kernels/conv_problem.h"
+
+namespace convserve {
+
+// Which wire API a request came in on; a metrics label.
+enum class Api : uint8_t { kNative, kKserve };
+inline const char* ApiName(Api api) { return api == Api::kNative ? "native" : "kserve"; }
+
+struct InferenceResult {
+  std::string output;            // raw elements in output_layout order
+  int64_t shape[4] = {0, 0, 0, 0};  // [N, K, P, Q]
+  DataType dtype = DataType::kFloat32;
+  Layout layout = Layout::kNchw;
+  int64_t queue_us = 0;    // accepted -> its batch launched
+  int64_t compute_us = 0;  // copies + kernel of that batch
+  int64_t total_us = 0;    // accepted -> result ready
+  int batch_size = 0;      // N of the merged launch
+  std::string kernel_config;
+  std::string device;
+};
+
+// Called exactly once per submitted request, with the result or the status that ended it
+// (rejection, validation, expiry, cancellation, device error). May run on any thread; must
+// not block.
+using InferenceDone = absl::AnyInvocable<void(absl::StatusOr<InferenceResult>) &&>;
+
+struct InferenceRequest {
+  std::string layer;
+  // [N, C, H, W] as sent by the client, before validation.
+  int64_t shape[4] = {0, 0, 0, 0};
+  DataType dtype = DataType::kFloat32;
+  Layout input_layout = Layout::kNchw;
+  Layout output_layout = Layout::kNchw;
+  std::string input;  // raw little-endian elements in input_layout order (moved, not copied)
+  // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.
+  absl::Time deadline = absl::InfiniteFuture();
+  // True once the client has gone away; polled before launch. May be empty.
+  std::function<bool()> is_cancelled;
+  Api api = Api::kNative;
+  absl::Time accepted_at = absl::Now();
+  InferenceDone done;
+};
+
+}  // namespace convserve

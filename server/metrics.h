@@ -1,0 +1,65 @@
+// Every Prometheus metric convserve exports, registered once here and served at
+// --metrics_listen /metrics. The serving path calls these observation methods; each one is
+// cheap (no allocation, no lock shared across layers on the hot path) and thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/inference.h"
+
+namespace convserve {
+
+// Why a request was turned away or ended without a result; a bounded label set.
+enum class RejectReason : uint8_t {
+  kQueueFull,        // per-layer queue over its request or byte bound
+  kTooLarge,         // over a size limit
+  kInvalid,          // failed validation
+  kNotFound,         // unknown layer
+  kUnauthenticated,  // missing or wrong token
+  kShuttingDown,
+  kDeviceError,
+};
+const char* RejectReasonName(RejectReason reason);
+
+class Metrics {
+ public:
+  // Serves /metrics on `listen` ("host:port"); an empty string registers the metrics without
+  // serving them (tests, tools). UNAVAILABLE when the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
+  virtual ~Metrics() = default;
+
+  // A request ended (any status): counts it and, when ok, observes its latencies.
+  virtual void RequestFinished(std::string_view layer, Api api, absl::StatusCode code,
+                               double total_seconds, double queue_seconds) = 0;
+  virtual void Rejected(std::string_view layer, RejectReason reason) = 0;
+  virtual void Expired(std::string_view layer) = 0;    // deadline passed before launch
+  virtual void Cancelled(std::string_view layer) = 0;  // client went away before launch
+  // One merged launch ran: its size, copies+kernel time and kernel-only time.
+  virtual void BatchExecuted(std::string_view layer, std::string_view device,
+                             std::string_view kernel_config, int batch_size,
+                             double compute_seconds, double kernel_seconds) = 0;
+  virtual void SetQueueDepth(std::string_view layer, int64_t requests) = 0;
+  // Resident weight bytes of a layer on a device; bytes < 0 removes the series (unload).
+  virtual void SetLayerResidentBytes(std::string_view layer, std::string_view device,
+                                     int64_t bytes) = 0;
+  virtual void SetDeviceMemory(std::string_view device, int64_t used_bytes,
+                               int64_t total_bytes) = 0;
+  virtual void SetTunerCounters(std::string_view device, int64_t runs, int64_t cache_hits,
+                                int64_t cache_misses, double seconds) = 0;
+  // Occupancy of a kernel configuration: theoretical from the occupancy calculator, achieved
+  // as sampled with CUPTI (negative when not sampled yet).
+  virtual void SetOccupancy(std::string_view device, std::string_view kernel_config,
+                            double theoretical, double achieved) = 0;
+  // 1 while the CUPTI occupancy sampler runs, 0 when it turned itself off.
+  virtual void SetOccupancySamplerEnabled(std::string_view device, bool enabled) = 0;
+
+  // The text exposition of everything registered (what /metrics serves).
+  virtual std::string Scrape() const = 0;
+};
+
+}  // namespace convserve
