@@ -41,8 +41,8 @@ class Metrics {
   virtual void Cancelled(std::string_view layer) = 0;  // client went away before launch
   // One merged launch ran: its size, copies+kernel time and kernel-only time.
   virtual void BatchExecuted(std::string_view layer, std::string_view device,
-                             std::string_view kernel_config, int batch_size,
-                             double compute_seconds, double kernel_seconds) = 0;
+                             std::string_view kernel_config, int batch_size, double compute_seconds,
+                             double kernel_seconds) = 0;
   virtual void SetQueueDepth(std::string_view layer, int64_t requests) = 0;
   // Resident weight bytes of a layer on a device; bytes < 0 removes the series (unload).
   virtual void SetLayerResidentBytes(std::string_view layer, std::string_view device,
@@ -51,8 +51,9 @@ class Metrics {
                                int64_t total_bytes) = 0;
   virtual void SetTunerCounters(std::string_view device, int64_t runs, int64_t cache_hits,
                                 int64_t cache_misses, double seconds) = 0;
-  // Occupancy of a kernel configuration: theoretical from the occupancy calculator, achieved
-  // as sampled with CUPTI (negative when not sampled yet).
+  // Occupancy of a kernel configuration as ratios 0..1: theoretical from the occupancy
+  // calculator, achieved as sampled with CUPTI (negative when not sampled yet: the achieved
+  // series then keeps its last value, or does not exist).
   virtual void SetOccupancy(std::string_view device, std::string_view kernel_config,
                             double theoretical, double achieved) = 0;
   // 1 while the CUPTI occupancy sampler runs, 0 when it turned itself off.
@@ -60,6 +61,9 @@ class Metrics {
 
   // The text exposition of everything registered (what /metrics serves).
   virtual std::string Scrape() const = 0;
+
+  // The TCP port /metrics is served on (useful with port 0), or -1 when not serving.
+  virtual int listening_port() const { return -1; }
 };
 
 }  // namespace convserve
