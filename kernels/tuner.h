@@ -23,8 +23,8 @@ int64_t BatchBucket(int64_t batch);
 struct TuningFingerprint {
   std::string gpu_name;  // "NVIDIA H100 80GB HBM3"
   int sm_count = 0;
-  int compute_capability = 0;  // 90
-  int driver_version = 0;      // cudaDriverGetVersion
+  int compute_capability = 0;   // 90
+  int driver_version = 0;       // cudaDriverGetVersion
   std::string library_version;  // the conv library's configuration-table version
   std::string ToString() const;
 };
@@ -33,20 +33,31 @@ struct TuningFingerprint {
 struct CandidateTime {
   std::string config;
   double time_us = 0;
+  // GPU time spent timing this candidate (warm-up plus repetitions), when the engine reports
+  // it; summed into TunedEntry::measure_gpu_seconds.
+  double gpu_time_us = 0;
 };
 
 // The result kept for one key.
 struct TunedEntry {
   std::string config;
   double time_us = 0;
-  std::string runner_up;
+  std::string runner_up;  // empty when only one configuration could run the problem
   double runner_up_time_us = 0;
+  double measure_wall_seconds = 0;  // wall time of the MeasureFn call that produced this entry
+  double measure_gpu_seconds = 0;   // sum of the candidates' gpu_time_us
 };
 
 struct TunerOptions {
   TuningFingerprint fingerprint;
   std::string cache_path;         // empty: memory only
   bool background_tuning = true;  // Choose() schedules untuned keys on a background thread
+  // Keys waiting for background tuning, at most; further misses are not queued (a later miss
+  // queues them again once there is room).
+  int max_queued = 64;
+  // Receives warnings (unreadable or corrupt cache file, failed saves, failed background tuning)
+  // as single lines. Empty: written to stderr. Called from any thread, never under a lock.
+  std::function<void(const std::string&)> log;
 };
 
 // Thread-safe.
@@ -59,7 +70,8 @@ class Tuner {
   // Loads the cache file when there is one. A missing file is an empty cache; an unreadable or
   // corrupt one logs a warning and starts empty (it is rewritten on the next save).
   Tuner(TunerOptions options, MeasureFn measure);
-  ~Tuner();  // waits for background tuning to finish
+  // Lets the background tuning in progress finish and drops the keys still queued.
+  ~Tuner();
 
   // The key a problem is cached under: the problem with batch replaced by its bucket.
   static std::string Key(const ConvProblem& problem);
@@ -76,10 +88,13 @@ class Tuner {
   // Every cached entry whose problem has these params, with the problem it was tuned for.
   std::vector<std::pair<ConvProblem, TunedEntry>> EntriesFor(const ConvParams& params) const;
 
-  int64_t runs() const;
-  int64_t cache_hits() const;
-  int64_t cache_misses() const;
-  double tuning_seconds() const;
+  // Blocks until the background queue is empty and no background tuning is running.
+  void WaitIdle();
+
+  int64_t runs() const;           // MeasureFn calls (keys measured), failed ones included
+  int64_t cache_hits() const;     // Choose() found the exact bucket
+  int64_t cache_misses() const;   // Choose() fell back to a nearest bucket or nullopt
+  double tuning_seconds() const;  // wall seconds spent in MeasureFn
 
  private:
   class Impl;
