@@ -122,8 +122,10 @@ MetricFamily Family(std::string name, std::string help, MetricType type) {
   return family;
 }
 
+// Labels in name order, as prometheus-cpp's own families print them.
 ClientMetric Labelled(std::vector<ClientMetric::Label> labels) {
   ClientMetric metric;
+  std::sort(labels.begin(), labels.end());
   metric.label = std::move(labels);
   return metric;
 }
