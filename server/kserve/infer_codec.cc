@@ -1,0 +1,285 @@
+// KServe v2 <-> serving-core translation; the rules are stated in infer_codec.h.
+#include "server/kserve/infer_codec.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace convserve::kserve {
+namespace {
+
+// Tensor bytes travel little-endian on the wire; fp32_contents are copied as host floats.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "convserve assumes a little-endian host");
+
+using ParameterMap = google::protobuf::Map<std::string, inference::InferParameter>;
+
+constexpr char kLayoutParameter[] = "layout";
+constexpr char kTimeoutParameter[] = "timeout";
+
+absl::Status Invalid(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
+}
+
+// The "layout" parameter of `parameters` (named `scope` in errors), if present.
+absl::StatusOr<std::optional<Layout>> FindLayout(const ParameterMap& parameters,
+                                                 absl::string_view scope) {
+  const auto it = parameters.find(kLayoutParameter);
+  if (it == parameters.end()) return std::optional<Layout>();
+  const std::string field = absl::StrCat(scope, "parameters.", kLayoutParameter);
+  if (it->second.parameter_choice_case() != inference::InferParameter::kStringParam) {
+    return Invalid(field, "must be a string_param, \"NCHW\" or \"NHWC\"");
+  }
+  const std::string value = absl::AsciiStrToUpper(it->second.string_param());
+  if (value == "NCHW") return std::optional<Layout>(Layout::kNchw);
+  if (value == "NHWC") return std::optional<Layout>(Layout::kNhwc);
+  return Invalid(field, absl::StrCat("expected \"NCHW\" or \"NHWC\", got \"",
+                                     it->second.string_param(), "\""));
+}
+
+// The request's "timeout" parameter in microseconds; 0 (or absent) means none.
+absl::StatusOr<absl::Duration> FindTimeout(const ParameterMap& parameters) {
+  const auto it = parameters.find(kTimeoutParameter);
+  if (it == parameters.end()) return absl::InfiniteDuration();
+  const std::string field = absl::StrCat("parameters.", kTimeoutParameter);
+  int64_t micros = 0;
+  switch (it->second.parameter_choice_case()) {
+    case inference::InferParameter::kInt64Param:
+      micros = it->second.int64_param();
+      break;
+    case inference::InferParameter::kUint64Param:
+      if (it->second.uint64_param() > static_cast<uint64_t>(INT64_MAX)) {
+        return Invalid(field, "too large");
+      }
+      micros = static_cast<int64_t>(it->second.uint64_param());
+      break;
+    default:
+      return Invalid(field, "must be an integer number of microseconds");
+  }
+  if (micros < 0) return Invalid(field, absl::StrCat("must be >= 0, got ", micros));
+  return micros == 0 ? absl::InfiniteDuration() : absl::Microseconds(micros);
+}
+
+std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+bool HasNonFp32Contents(const inference::InferTensorContents& contents) {
+  return contents.bool_contents_size() > 0 || contents.int_contents_size() > 0 ||
+         contents.int64_contents_size() > 0 || contents.uint_contents_size() > 0 ||
+         contents.uint64_contents_size() > 0 || contents.fp64_contents_size() > 0 ||
+         contents.bytes_contents_size() > 0;
+}
+
+}  // namespace
+
+const char* DatatypeName(DataType dtype) {
+  switch (dtype) {
+    case DataType::kFloat32:
+      return "FP32";
+    case DataType::kFloat16:
+      return "FP16";
+    case DataType::kBFloat16:
+      return "BF16";
+  }
+  return "FP32";
+}
+
+absl::StatusOr<DataType> ParseDatatype(absl::string_view datatype, absl::string_view field) {
+  if (datatype == "FP32") return DataType::kFloat32;
+  if (datatype == "FP16") return DataType::kFloat16;
+  if (datatype == "BF16") return DataType::kBFloat16;
+  return Invalid(field,
+                 absl::StrCat("datatype \"", datatype, "\" is not served; use FP32, FP16 or BF16"));
+}
+
+absl::Status CheckModelVersion(absl::string_view model, absl::string_view version) {
+  if (version.empty() || version == kModelVersion) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("model '", model, "' has no version '", version,
+                                          "'; its only version is '", kModelVersion, "'"));
+}
+
+absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
+                                InferenceRequest& out) {
+  if (request.model_name().empty()) return Invalid("model_name", "required");
+  if (absl::Status status = CheckModelVersion(request.model_name(), request.model_version());
+      !status.ok()) {
+    return status;
+  }
+  if (request.inputs_size() != 1) {
+    return Invalid("inputs", absl::StrCat("expected exactly one tensor named '", kInputName,
+                                          "', got ", request.inputs_size()));
+  }
+  inference::ModelInferRequest::InferInputTensor& input = *request.mutable_inputs(0);
+  if (input.name() != kInputName) {
+    return Invalid("inputs[0].name",
+                   absl::StrCat("model '", request.model_name(), "' has no input '", input.name(),
+                                "'; its input is '", kInputName, "'"));
+  }
+  absl::StatusOr<DataType> dtype = ParseDatatype(input.datatype(), "inputs[0].datatype");
+  if (!dtype.ok()) return dtype.status();
+
+  // Layouts: the most specific parameter wins.
+  absl::StatusOr<std::optional<Layout>> request_layout = FindLayout(request.parameters(), "");
+  if (!request_layout.ok()) return request_layout.status();
+  absl::StatusOr<std::optional<Layout>> input_layout = FindLayout(input.parameters(), "inputs[0].");
+  if (!input_layout.ok()) return input_layout.status();
+  const Layout in_layout = input_layout->value_or(request_layout->value_or(Layout::kNchw));
+  Layout out_layout = request_layout->value_or(in_layout);
+  for (int i = 0; i < request.outputs_size(); ++i) {
+    const auto& output = request.outputs(i);
+    const std::string scope = absl::StrCat("outputs[", i, "].");
+    if (output.name() != kOutputName) {
+      return Invalid(absl::StrCat(scope, "name"),
+                     absl::StrCat("model '", request.model_name(), "' has no output '",
+                                  output.name(), "'; its output is '", kOutputName, "'"));
+    }
+    absl::StatusOr<std::optional<Layout>> layout = FindLayout(output.parameters(), scope);
+    if (!layout.ok()) return layout.status();
+    if (layout->has_value()) out_layout = **layout;
+  }
+
+  // Shape: four positive dimensions whose product fits.
+  if (input.shape_size() != 4) {
+    return Invalid("inputs[0].shape", absl::StrCat("expected 4 dimensions (", LayoutName(in_layout),
+                                                   "), got ", ShapeString(input.shape())));
+  }
+  int64_t elements = 1;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t dim = input.shape(i);
+    if (dim <= 0) {
+      return Invalid(absl::StrCat("inputs[0].shape[", i, "]"),
+                     absl::StrCat("must be positive, got ", dim));
+    }
+    if (__builtin_mul_overflow(elements, dim, &elements) ||
+        elements > INT64_MAX / DataTypeSize(*dtype)) {
+      return Invalid("inputs[0].shape",
+                     absl::StrCat(ShapeString(input.shape()), " has too many elements"));
+    }
+  }
+  const int64_t bytes = elements * DataTypeSize(*dtype);
+
+  // Data: raw bytes (any datatype) or typed FP32 contents.
+  std::string data;
+  if (request.raw_input_contents_size() > 0) {
+    if (request.raw_input_contents_size() != 1) {
+      return Invalid("raw_input_contents", absl::StrCat("expected 1 entry (one per input), got ",
+                                                        request.raw_input_contents_size()));
+    }
+    if (input.has_contents()) {
+      return Invalid("inputs[0].contents", "must be unset when raw_input_contents is used");
+    }
+    std::string& raw = *request.mutable_raw_input_contents(0);
+    if (static_cast<int64_t>(raw.size()) != bytes) {
+      return Invalid("raw_input_contents[0]",
+                     absl::StrCat("expected ", bytes, " bytes for ", input.datatype(), " ",
+                                  ShapeString(input.shape()), ", got ", raw.size()));
+    }
+    data.swap(raw);
+  } else if (input.has_contents()) {
+    const inference::InferTensorContents& contents = input.contents();
+    if (*dtype != DataType::kFloat32) {
+      return Invalid("inputs[0].contents",
+                     absl::StrCat(input.datatype(),
+                                  " tensors travel in raw_input_contents (the protocol has no "
+                                  "16-bit float contents field)"));
+    }
+    if (HasNonFp32Contents(contents)) {
+      return Invalid("inputs[0].contents", "an FP32 tensor takes fp32_contents only");
+    }
+    if (contents.fp32_contents_size() != elements) {
+      return Invalid(
+          "inputs[0].contents.fp32_contents",
+          absl::StrCat("expected ", elements, " elements for ", ShapeString(input.shape()),
+                       ", got ", contents.fp32_contents_size()));
+    }
+    data.resize(static_cast<size_t>(bytes));
+    std::memcpy(data.data(), contents.fp32_contents().data(), static_cast<size_t>(bytes));
+  } else {
+    return Invalid("inputs[0]",
+                   "no tensor data; send raw_input_contents or inputs[0].contents.fp32_contents");
+  }
+
+  absl::StatusOr<absl::Duration> timeout = FindTimeout(request.parameters());
+  if (!timeout.ok()) return timeout.status();
+
+  out.layer = request.model_name();
+  // InferenceRequest shapes are [N, C, H, W] whatever the layout.
+  out.shape[0] = input.shape(0);
+  if (in_layout == Layout::kNhwc) {
+    out.shape[1] = input.shape(3);
+    out.shape[2] = input.shape(1);
+    out.shape[3] = input.shape(2);
+  } else {
+    out.shape[1] = input.shape(1);
+    out.shape[2] = input.shape(2);
+    out.shape[3] = input.shape(3);
+  }
+  out.dtype = *dtype;
+  out.input_layout = in_layout;
+  out.output_layout = out_layout;
+  out.input = std::move(data);
+  out.api = Api::kKserve;
+  out.deadline = std::min(grpc_deadline, out.accepted_at + *timeout);
+  return absl::OkStatus();
+}
+
+void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
+                         inference::ModelInferResponse& response) {
+  response.set_model_name(model);
+  response.set_model_version(kModelVersion);
+  response.set_id(id);
+  inference::ModelInferResponse::InferOutputTensor& output = *response.add_outputs();
+  output.set_name(kOutputName);
+  output.set_datatype(DatatypeName(result.dtype));
+  const int64_t* s = result.shape;  // [N, K, P, Q]
+  if (result.layout == Layout::kNhwc) {
+    for (int64_t dim : {s[0], s[2], s[3], s[1]}) output.add_shape(dim);
+    (*output.mutable_parameters())[kLayoutParameter].set_string_param("NHWC");
+  } else {
+    for (int64_t dim : {s[0], s[1], s[2], s[3]}) output.add_shape(dim);
+  }
+  response.add_raw_output_contents()->swap(result.output);
+
+  auto& parameters = *response.mutable_parameters();
+  parameters["queue_us"].set_int64_param(result.queue_us);
+  parameters["compute_us"].set_int64_param(result.compute_us);
+  parameters["total_us"].set_int64_param(result.total_us);
+  parameters["batch_size"].set_int64_param(result.batch_size);
+  parameters["kernel_config"].set_string_param(std::move(result.kernel_config));
+  parameters["device"].set_string_param(std::move(result.device));
+}
+
+void EncodeStreamError(const absl::Status& status, const std::string& model, const std::string& id,
+                       inference::ModelStreamInferResponse& response) {
+  // The code's name leads the message: the stream has no per-message status code.
+  response.set_error_message(status.ToString());
+  response.mutable_infer_response()->set_model_name(model);
+  response.mutable_infer_response()->set_id(id);
+}
+
+void EncodeModelMetadata(const LayerSnapshot& layer, inference::ModelMetadataResponse& response) {
+  response.set_name(layer.name);
+  response.add_versions(kModelVersion);
+  response.set_platform(kPlatform);
+  const char* datatype = DatatypeName(layer.params.dtype);
+  auto& input = *response.add_inputs();
+  input.set_name(kInputName);
+  input.set_datatype(datatype);
+  for (int64_t dim : {int64_t{-1}, layer.params.in_channels, int64_t{-1}, int64_t{-1}}) {
+    input.add_shape(dim);
+  }
+  auto& output = *response.add_outputs();
+  output.set_name(kOutputName);
+  output.set_datatype(datatype);
+  for (int64_t dim : {int64_t{-1}, layer.params.out_channels, int64_t{-1}, int64_t{-1}}) {
+    output.add_shape(dim);
+  }
+}
+
+}  // namespace convserve::kserve

@@ -1,0 +1,59 @@
+// Translation between KServe v2 (Open Inference Protocol) messages and the serving core's
+// InferenceRequest / InferenceResult, plus the fixed model signature every conv layer has on
+// this API. Pure functions with no gRPC calls, so the protocol rules are tested without a server.
+//
+// The signature: one input "input" and one output "output", datatype FP32, FP16 or BF16 as the
+// layer's. A tensor's shape is its row-major shape: [N, C, H, W] by default, [N, H, W, C] when
+// its "layout" string parameter is "NHWC". The input's layout comes from the input's
+// parameters, else the request's; the output's from the requested output's parameters, else
+// the request's, else the input's. The int64 request parameter "timeout" (microseconds, as
+// Triton's) bounds the time to launch, with the gRPC deadline.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "kernels/conv_problem.h"
+#include "kserve/grpc_predict_v2.pb.h"
+#include "server/inference.h"
+#include "server/serving_core.h"
+
+namespace convserve::kserve {
+
+inline constexpr char kInputName[] = "input";
+inline constexpr char kOutputName[] = "output";
+// Layers are replaced atomically in place, so each model has exactly one version.
+inline constexpr char kModelVersion[] = "1";
+inline constexpr char kPlatform[] = "convserve_conv2d";
+
+// "FP32", "FP16", "BF16".
+const char* DatatypeName(DataType dtype);
+// INVALID_ARGUMENT naming `field` for any other datatype string.
+absl::StatusOr<DataType> ParseDatatype(absl::string_view datatype, absl::string_view field);
+
+// OK for an empty version or kModelVersion; NOT_FOUND naming the model otherwise.
+absl::Status CheckModelVersion(absl::string_view model, absl::string_view version);
+
+// Fills `out` (layer, shape, dtype, layouts, input, deadline, api) from `request`, moving the
+// tensor bytes out of it. `grpc_deadline` is the call's deadline (InfiniteFuture when none).
+// Leaves `out.is_cancelled` and `out.done` to the caller. INVALID_ARGUMENT naming the
+// offending field (e.g. "inputs[0].shape"); NOT_FOUND for an unknown model version.
+absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
+                                InferenceRequest& out);
+
+// Writes `result` as the answer to the request for `model` with `id`: one output tensor in
+// raw_output_contents, with the server's timing in the response parameters.
+void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
+                         inference::ModelInferResponse& response);
+
+// A failed request's answer on a ModelStreamInfer stream.
+void EncodeStreamError(const absl::Status& status, const std::string& model, const std::string& id,
+                       inference::ModelStreamInferResponse& response);
+
+// The ModelMetadata answer for a loaded layer: batch and spatial dimensions are -1.
+void EncodeModelMetadata(const LayerSnapshot& layer, inference::ModelMetadataResponse& response);
+
+}  // namespace convserve::kserve

@@ -1,0 +1,123 @@
+// KServe v2 handlers: each one translates its proto, asks the serving core and answers through
+// the call's default reactor; ModelInfer answers from the core's done callback, so no gRPC
+// thread waits on inference.
+#include "server/kserve/kserve_service.h"
+
+#include <grpcpp/support/message_allocator.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "server/kserve/call_deadline.h"
+#include "server/kserve/infer_codec.h"
+#include "server/kserve/stream_infer_reactor.h"
+
+namespace convserve {
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::Status ModelNotFound(const std::string& name) {
+  if (name.empty()) return absl::InvalidArgumentError("name: required");
+  return absl::NotFoundError(absl::StrCat("model '", name, "' is not loaded"));
+}
+
+}  // namespace
+
+KserveService::KserveService(ServingCore& core, std::string server_name, std::string server_version)
+    : core_(core),
+      server_name_(std::move(server_name)),
+      server_version_(std::move(server_version)) {}
+
+grpc::ServerUnaryReactor* KserveService::ServerLive(grpc::CallbackServerContext* context,
+                                                    const inference::ServerLiveRequest*,
+                                                    inference::ServerLiveResponse* response) {
+  response->set_live(true);  // answering at all is the proof
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* KserveService::ServerReady(grpc::CallbackServerContext* context,
+                                                     const inference::ServerReadyRequest*,
+                                                     inference::ServerReadyResponse* response) {
+  response->set_ready(core_.ready());
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* KserveService::ModelReady(grpc::CallbackServerContext* context,
+                                                    const inference::ModelReadyRequest* request,
+                                                    inference::ModelReadyResponse* response) {
+  if (request->name().empty()) return FinishNow(context, ModelNotFound(""));
+  const std::optional<LayerSnapshot> layer = core_.FindLayer(request->name());
+  response->set_ready(layer.has_value() && layer->info.ready() && core_.ready() &&
+                      kserve::CheckModelVersion(request->name(), request->version()).ok());
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* KserveService::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  response->set_name(server_name_);
+  response->set_version(server_version_);
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* KserveService::ModelMetadata(
+    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  const std::optional<LayerSnapshot> layer = core_.FindLayer(request->name());
+  if (!layer.has_value()) return FinishNow(context, ModelNotFound(request->name()));
+  if (absl::Status status = kserve::CheckModelVersion(request->name(), request->version());
+      !status.ok()) {
+    return FinishNow(context, status);
+  }
+  kserve::EncodeModelMetadata(*layer, *response);
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext* context,
+                                                    const inference::ModelInferRequest* request,
+                                                    inference::ModelInferResponse* response) {
+  // gRPC hands the request over as const, but the message belongs to this call until Finish;
+  // the allocator state is gRPC's sanctioned way to reach it mutably, which lets the tensor
+  // bytes move into the core instead of being copied.
+  auto* messages = static_cast<
+      grpc::MessageHolder<inference::ModelInferRequest, inference::ModelInferResponse>*>(
+      context->GetRpcAllocatorState());
+  inference::ModelInferRequest& mutable_request = *messages->request();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+
+  InferenceRequest inference;
+  if (absl::Status status =
+          kserve::DecodeInferRequest(mutable_request, kserve::DeadlineOf(*context), inference);
+      !status.ok()) {
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  }
+  inference.is_cancelled = [context] { return context->IsCancelled(); };
+  // `request` and `response` stay valid until Finish, which only this callback calls.
+  inference.done = [reactor, request, response](absl::StatusOr<InferenceResult> result) {
+    if (!result.ok()) {
+      reactor->Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    kserve::EncodeInferResponse(request->model_name(), request->id(), *std::move(result),
+                                *response);
+    reactor->Finish(grpc::Status::OK);
+  };
+  core_.Submit(std::move(inference));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+KserveService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  return new kserve::StreamInferReactor(core_, context);
+}
+
+}  // namespace convserve

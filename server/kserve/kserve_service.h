@@ -1,0 +1,54 @@
+// The KServe v2 / Open Inference Protocol front-end: inference.GRPCInferenceService served with
+// gRPC's callback API on top of the serving core, so its requests share the native API's
+// batching, tuning and metrics (labelled api="kserve"). Register it on the same
+// grpc::ServerBuilder as the native service.
+#pragma once
+
+#include <string>
+
+#include "kserve/grpc_predict_v2.grpc.pb.h"
+#include "server/serving_core.h"
+
+namespace convserve {
+
+// Thread-safe; handlers validate, submit and return without blocking. `core` must outlive the
+// service and the grpc::Server it is registered on.
+class KserveService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  // `server_name` and `server_version` are what ServerMetadata reports.
+  KserveService(ServingCore& core, std::string server_name, std::string server_version);
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  // An unknown model or version is not an error here: it is simply not ready.
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+  // NOT_FOUND for an unknown model or version.
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  // Answers when the core's done callback fires: the result, or the status that ended the
+  // request (NOT_FOUND, INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED, ...).
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+  // Every request read gets one response message, in completion order; a failed request's
+  // message carries error_message and the stream goes on.
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+  ModelStreamInfer(grpc::CallbackServerContext* context) override;
+
+ private:
+  ServingCore& core_;
+  const std::string server_name_;
+  const std::string server_version_;
+};
+
+}  // namespace convserve
