@@ -31,6 +31,8 @@ absl::Status ModelNotFound(const std::string& name) {
 
 }  // namespace
 
+std::string KserveService::BuildVersion() { return CONVSERVE_VERSION; }
+
 KserveService::KserveService(ServingCore& core, std::string server_name, std::string server_version)
     : core_(core),
       server_name_(std::move(server_name)),

@@ -15,8 +15,13 @@ namespace convserve {
 // service and the grpc::Server it is registered on.
 class KserveService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  // `server_name` and `server_version` are what ServerMetadata reports.
-  KserveService(ServingCore& core, std::string server_name, std::string server_version);
+  // `server_name` and `server_version` are what ServerMetadata reports; by default
+  // "convserve" and the version of this build.
+  explicit KserveService(ServingCore& core, std::string server_name = "convserve",
+                         std::string server_version = BuildVersion());
+
+  // The project version this library was built from, e.g. "0.1.0".
+  static std::string BuildVersion();
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
