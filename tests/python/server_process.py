@@ -62,20 +62,19 @@ class ServerProcess:
         raise RuntimeError(f"convserve-server did not start:\n{self.log()}")
 
     def _wait_until_serving(self):
-        client = convserve.Client(self.target)
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            # A fresh channel per try: a refused connection puts a channel into reconnect
+            # backoff (1 s and growing), which would only slow the start down.
+            with convserve.Client(self.target) as client:
                 try:
                     client.list_layers(timeout=1.0)
                     return True
                 except convserve.ConvserveError:
-                    time.sleep(0.1)
-            return False
-        finally:
-            client.close()
+                    time.sleep(0.05)
+        return False
 
     def stop(self):
         if self.process is None:
