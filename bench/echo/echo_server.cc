@@ -1,0 +1,225 @@
+// convserve-echo-server: the transport floor for `convserve-cli perf`. It speaks
+// convserve.v1.Conv2d with the same payloads as convserve-server: LoadLayer keeps the spec (the
+// weights are checked for size and dropped), Forward checks the input against the layer and
+// answers with an output tensor of the size the real conv would produce, without computing
+// anything. What perf measures against it is gRPC, protobuf and the copies: the cost every
+// Forward pays before any kernel runs.
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/convert.h"
+#include "client/layer_directory.h"
+#include "common/grpc_status.h"
+#include "convserve/v1/conv2d.grpc.pb.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC address to serve on (host:port)");
+ABSL_FLAG(std::string, model_repository, "", "layer directories to load at start (specs only)");
+ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message received or sent, MiB");
+
+namespace convserve {
+namespace {
+
+namespace v1 = convserve::v1;
+
+constexpr char kDevice[] = "echo (no compute)";
+
+class EchoService final : public v1::Conv2d::CallbackService {
+ public:
+  absl::StatusOr<v1::LayerInfo> Load(const v1::LoadLayerRequest& request) {
+    absl::StatusOr<ConvParams> params = ParamsFromSpec(request.spec());
+    if (!params.ok()) return params.status();
+    if (request.spec().name().empty()) return absl::InvalidArgumentError("spec.name is empty");
+    if (static_cast<int64_t>(request.weights().size()) != params->weight_bytes() ||
+        static_cast<int64_t>(request.bias().size()) != params->bias_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights/bias are ", request.weights().size(), "/", request.bias().size(),
+          " bytes; the spec needs ", params->weight_bytes(), "/", params->bias_bytes()));
+    }
+    absl::MutexLock lock(&mu_);
+    Layer& layer = layers_[request.spec().name()];
+    layer.params = *params;
+    *layer.info.mutable_spec() = request.spec();
+    layer.info.set_resident_bytes(0);
+    layer.info.set_device(kDevice);
+    layer.info.set_ready(true);
+    layer.info.set_generation(++generation_);
+    return layer.info;
+  }
+
+  grpc::ServerUnaryReactor* LoadLayer(grpc::CallbackServerContext* context,
+                                      const v1::LoadLayerRequest* request,
+                                      v1::LoadLayerResponse* response) override {
+    absl::StatusOr<v1::LayerInfo> info = Load(*request);
+    if (info.ok()) *response->mutable_layer() = *std::move(info);
+    return Finish(context, info.status());
+  }
+
+  grpc::ServerUnaryReactor* UnloadLayer(grpc::CallbackServerContext* context,
+                                        const v1::UnloadLayerRequest* request,
+                                        v1::UnloadLayerResponse*) override {
+    absl::MutexLock lock(&mu_);
+    return Finish(
+        context, layers_.erase(request->name()) == 1
+                     ? absl::OkStatus()
+                     : absl::NotFoundError(absl::StrCat("no layer named '", request->name(), "'")));
+  }
+
+  grpc::ServerUnaryReactor* ListLayers(grpc::CallbackServerContext* context,
+                                       const v1::ListLayersRequest*,
+                                       v1::ListLayersResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, layer] : layers_) *response->add_layers() = layer.info;
+    return Finish(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
+                                    const v1::ForwardRequest* request,
+                                    v1::ForwardResponse* response) override {
+    const absl::Time accepted = absl::Now();
+    absl::StatusOr<ConvProblem> problem = Check(*request);
+    if (!problem.ok()) return Finish(context, problem.status());
+    v1::Tensor& output = *response->mutable_output();
+    output.set_dtype(request->input().dtype());
+    output.set_layout(request->output_layout() == v1::LAYOUT_DEFAULT ? request->input().layout()
+                                                                     : request->output_layout());
+    for (int64_t d : {problem->batch, problem->params.out_channels, problem->out_height(),
+                      problem->out_width()}) {
+      output.add_shape(d);
+    }
+    output.mutable_data()->resize(static_cast<size_t>(problem->output_bytes()));
+    response->set_batch_size(static_cast<int32_t>(problem->batch));
+    response->set_kernel_config("echo");
+    response->set_device(kDevice);
+    const int64_t total_us = absl::ToInt64Microseconds(absl::Now() - accepted);
+    response->mutable_timing()->set_total_us(total_us);
+    return Finish(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context, const v1::TuneRequest*,
+                                 v1::TuneResponse*) override {
+    return Finish(context, absl::UnimplementedError("the echo server does not tune"));
+  }
+
+ private:
+  struct Layer {
+    ConvParams params;
+    v1::LayerInfo info;
+  };
+
+  static grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                          const absl::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  }
+
+  // The checks that decide the output size: the layer exists, the input's dtype, channels and
+  // byte length fit it.
+  absl::StatusOr<ConvProblem> Check(const v1::ForwardRequest& request) {
+    ConvProblem problem;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = layers_.find(request.layer());
+      if (it == layers_.end()) {
+        return absl::NotFoundError(absl::StrCat("no layer named '", request.layer(), "'"));
+      }
+      problem.params = it->second.params;
+    }
+    const v1::Tensor& input = request.input();
+    if (input.shape_size() != 4) {
+      return absl::InvalidArgumentError("input.shape must be [N, C, H, W]");
+    }
+    if (input.dtype() != DataTypeToProto(problem.params.dtype)) {
+      return absl::InvalidArgumentError("input.dtype does not match the layer's dtype");
+    }
+    if (input.shape(1) != problem.params.in_channels) {
+      return absl::InvalidArgumentError(absl::StrCat("input.shape[1] is ", input.shape(1),
+                                                     "; the layer has ", problem.params.in_channels,
+                                                     " channels"));
+    }
+    problem.batch = input.shape(0);
+    problem.height = input.shape(2);
+    problem.width = input.shape(3);
+    if (absl::Status valid = ValidateProblem(problem); !valid.ok()) return valid;
+    if (static_cast<int64_t>(input.data().size()) != problem.input_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("input.data is ", input.data().size(),
+                                                     " bytes; the shape needs ",
+                                                     problem.input_bytes()));
+    }
+    return problem;
+  }
+
+  absl::Mutex mu_;
+  std::map<std::string, Layer> layers_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "convserve-echo-server: answers convserve.v1.Conv2d Forward calls with correctly sized, "
+      "uncomputed outputs, to measure the transport floor with `convserve-cli perf`.");
+  absl::ParseCommandLine(argc, argv);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  EchoService service;
+  const std::string repository = absl::GetFlag(FLAGS_model_repository);
+  if (!repository.empty()) {
+    absl::StatusOr<std::vector<std::string>> dirs = ListRepositoryLayers(repository);
+    if (!dirs.ok()) {
+      std::fprintf(stderr, "echo: %s\n", dirs.status().ToString().c_str());
+      return 1;
+    }
+    for (const std::string& dir : *dirs) {
+      absl::StatusOr<v1::LoadLayerRequest> request = ReadRepositoryLayer(dir);
+      absl::StatusOr<v1::LayerInfo> loaded =
+          request.ok() ? service.Load(*request) : request.status();
+      if (!loaded.ok()) {
+        std::fprintf(stderr, "echo: %s: %s\n", dir.c_str(), loaded.status().ToString().c_str());
+        return 1;
+      }
+    }
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "echo: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "echo: serving on %s\n", absl::GetFlag(FLAGS_listen).c_str());
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr, "echo: signal %d, shutting down\n", signal);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace convserve
+
+int main(int argc, char** argv) { return convserve::Main(argc, argv); }

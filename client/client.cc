@@ -1,0 +1,128 @@
+// Client: one channel, two stubs, every gRPC status mapped through common/grpc_status.h.
+#include "client/client.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/layer_directory.h"
+#include "common/grpc_status.h"
+
+namespace convserve {
+
+namespace v1 = convserve::v1;
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(options_.max_message_bytes);
+  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  if (options_.round_robin) args.SetLoadBalancingPolicyName("round_robin");
+  channel_ = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  conv2d_ = v1::Conv2d::NewStub(channel_);
+  health_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
+std::unique_ptr<grpc::ClientContext> Client::NewContext(absl::Duration timeout) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+bool Client::WaitForConnected(absl::Duration timeout) {
+  return channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+absl::StatusOr<v1::LayerInfo> Client::LoadLayer(const v1::LoadLayerRequest& request) {
+  v1::LoadLayerResponse response;
+  auto context = NewContext(options_.tune_timeout);
+  absl::Status status = FromGrpcStatus(conv2d_->LoadLayer(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return std::move(*response.mutable_layer());
+}
+
+absl::StatusOr<v1::LayerInfo> Client::LoadLayer(const v1::LayerSpec& spec, std::string weights,
+                                                std::string bias) {
+  v1::LoadLayerRequest request;
+  *request.mutable_spec() = spec;
+  request.set_weights(std::move(weights));
+  request.set_bias(std::move(bias));
+  return LoadLayer(request);
+}
+
+absl::StatusOr<v1::LayerInfo> Client::LoadLayerFromDirectory(const std::string& dir) {
+  absl::StatusOr<v1::LoadLayerRequest> request = ReadRepositoryLayer(dir);
+  if (!request.ok()) return request.status();
+  return LoadLayer(*request);
+}
+
+absl::Status Client::UnloadLayer(const std::string& name) {
+  v1::UnloadLayerRequest request;
+  request.set_name(name);
+  v1::UnloadLayerResponse response;
+  auto context = NewContext(options_.call_timeout);
+  return FromGrpcStatus(conv2d_->UnloadLayer(context.get(), request, &response));
+}
+
+absl::StatusOr<std::vector<v1::LayerInfo>> Client::ListLayers() {
+  v1::ListLayersResponse response;
+  auto context = NewContext(options_.call_timeout);
+  absl::Status status =
+      FromGrpcStatus(conv2d_->ListLayers(context.get(), v1::ListLayersRequest(), &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::LayerInfo>(std::make_move_iterator(response.mutable_layers()->begin()),
+                                    std::make_move_iterator(response.mutable_layers()->end()));
+}
+
+absl::StatusOr<v1::LayerInfo> Client::GetLayer(const std::string& name) {
+  absl::StatusOr<std::vector<v1::LayerInfo>> layers = ListLayers();
+  if (!layers.ok()) return layers.status();
+  for (v1::LayerInfo& layer : *layers) {
+    if (layer.spec().name() == name) return std::move(layer);
+  }
+  return absl::NotFoundError(absl::StrCat("layer '", name, "' is not loaded on ", options_.target));
+}
+
+absl::StatusOr<v1::ForwardResponse> Client::Forward(const v1::ForwardRequest& request,
+                                                    absl::Duration timeout) {
+  v1::ForwardResponse response;
+  auto context = NewContext(timeout > absl::ZeroDuration() ? timeout : options_.call_timeout);
+  absl::Status status = FromGrpcStatus(conv2d_->Forward(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+void Client::ForwardAsync(const v1::ForwardRequest& request, v1::ForwardResponse* response,
+                          absl::Duration timeout, std::function<void(absl::Status)> done) {
+  // The context must live until the call ends; the completion callback owns it.
+  grpc::ClientContext* context =
+      NewContext(timeout > absl::ZeroDuration() ? timeout : options_.call_timeout).release();
+  conv2d_->async()->Forward(context, &request, response,
+                            [context, done = std::move(done)](grpc::Status status) {
+                              delete context;
+                              done(FromGrpcStatus(status));
+                            });
+}
+
+absl::StatusOr<v1::TuneResponse> Client::Tune(const v1::TuneRequest& request) {
+  v1::TuneResponse response;
+  auto context = NewContext(options_.tune_timeout);
+  absl::Status status = FromGrpcStatus(conv2d_->Tune(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
+    const std::string& service) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  auto context = NewContext(options_.call_timeout);
+  absl::Status status = FromGrpcStatus(health_->Check(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return response.status();
+}
+
+}  // namespace convserve

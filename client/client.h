@@ -1,0 +1,90 @@
+// The C++ client of convserve's native API (convserve.v1.Conv2d) plus the standard gRPC health
+// service. Every call returns absl::Status / StatusOr carrying the server's canonical code and
+// message (common/grpc_status.h), so callers see NOT_FOUND, INVALID_ARGUMENT naming the field,
+// RESOURCE_EXHAUSTED, UNAVAILABLE (server unreachable or draining) and so on unchanged.
+//
+// One Client holds one channel. The target may name several servers ("ipv4:10.0.0.1:50051,
+// 10.0.0.2:50051", or a DNS name with several addresses): calls are then spread over all of
+// them with round-robin load balancing. A Client is thread-safe; share one across threads.
+#pragma once
+
+#include <grpcpp/channel.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "convserve/v1/conv2d.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace convserve {
+
+struct ClientOptions {
+  // "host:port", "dns:///name:port", or "ipv4:127.0.0.1:5001,127.0.0.1:5002".
+  std::string target = "127.0.0.1:50051";
+  // Largest message sent or received; a 32x64x224x224 fp32 tensor is 400 MiB.
+  int max_message_bytes = 512 << 20;
+  // round_robin spreads calls over every resolved address; pick_first sticks to one.
+  bool round_robin = true;
+  // Deadline of quick calls (Forward, ListLayers, UnloadLayer, Health).
+  absl::Duration call_timeout = absl::Seconds(60);
+  // Deadline of calls that may auto-tune on the server (LoadLayer with warm-up sizes, Tune).
+  absl::Duration tune_timeout = absl::Minutes(30);
+};
+
+class Client {
+ public:
+  // Creates the channel; connecting happens lazily on the first call (or WaitForConnected).
+  explicit Client(ClientOptions options);
+
+  const ClientOptions& options() const { return options_; }
+
+  // Blocks until the channel has a connected server or `timeout` passes (then false).
+  bool WaitForConnected(absl::Duration timeout);
+
+  // Loads or atomically replaces a layer. `weights` are OIHW raw elements of spec.dtype,
+  // `bias` [out_channels] elements (empty unless spec.has_bias).
+  absl::StatusOr<convserve::v1::LayerInfo> LoadLayer(
+      const convserve::v1::LoadLayerRequest& request);
+  absl::StatusOr<convserve::v1::LayerInfo> LoadLayer(const convserve::v1::LayerSpec& spec,
+                                                     std::string weights, std::string bias = "");
+  // Reads a model repository layer directory (client/layer_directory.h) and loads it.
+  absl::StatusOr<convserve::v1::LayerInfo> LoadLayerFromDirectory(const std::string& dir);
+
+  absl::Status UnloadLayer(const std::string& name);
+  absl::StatusOr<std::vector<convserve::v1::LayerInfo>> ListLayers();
+  // The layer named `name`; NOT_FOUND when the server has no such layer.
+  absl::StatusOr<convserve::v1::LayerInfo> GetLayer(const std::string& name);
+
+  // One forward pass. `timeout` overrides options().call_timeout when positive.
+  absl::StatusOr<convserve::v1::ForwardResponse> Forward(
+      const convserve::v1::ForwardRequest& request, absl::Duration timeout = absl::ZeroDuration());
+
+  // Starts a forward pass and returns at once. `done` runs exactly once, on a gRPC thread, with
+  // the outcome; `request` and `response` must stay alive until then. `done` must not block.
+  void ForwardAsync(const convserve::v1::ForwardRequest& request,
+                    convserve::v1::ForwardResponse* response, absl::Duration timeout,
+                    std::function<void(absl::Status)> done);
+
+  absl::StatusOr<convserve::v1::TuneResponse> Tune(const convserve::v1::TuneRequest& request);
+
+  // grpc.health.v1 Check: "" is the server as a whole, a layer's name its readiness. NOT_FOUND
+  // for a name the server does not know.
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service = "");
+
+ private:
+  // A context whose deadline is now + `timeout`.
+  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout) const;
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<convserve::v1::Conv2d::Stub> conv2d_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+}  // namespace convserve

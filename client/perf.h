@@ -1,0 +1,73 @@
+// The load generator behind `convserve-cli perf`: drives Forward calls at a fixed concurrency
+// (closed loop: each finished request starts the next) or at a fixed offered rate (open loop:
+// requests leave on schedule whether or not earlier ones have returned), and summarises what it
+// saw: throughput, client-side latency percentiles, the server's own queue and compute time
+// from each reply, the batch sizes the server formed, and every error by status code.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "convserve/v1/conv2d.pb.h"
+
+namespace convserve {
+
+struct PerfSettings {
+  // Requests finishing during warm-up are not counted; then `duration` is measured.
+  absl::Duration warmup = absl::Seconds(1);
+  absl::Duration duration = absl::Seconds(5);
+  absl::Duration request_timeout = absl::Seconds(60);
+  // Open loop: a request due while this many are in flight is not sent and counted in
+  // PerfPoint::not_sent, so an overloaded server cannot make the generator hoard memory.
+  int max_outstanding = 8192;
+};
+
+// One measured load level.
+struct PerfPoint {
+  std::string mode;    // "concurrency" (closed loop) or "rate" (open loop)
+  double load = 0;     // the concurrency, or the offered requests per second
+  int64_t batch = 0;   // N of each request
+  double seconds = 0;  // length of the measured window
+  int64_t ok = 0;      // successful replies finishing in the window
+  int64_t errors = 0;  // failed ones, by canonical code name in error_counts
+  int64_t not_sent = 0;
+  std::map<std::string, int64_t> error_counts;
+  std::string first_error;
+  double throughput = 0;  // ok / seconds
+  // Client-observed latency in microseconds; open loop measures from the scheduled send time,
+  // so a stalled server cannot hide queueing behind a late send (coordinated omission).
+  double latency_mean_us = 0;
+  double latency_p50_us = 0;
+  double latency_p90_us = 0;
+  double latency_p99_us = 0;
+  double latency_max_us = 0;
+  // From ForwardResponse.timing.
+  double server_queue_mean_us = 0;
+  double server_queue_p50_us = 0;
+  double server_compute_mean_us = 0;
+  double server_compute_p50_us = 0;
+  double server_total_mean_us = 0;
+  std::map<int32_t, int64_t> batch_sizes;  // ForwardResponse.batch_size -> replies
+  double mean_batch_size() const;
+};
+
+// Keeps `concurrency` requests in flight for warmup + duration. `request` must stay alive and
+// unchanged until the call returns.
+PerfPoint RunClosedLoop(Client& client, const convserve::v1::ForwardRequest& request,
+                        int concurrency, const PerfSettings& settings);
+// Sends `rate` requests per second, evenly spaced, for warmup + duration.
+PerfPoint RunOpenLoop(Client& client, const convserve::v1::ForwardRequest& request, double rate,
+                      const PerfSettings& settings);
+
+// Human-readable table, one row per point.
+std::string PerfTable(const std::vector<PerfPoint>& points);
+// Machine-readable forms of the same rows; the batch histogram is "size:count" pairs.
+std::string PerfJson(const std::vector<PerfPoint>& points);
+std::string PerfCsv(const std::vector<PerfPoint>& points);
+
+}  // namespace convserve
