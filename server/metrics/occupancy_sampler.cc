@@ -1,0 +1,452 @@
+// CUPTI Range Profiler plumbing for OccupancySampler (see occupancy_sampler.h). Each sample
+// enables the range profiler on the device's context, collects one user range around one
+// launch in one pass, decodes and evaluates it on the host, and disables the profiler again.
+#include "server/metrics/occupancy_sampler.h"
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <cupti_profiler_host.h>
+#include <cupti_profiler_target.h>
+#include <cupti_range_profiler.h>
+#include <cupti_result.h>
+#include <cupti_target.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace convserve {
+
+bool OccupancySamplePolicy::ShouldSample(std::string_view kernel_config, absl::Time now) {
+  const int64_t now_ns = absl::ToUnixNanos(now);
+  if (now_ns < next_allowed_ns_.load(std::memory_order_relaxed)) return false;
+  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock() || in_progress_) return false;
+  if (now_ns < next_allowed_ns_.load(std::memory_order_relaxed)) return false;
+  const std::string key(kernel_config);
+  if (auto it = last_sampled_.find(key); it != last_sampled_.end()) {
+    // Refresh each configuration about once per interval x configurations, so a rare one gets
+    // its turn between two samples of a busy one.
+    const absl::Duration own_interval =
+        interval_ * static_cast<int64_t>(std::max<size_t>(1, last_sampled_.size()));
+    if (now - it->second < own_interval) return false;
+  }
+  last_sampled_[key] = now;
+  in_progress_ = true;
+  next_allowed_ns_.store(absl::ToUnixNanos(now + interval_), std::memory_order_relaxed);
+  return true;
+}
+
+void OccupancySamplePolicy::Finished() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  in_progress_ = false;
+}
+
+namespace {
+
+// A CUPTI result as a Status whose code says whether it can ever work here.
+absl::Status CuptiStatus(CUptiResult result, const char* call) {
+  if (result == CUPTI_SUCCESS) return absl::OkStatus();
+  const char* text = nullptr;
+  if (cuptiGetResultString(result, &text) != CUPTI_SUCCESS || text == nullptr) text = "?";
+  const std::string what = absl::StrCat(call, ": ", text);
+  switch (result) {
+    case CUPTI_ERROR_INSUFFICIENT_PRIVILEGES:
+      return absl::PermissionDeniedError(absl::StrCat(
+          what,
+          " (GPU performance counters need admin rights: run as root or with "
+          "CAP_SYS_ADMIN, or load nvidia with NVreg_RestrictProfilingToAdminUsers=0)"));
+    case CUPTI_ERROR_HARDWARE_BUSY:
+    case CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED:
+      return absl::UnavailableError(absl::StrCat(
+          what, " (the counters are held by another profiler: ncu, nsys, DCGM profiling)"));
+    case CUPTI_ERROR_NOT_SUPPORTED:
+    case CUPTI_ERROR_NOT_COMPATIBLE:
+      return absl::FailedPreconditionError(absl::StrCat(what, " (device not supported)"));
+    default:
+      return absl::InternalError(what);
+  }
+}
+
+absl::Status CudaStatus(cudaError_t error, const char* call) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(call, ": ", cudaGetErrorString(error)));
+}
+
+// Declares a CUPTI params struct with its size set, as every CUPTI profiler call wants.
+#define CONVSERVE_CUPTI_PARAMS(type, name) \
+  type name;                               \
+  std::memset(&name, 0, sizeof(name));     \
+  name.structSize = type##_STRUCT_SIZE
+
+// The one process-wide cuptiProfilerInitialize.
+absl::Status InitializeProfilerOnce() {
+  static const absl::Status* status = [] {
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
+    return new absl::Status(
+        CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize"));
+  }();
+  return *status;
+}
+
+}  // namespace
+
+struct OccupancySampler::Cupti {
+  CUcontext context = nullptr;
+  std::string chip;
+  std::vector<uint8_t> counter_availability;
+  CUpti_Profiler_Host_Object* host = nullptr;
+  std::vector<uint8_t> config_image;
+  std::vector<uint8_t> counter_data;
+  CUpti_RangeProfiler_Object* range = nullptr;  // set only while a sample is being taken
+
+  ~Cupti() {
+    DisableRange();
+    if (host != nullptr) {
+      CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Deinitialize_Params, params);
+      params.pHostObject = host;
+      cuptiProfilerHostDeinitialize(&params);
+    }
+  }
+
+  const char* metric() const { return OccupancySampler::kMetricName; }
+
+  // Enables the range profiler on the context and arms it for one range in one pass.
+  absl::Status EnableRange() {
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Enable_Params, enable);
+    enable.ctx = context;
+    if (absl::Status s = CuptiStatus(cuptiRangeProfilerEnable(&enable), "cuptiRangeProfilerEnable");
+        !s.ok()) {
+      return s;
+    }
+    range = enable.pRangeProfilerObject;
+
+    const char* metrics[] = {metric()};
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_GetCounterDataSize_Params, size);
+    size.pRangeProfilerObject = range;
+    size.pMetricNames = metrics;
+    size.numMetrics = 1;
+    size.maxNumOfRanges = 1;
+    size.maxNumRangeTreeNodes = 1;
+    if (absl::Status s = CuptiStatus(cuptiRangeProfilerGetCounterDataSize(&size),
+                                     "cuptiRangeProfilerGetCounterDataSize");
+        !s.ok()) {
+      return s;
+    }
+    counter_data.assign(size.counterDataSize, 0);
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_CounterDataImage_Initialize_Params, init);
+    init.pRangeProfilerObject = range;
+    init.counterDataSize = counter_data.size();
+    init.pCounterData = counter_data.data();
+    if (absl::Status s = CuptiStatus(cuptiRangeProfilerCounterDataImageInitialize(&init),
+                                     "cuptiRangeProfilerCounterDataImageInitialize");
+        !s.ok()) {
+      return s;
+    }
+
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_SetConfig_Params, config);
+    config.pRangeProfilerObject = range;
+    config.configSize = config_image.size();
+    config.pConfig = config_image.data();
+    config.counterDataImageSize = counter_data.size();
+    config.pCounterDataImage = counter_data.data();
+    config.range = CUPTI_UserRange;        // exactly the launch we wrap, nothing before or after
+    config.replayMode = CUPTI_UserReplay;  // we never replay: one pass suffices (checked)
+    config.maxRangesPerPass = 1;
+    config.numNestingLevels = 1;
+    config.minNestingLevel = 1;
+    config.passIndex = 0;
+    config.targetNestingLevel = 1;
+    return CuptiStatus(cuptiRangeProfilerSetConfig(&config), "cuptiRangeProfilerSetConfig");
+  }
+
+  void DisableRange() {
+    if (range == nullptr) return;
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Disable_Params, disable);
+    disable.pRangeProfilerObject = range;
+    cuptiRangeProfilerDisable(&disable);
+    range = nullptr;
+  }
+
+  absl::Status StartRange() {
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Start_Params, start);
+    start.pRangeProfilerObject = range;
+    if (absl::Status s = CuptiStatus(cuptiRangeProfilerStart(&start), "cuptiRangeProfilerStart");
+        !s.ok()) {
+      return s;
+    }
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_PushRange_Params, push);
+    push.pRangeProfilerObject = range;
+    push.pRangeName = "convserve_occupancy_sample";
+    return CuptiStatus(cuptiRangeProfilerPushRange(&push), "cuptiRangeProfilerPushRange");
+  }
+
+  // Closes the range; all of it was collected in this one pass.
+  absl::Status StopRange() {
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_PopRange_Params, pop);
+    pop.pRangeProfilerObject = range;
+    absl::Status popped =
+        CuptiStatus(cuptiRangeProfilerPopRange(&pop), "cuptiRangeProfilerPopRange");
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Stop_Params, stop);
+    stop.pRangeProfilerObject = range;
+    absl::Status stopped = CuptiStatus(cuptiRangeProfilerStop(&stop), "cuptiRangeProfilerStop");
+    if (!popped.ok()) return popped;
+    if (!stopped.ok()) return stopped;
+    if (!stop.isAllPassSubmitted) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(metric(), " needs more than one pass on ", chip));
+    }
+    return absl::OkStatus();
+  }
+
+  // The metric's value (percent) over the closed range.
+  absl::StatusOr<double> DecodeAndEvaluate() {
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_DecodeData_Params, decode);
+    decode.pRangeProfilerObject = range;
+    if (absl::Status s =
+            CuptiStatus(cuptiRangeProfilerDecodeData(&decode), "cuptiRangeProfilerDecodeData");
+        !s.ok()) {
+      return s;
+    }
+    if (decode.numOfRangeDropped != 0) {
+      return absl::InternalError("cuptiRangeProfilerDecodeData dropped the sampled range");
+    }
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_GetCounterDataInfo_Params, info);
+    info.pCounterDataImage = counter_data.data();
+    info.counterDataImageSize = counter_data.size();
+    if (absl::Status s = CuptiStatus(cuptiRangeProfilerGetCounterDataInfo(&info),
+                                     "cuptiRangeProfilerGetCounterDataInfo");
+        !s.ok()) {
+      return s;
+    }
+    if (info.numTotalRanges < 1) return absl::InternalError("the sampled range was not recorded");
+
+    const char* metrics[] = {metric()};
+    double value = NAN;
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_EvaluateToGpuValues_Params, evaluate);
+    evaluate.pHostObject = host;
+    evaluate.pCounterDataImage = counter_data.data();
+    evaluate.counterDataImageSize = counter_data.size();
+    evaluate.rangeIndex = 0;
+    evaluate.ppMetricNames = metrics;
+    evaluate.numMetrics = 1;
+    evaluate.pMetricValues = &value;
+    if (absl::Status s = CuptiStatus(cuptiProfilerHostEvaluateToGpuValues(&evaluate),
+                                     "cuptiProfilerHostEvaluateToGpuValues");
+        !s.ok()) {
+      return s;
+    }
+    return value;
+  }
+};
+
+OccupancySampler::OccupancySampler(OccupancySamplerOptions options)
+    : options_(std::move(options)), policy_(options_.interval) {
+  if (options_.device_label.empty()) options_.device_label = absl::StrCat("cuda:", options_.device);
+  if (!options_.log) {
+    options_.log = [](std::string_view line) {
+      std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    };
+  }
+}
+
+OccupancySampler::~OccupancySampler() = default;
+
+std::unique_ptr<OccupancySampler> OccupancySampler::Create(OccupancySamplerOptions options) {
+  std::unique_ptr<OccupancySampler> sampler(new OccupancySampler(std::move(options)));
+  if (absl::Status status = sampler->Initialize(); !status.ok()) {
+    sampler->Disable(status).IgnoreError();
+    return sampler;
+  }
+  sampler->enabled_.store(true);
+  if (sampler->options_.metrics != nullptr) {
+    sampler->options_.metrics->SetOccupancySamplerEnabled(sampler->options_.device_label, true);
+  }
+  sampler->options_.log(absl::StrCat("occupancy sampler on ", sampler->options_.device_label, " (",
+                                     sampler->cupti_->chip, "): one launch every ",
+                                     absl::FormatDuration(sampler->options_.interval)));
+  return sampler;
+}
+
+absl::Status OccupancySampler::Initialize() {
+  cupti_ = std::make_unique<Cupti>();
+  Cupti& c = *cupti_;
+  if (absl::Status s = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CudaStatus(cudaFree(nullptr), "cudaFree (context creation)"); !s.ok()) {
+    return s;
+  }
+  // The context through the runtime's driver entry points, so nothing links libcuda directly
+  // (binaries must start on machines without the driver).
+  using CtxGetCurrent = CUresult (*)(CUcontext*);
+  void* entry = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  if (absl::Status s = CudaStatus(cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &entry, 12000,
+                                                                   cudaEnableDefault, &found),
+                                  "cudaGetDriverEntryPointByVersion(cuCtxGetCurrent)");
+      !s.ok()) {
+    return s;
+  }
+  if (found != cudaDriverEntryPointSuccess || entry == nullptr ||
+      reinterpret_cast<CtxGetCurrent>(entry)(&c.context) != CUDA_SUCCESS || c.context == nullptr) {
+    return absl::FailedPreconditionError("cannot get the device's CUDA context");
+  }
+
+  if (absl::Status s = InitializeProfilerOnce(); !s.ok()) return s;
+
+  CONVSERVE_CUPTI_PARAMS(CUpti_Device_GetChipName_Params, chip);
+  chip.deviceIndex = static_cast<size_t>(options_.device);
+  if (absl::Status s = CuptiStatus(cuptiDeviceGetChipName(&chip), "cuptiDeviceGetChipName");
+      !s.ok()) {
+    return s;
+  }
+  c.chip = chip.pChipName;
+
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_GetCounterAvailability_Params, availability);
+  availability.ctx = c.context;
+  if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                                   "cuptiProfilerGetCounterAvailability");
+      !s.ok()) {
+    return s;
+  }
+  c.counter_availability.assign(availability.counterAvailabilityImageSize, 0);
+  availability.pCounterAvailabilityImage = c.counter_availability.data();
+  if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                                   "cuptiProfilerGetCounterAvailability");
+      !s.ok()) {
+    return s;
+  }
+
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Initialize_Params, host);
+  host.profilerType = CUPTI_PROFILER_TYPE_RANGE_PROFILER;
+  host.pChipName = c.chip.c_str();
+  host.pCounterAvailabilityImage = c.counter_availability.data();
+  if (absl::Status s =
+          CuptiStatus(cuptiProfilerHostInitialize(&host), "cuptiProfilerHostInitialize");
+      !s.ok()) {
+    return s;
+  }
+  c.host = host.pHostObject;
+
+  const char* metrics[] = {kMetricName};
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_ConfigAddMetrics_Params, add);
+  add.pHostObject = c.host;
+  add.ppMetricNames = metrics;
+  add.numMetrics = 1;
+  if (absl::Status s =
+          CuptiStatus(cuptiProfilerHostConfigAddMetrics(&add), "cuptiProfilerHostConfigAddMetrics");
+      !s.ok()) {
+    return s;
+  }
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImageSize_Params, image_size);
+  image_size.pHostObject = c.host;
+  if (absl::Status s = CuptiStatus(cuptiProfilerHostGetConfigImageSize(&image_size),
+                                   "cuptiProfilerHostGetConfigImageSize");
+      !s.ok()) {
+    return s;
+  }
+  c.config_image.assign(image_size.configImageSize, 0);
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImage_Params, image);
+  image.pHostObject = c.host;
+  image.configImageSize = c.config_image.size();
+  image.pConfigImage = c.config_image.data();
+  if (absl::Status s =
+          CuptiStatus(cuptiProfilerHostGetConfigImage(&image), "cuptiProfilerHostGetConfigImage");
+      !s.ok()) {
+    return s;
+  }
+  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetNumOfPasses_Params, passes);
+  passes.configImageSize = c.config_image.size();
+  passes.pConfigImage = c.config_image.data();
+  if (absl::Status s =
+          CuptiStatus(cuptiProfilerHostGetNumOfPasses(&passes), "cuptiProfilerHostGetNumOfPasses");
+      !s.ok()) {
+    return s;
+  }
+  if (passes.numOfPasses != 1) {
+    return absl::FailedPreconditionError(absl::StrCat(kMetricName, " needs ", passes.numOfPasses,
+                                                      " passes on ", c.chip, "; we never replay"));
+  }
+
+  // Arm and close one empty range now, so that missing permissions or busy counters show at
+  // start-up rather than on the first sampled launch.
+  absl::Status probe = c.EnableRange();
+  if (probe.ok()) probe = c.StartRange();
+  if (probe.ok()) probe = c.StopRange();
+  c.DisableRange();
+  return probe;
+}
+
+absl::Status OccupancySampler::Disable(absl::Status why) {
+  if (cupti_ != nullptr) cupti_->DisableRange();
+  const bool was_enabled = enabled_.exchange(false);
+  {
+    std::lock_guard<std::mutex> lock(reason_mutex_);
+    if (!disabled_reason_.empty()) return why;  // logged already
+    disabled_reason_ = why.ToString();
+  }
+  options_.log(absl::StrCat("occupancy sampler on ", options_.device_label,
+                            was_enabled ? " turned itself off: " : " is off: ", why.ToString()));
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetOccupancySamplerEnabled(options_.device_label, false);
+  }
+  return why;
+}
+
+std::string OccupancySampler::disabled_reason() const {
+  std::lock_guard<std::mutex> lock(reason_mutex_);
+  return disabled_reason_;
+}
+
+bool OccupancySampler::ShouldSample(std::string_view kernel_config) {
+  return enabled() && policy_.ShouldSample(kernel_config, absl::Now());
+}
+
+absl::Status OccupancySampler::Begin(CUstream_st* stream) {
+  if (!enabled()) {
+    policy_.Finished();
+    return absl::FailedPreconditionError("occupancy sampler is off");
+  }
+  Cupti& c = *cupti_;
+  // Nothing launched before the range may be counted in it.
+  absl::Status status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
+  if (status.ok()) status = CudaStatus(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  if (status.ok()) status = c.EnableRange();
+  if (status.ok()) status = c.StartRange();
+  if (!status.ok()) {
+    policy_.Finished();
+    return Disable(status);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> OccupancySampler::End(CUstream_st* stream) {
+  absl::StatusOr<double> percent = EndRange(stream);
+  policy_.Finished();
+  if (!percent.ok()) return Disable(percent.status());
+  if (!std::isfinite(*percent)) {
+    // Nothing ran inside the range (the launch failed): no figure, but nothing wrong with CUPTI.
+    return absl::FailedPreconditionError("no kernel ran in the sampled range");
+  }
+  return std::clamp(*percent / 100.0, 0.0, 1.0);
+}
+
+absl::StatusOr<double> OccupancySampler::EndRange(CUstream_st* stream) {
+  Cupti& c = *cupti_;
+  if (c.range == nullptr) return absl::FailedPreconditionError("End without Begin");
+  absl::Status synced = CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  absl::Status stopped = c.StopRange();
+  absl::StatusOr<double> percent = stopped;
+  if (synced.ok() && stopped.ok()) percent = c.DecodeAndEvaluate();
+  c.DisableRange();
+  if (!synced.ok()) return synced;
+  return percent;
+}
+
+}  // namespace convserve

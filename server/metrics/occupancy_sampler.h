@@ -1,0 +1,106 @@
+// Achieved occupancy of our kernels, measured in the running server: now and then one launch is
+// wrapped in a CUPTI Range Profiler range (user range, user replay, one pass) that collects
+// sm__warps_active.avg.pct_of_peak_sustained_active, the metric Nsight Compute reports as
+// "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: the
+// profiler is enabled on the context only for the sampled launch.
+//
+// Where profiling is impossible (no permission to read GPU counters, another profiler holding
+// them, a metric that would need several passes) the sampler turns itself off, logs why once and
+// reports convserve_occupancy_sampler_enabled 0.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/metrics/metrics.h"
+
+struct CUstream_st;
+
+namespace convserve {
+
+// Which launch to sample: at most one per `interval`, and spread over the kernel configurations
+// in use, so that each is refreshed about every interval x (configurations seen). A pure
+// function of the calls and the times passed in. Thread-safe.
+class OccupancySamplePolicy {
+ public:
+  explicit OccupancySamplePolicy(absl::Duration interval) : interval_(interval) {}
+
+  // True when a launch of `kernel_config` at `now` should be sampled; the caller must then call
+  // Finished() after the sample (successful or not). False while a sample is in progress.
+  bool ShouldSample(std::string_view kernel_config, absl::Time now);
+  void Finished();
+
+ private:
+  const absl::Duration interval_;
+  // Earliest time of the next sample, as Unix nanoseconds, checked without the mutex so that
+  // the launches between samples pay one atomic load.
+  std::atomic<int64_t> next_allowed_ns_{INT64_MIN};
+  std::mutex mutex_;
+  bool in_progress_ = false;
+  absl::flat_hash_map<std::string, absl::Time> last_sampled_;  // by kernel configuration
+};
+
+struct OccupancySamplerOptions {
+  int device = 0;                               // CUDA device ordinal
+  absl::Duration interval = absl::Seconds(10);  // --occupancy_sample_interval
+  std::string device_label;                     // the metrics' device label, e.g. "cuda:0"
+  Metrics* metrics = nullptr;                   // may be null; must outlive the sampler
+  // Where the one line saying why the sampler turned itself off goes (default: stderr).
+  std::function<void(std::string_view)> log;
+};
+
+// One per device. Thread-safe; Begin/End pairs come from the thread whose ShouldSample returned
+// true.
+class OccupancySampler {
+ public:
+  // Prepares CUPTI for `options.device` (making its primary context current on this thread).
+  // Never fails: a sampler that cannot profile is returned disabled, with the reason logged.
+  static std::unique_ptr<OccupancySampler> Create(OccupancySamplerOptions options);
+  ~OccupancySampler();
+  OccupancySampler(const OccupancySampler&) = delete;
+  OccupancySampler& operator=(const OccupancySampler&) = delete;
+
+  bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
+  // Why the sampler is off; empty while enabled.
+  std::string disabled_reason() const;
+
+  // Whether to sample this launch. Cheap (one atomic load) between samples; false when disabled.
+  bool ShouldSample(std::string_view kernel_config);
+
+  // Around exactly one kernel launch on `stream`, after ShouldSample returned true: Begin waits
+  // for the device to go idle (so no earlier kernel is counted) and starts the range; End waits
+  // for `stream` and returns the achieved occupancy of what ran in the range as a ratio 0..1.
+  // For an exact figure nothing else should be launched on the device between the two. Any
+  // CUPTI failure turns the sampler off (and is returned). End must follow every Begin that
+  // returned OK.
+  absl::Status Begin(CUstream_st* stream);
+  absl::StatusOr<double> End(CUstream_st* stream);
+
+  // The Nsight Compute metric that is collected (percent of the SM's warp slots).
+  static constexpr const char* kMetricName = "sm__warps_active.avg.pct_of_peak_sustained_active";
+
+ private:
+  struct Cupti;  // the CUPTI objects; defined in the .cc so users need no CUPTI headers
+  explicit OccupancySampler(OccupancySamplerOptions options);
+  absl::Status Initialize();
+  absl::Status Disable(absl::Status why);
+  absl::StatusOr<double> EndRange(CUstream_st* stream);
+
+  OccupancySamplerOptions options_;
+  OccupancySamplePolicy policy_;
+  std::atomic<bool> enabled_{false};
+  mutable std::mutex reason_mutex_;
+  std::string disabled_reason_;
+  std::unique_ptr<Cupti> cupti_;
+};
+
+}  // namespace convserve

@@ -1,0 +1,143 @@
+// The occupancy sampler: its sampling policy with explicit times (no GPU), and on a GPU the
+// achieved occupancy of two spin kernels whose occupancy is known from their launch shape.
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "server/metrics/occupancy_sampler.h"
+
+namespace convserve {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'000'000);
+
+TEST(OccupancySamplePolicyTest, AtMostOneSamplePerInterval) {
+  OccupancySamplePolicy policy(absl::Seconds(10));
+  EXPECT_TRUE(policy.ShouldSample("a", kT0));
+  policy.Finished();
+  EXPECT_FALSE(policy.ShouldSample("b", kT0 + absl::Seconds(9)));
+  EXPECT_TRUE(policy.ShouldSample("b", kT0 + absl::Seconds(10)));
+  policy.Finished();
+}
+
+TEST(OccupancySamplePolicyTest, NoSecondSampleWhileOneIsInProgress) {
+  OccupancySamplePolicy policy(absl::Seconds(1));
+  EXPECT_TRUE(policy.ShouldSample("a", kT0));
+  EXPECT_FALSE(policy.ShouldSample("b", kT0 + absl::Seconds(5)));
+  policy.Finished();
+  EXPECT_TRUE(policy.ShouldSample("b", kT0 + absl::Seconds(5)));
+}
+
+TEST(OccupancySamplePolicyTest, ARareConfigurationGetsItsTurn) {
+  OccupancySamplePolicy policy(absl::Seconds(10));
+  ASSERT_TRUE(policy.ShouldSample("busy", kT0));
+  policy.Finished();
+  ASSERT_TRUE(policy.ShouldSample("rare", kT0 + absl::Seconds(10)));
+  policy.Finished();
+  // Two configurations known: each waits 2 intervals for its own refresh, so a busy one does
+  // not take every slot.
+  EXPECT_FALSE(policy.ShouldSample("busy", kT0 + absl::Seconds(15)));
+  EXPECT_TRUE(policy.ShouldSample("busy", kT0 + absl::Seconds(20)));
+  policy.Finished();
+  EXPECT_FALSE(policy.ShouldSample("busy", kT0 + absl::Seconds(30)));
+  EXPECT_TRUE(policy.ShouldSample("rare", kT0 + absl::Seconds(30)));
+  policy.Finished();
+}
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+TEST(OccupancySamplerTest, WithoutAGpuItIsOffAndSaysWhy) {
+  if (HaveGpu()) GTEST_SKIP() << "a GPU is present";
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("");
+  ASSERT_TRUE(metrics.ok());
+  std::vector<std::string> logged;
+  OccupancySamplerOptions options;
+  options.metrics = metrics->get();
+  options.log = [&](std::string_view line) { logged.emplace_back(line); };
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  EXPECT_FALSE(sampler->enabled());
+  EXPECT_FALSE(sampler->disabled_reason().empty());
+  EXPECT_FALSE(sampler->ShouldSample("cfg"));
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_NE(logged[0].find("occupancy sampler on cuda:0 is off"), std::string::npos) << logged[0];
+  EXPECT_NE((*metrics)->Scrape().find("convserve_occupancy_sampler_enabled{device=\"cuda:0\"} 0"),
+            std::string::npos);
+}
+
+// Every thread spins for `cycles` clock cycles, so all blocks of a wave stay resident together.
+__global__ void Spin(long long cycles, int* sink) {
+  extern __shared__ int scratch[];
+  const long long start = clock64();
+  int x = threadIdx.x;
+  while (clock64() - start < cycles) x = x * 3 + 1;
+  scratch[threadIdx.x % 32] = x;
+  if (x == 42) sink[0] = scratch[0];
+}
+
+struct Shape {
+  int threads;
+  int shared_bytes;
+};
+
+// Achieved occupancy of one Spin launch of exactly one full wave, and its theoretical value.
+void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, double* theoretical) {
+  int device = 0, sms = 0, max_threads = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&max_threads, cudaDevAttrMaxThreadsPerMultiProcessor, device),
+            cudaSuccess);
+  ASSERT_EQ(
+      cudaFuncSetAttribute(Spin, cudaFuncAttributeMaxDynamicSharedMemorySize, shape.shared_bytes),
+      cudaSuccess);
+  int blocks_per_sm = 0;
+  ASSERT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, Spin, shape.threads,
+                                                          shape.shared_bytes),
+            cudaSuccess);
+  *theoretical = double(blocks_per_sm * shape.threads) / max_threads;
+  int* sink = nullptr;
+  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  ASSERT_TRUE(sampler.ShouldSample("spin")) << sampler.disabled_reason();
+  ASSERT_TRUE(sampler.Begin(stream).ok());
+  Spin<<<sms * blocks_per_sm, shape.threads, shape.shared_bytes, stream>>>(2'000'000, sink);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  absl::StatusOr<double> value = sampler.End(stream);
+  ASSERT_TRUE(value.ok()) << value.status();
+  *achieved = *value;
+  cudaStreamDestroy(stream);
+  cudaFree(sink);
+}
+
+TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("");
+  ASSERT_TRUE(metrics.ok());
+  OccupancySamplerOptions options;
+  options.metrics = metrics->get();
+  options.interval = absl::ZeroDuration();
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
+    GTEST_SKIP() << sampler->disabled_reason();
+  }
+  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
+  // A full SM, and one where shared memory caps it at two blocks of 128 threads.
+  for (const Shape& shape : {Shape{256, 0}, Shape{128, 96 * 1024}}) {
+    double achieved = -1, theoretical = -1;
+    Measure(*sampler, shape, &achieved, &theoretical);
+    std::printf("threads %d shared %d: theoretical %.3f achieved %.3f\n", shape.threads,
+                shape.shared_bytes, theoretical, achieved);
+    // One full wave of blocks that all spin equally long: achieved tracks theoretical closely.
+    EXPECT_NEAR(achieved, theoretical, 0.08);
+  }
+  EXPECT_NE((*metrics)->Scrape().find("convserve_occupancy_sampler_enabled{device=\"cuda:0\"} 1"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace convserve
