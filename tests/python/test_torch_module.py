@@ -3,6 +3,7 @@ the same model run locally; weights are re-uploaded when they change; unsupporte
 refused before anything changes."""
 
 import copy
+import pickle
 import threading
 import unittest
 
@@ -95,6 +96,24 @@ class RemoteConv2dTest(ServerTestCase):
             self.client.unload_layer("changing")  # e.g. a server restart
             self.assertClose(remote(x), nn.functional.conv2d(x, remote.weight, remote.bias,
                                                              padding=1))
+
+    def test_copies_get_their_own_server_layer(self):
+        conv = nn.Conv2d(4, 8, 3, padding=1)
+        remote = convserve.RemoteConv2d.from_conv2d(conv, self.client, name="original")
+        x = torch.randn(1, 4, 6, 6)
+        with torch.no_grad():
+            remote(x)
+            clone = copy.deepcopy(remote)
+            self.assertIs(clone.client, self.client)  # the connection is shared
+            clone.weight.mul_(3.0)
+            self.assertClose(clone(x), nn.functional.conv2d(x, clone.weight, clone.bias,
+                                                            padding=1))
+            self.assertClose(remote(x), conv(x))  # the original's layer is untouched
+            revived = pickle.loads(pickle.dumps(remote))  # reconnects to the same target
+            self.assertClose(revived(x), conv(x))
+        names = sorted(l.spec.name for l in self.client.list_layers())
+        self.assertEqual(len(names), 3)
+        self.assertIn("original", names)
 
     def test_half_and_bfloat16_modules(self):
         for dtype in (torch.float16, torch.bfloat16):

@@ -118,6 +118,8 @@ class Client:
     def __init__(self, target, *, timeout=None, credentials=None, options=(), channel=None):
         self.target = target
         self.timeout = timeout
+        self._options = tuple(options)
+        self._credentials = credentials
         if channel is None:
             all_options = list(_DEFAULT_OPTIONS) + list(options)
             if credentials is None:
@@ -140,6 +142,15 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+    def __deepcopy__(self, memo):
+        return self  # copying a model that holds a Client shares the connection
+
+    def __reduce__(self):
+        # Pickling (e.g. a model with RemoteConv2d sent to a worker) reconnects on load.
+        if not self._owns_channel or self._credentials is not None:
+            raise TypeError("only a Client made from a target without credentials pickles")
+        return (_reconnect, (self.target, self.timeout, self._options))
 
     def __repr__(self):
         return f"convserve.Client({self.target!r})"
@@ -280,6 +291,10 @@ class Client:
 
         call.add_done_callback(on_done)
         return future
+
+
+def _reconnect(target, timeout, options):
+    return Client(target, timeout=timeout, options=options)
 
 
 class _Cancelled:

@@ -81,10 +81,12 @@ class RemoteConv2d(nn.Conv2d):
             raise ValueError("RemoteConv2d needs exactly one of client= or target=")
         self.client = client if client is not None else Client(target)
         self.layer_name = _fit_name(name) if name else _new_layer_name()
-        self._auto_name = name is None
+        # A deep copy (or unpickled module) must not share the original's server-side layer:
+        # it would overwrite the original's weights. id(self) tells copies apart.
+        self._instance_id = id(self)
         self.precision = precision
         self.load_options = dict(load_options or {})
-        # (id(self), weight/bias identity and versions) of what the server holds; None: nothing.
+        # Weight/bias identity and versions of what the server holds; None: nothing yet.
         self._loaded_key = None
 
     @classmethod
@@ -131,8 +133,9 @@ class RemoteConv2d(nn.Conv2d):
             self._upload_locked()
 
     def _upload_locked(self):
-        if self._auto_name and self._loaded_key is not None and self._loaded_key[0] != id(self):
-            self.layer_name = _new_layer_name()  # a deep copy: don't overwrite the original's
+        if self._instance_id != id(self):
+            self.layer_name = _fit_name(f"{self.layer_name}-{uuid.uuid4().hex[:8]}")
+            self._instance_id = id(self)
         precision = self.precision
         if precision is None:
             precision = "tf32" if torch.backends.cudnn.allow_tf32 else "exact"
