@@ -668,12 +668,25 @@ TEST_F(TunerTest, ConcurrentFailureReachesEveryWaiter) {
 
 TEST_F(TunerTest, ChooseMissTunesInTheBackgroundThenHits) {
   FakeMeasure measure;
+  // Held until both misses are in, so that the second cannot find the first already tuned.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
   LogSink log;
   TunerOptions options = Options(&log);
   options.background_tuning = true;
-  Tuner tuner(options, measure.Fn());
+  Tuner tuner(options, [&](const ConvProblem& p) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return release; });
+    return measure.Fn()(p);
+  });
   EXPECT_EQ(tuner.Choose(Problem(3)), std::nullopt);
-  EXPECT_EQ(tuner.Choose(Problem(4)), std::nullopt);  // same bucket: queued once
+  EXPECT_EQ(tuner.Choose(Problem(4)), std::nullopt);  // same bucket: queued or tuning, once
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
   tuner.WaitIdle();
   EXPECT_EQ(measure.calls(), 1);
   std::optional<TunedEntry> chosen = tuner.Choose(Problem(4));
