@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +33,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -370,8 +372,9 @@ FileContents ReadCacheFile(const std::string& path) {
   if (!header.empty() && header.back() == '\r') header.remove_suffix(1);
   if (header != expected_header) {
     if (absl::StartsWith(header, kHeaderMagic)) {
-      warn(absl::StrCat("unsupported format '", header.substr(0, 80), "' (this build reads '",
-                        expected_header, "'); ignoring it, it will be rewritten"));
+      warn(absl::StrCat("unsupported format '", absl::CHexEscape(header.substr(0, 80)),
+                        "' (this build reads '", absl::CHexEscape(expected_header),
+                        "'); ignoring it, it will be rewritten"));
     } else {
       warn("not a convserve tuning cache (bad header line); ignoring it, it will be rewritten");
     }
@@ -460,6 +463,26 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   return absl::OkStatus();
 }
 
+// Removes temporary files that a writer of `path` left behind when it died between creating and
+// renaming them. Only old ones: a live writer holds its temporary file for milliseconds.
+void RemoveStaleTemporaryFiles(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  const auto now = fs::file_time_type::clock::now();
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!absl::StartsWith(name, prefix)) continue;
+    std::error_code time_ec;
+    const auto modified = fs::last_write_time(it->path(), time_ec);
+    if (!time_ec && now - modified > std::chrono::minutes(10)) {
+      fs::remove(it->path(), time_ec);
+    }
+  }
+}
+
 void LogToStderr(const std::string& line) {
   std::fprintf(stderr, "convserve tuner: %s\n", line.c_str());
 }
@@ -489,6 +512,7 @@ class Tuner::Impl {
       : options_(std::move(options)), measure_(std::move(measure)) {
     if (!options_.log) options_.log = LogToStderr;
     if (options_.cache_path.empty()) return;
+    RemoveStaleTemporaryFiles(options_.cache_path);
     FileContents file = ReadCacheFile(options_.cache_path);
     for (const std::string& warning : file.warnings) options_.log(warning);
     absl::MutexLock lock(&mu_);
@@ -511,32 +535,25 @@ class Tuner::Impl {
     if (!ValidateProblem(problem).ok()) return std::nullopt;
     ConvProblem bucketed = problem;
     bucketed.batch = BatchBucket(problem.batch);
-    const std::string key = bucketed.ToString();
-    absl::MutexLock lock(&mu_);
-    auto shape = cache_.find(ShapeKey(bucketed));
-    if (shape != cache_.end()) {
-      auto exact = shape->second.find(bucketed.batch);
-      if (exact != shape->second.end()) {
-        ++hits_;
-        return exact->second.entry;
+    const std::string shape_key = ShapeKey(bucketed);
+    std::optional<TunedEntry> chosen;
+    std::string warning;
+    {
+      absl::MutexLock lock(&mu_);
+      auto shape = cache_.find(shape_key);
+      if (shape != cache_.end()) {
+        auto exact = shape->second.find(bucketed.batch);
+        if (exact != shape->second.end()) {
+          ++hits_;
+          return exact->second.entry;
+        }
       }
+      ++misses_;
+      warning = ScheduleLocked(bucketed);
+      if (shape != cache_.end()) chosen = NearestLocked(shape->second, bucketed.batch);
     }
-    ++misses_;
-    ScheduleLocked(bucketed, key);
-    if (shape == cache_.end() || shape->second.empty()) return std::nullopt;
-    // Nearest bucket by log2 distance; on a tie the smaller one, whose tiles still fill the GPU
-    // at the larger batch, where the larger one's may leave SMs idle at the smaller.
-    const int target = Log2(bucketed.batch);
-    const Cached* best = nullptr;
-    int best_distance = 0;
-    for (const auto& [bucket, cached] : shape->second) {
-      const int distance = std::abs(Log2(bucket) - target);
-      if (best == nullptr || distance < best_distance) {
-        best = &cached;
-        best_distance = distance;
-      }
-    }
-    return best->entry;
+    if (!warning.empty()) options_.log(warning);
+    return chosen;
   }
 
   absl::StatusOr<TunedEntry> Tune(const ConvProblem& problem) {
@@ -559,12 +576,14 @@ class Tuner::Impl {
       in_flight_.emplace(key, flight);
     }
     absl::StatusOr<TunedEntry> result = Measure(bucketed, key);
+    int64_t generation = 0;
     {
       absl::MutexLock lock(&mu_);
       ++runs_;
       if (result.ok()) {
         tuning_seconds_ += result->measure_wall_seconds;
-        cache_[ShapeKey(bucketed)][bucketed.batch] = Cached{bucketed, *result};
+        InsertLocked(bucketed, *result, /*replace=*/true);
+        generation = generation_;
         failed_.erase(key);
       }
       flight->result = result;
@@ -572,7 +591,7 @@ class Tuner::Impl {
       in_flight_.erase(key);
     }
     if (result.ok()) {
-      if (absl::Status s = Save(); !s.ok()) options_.log(std::string(s.message()));
+      if (absl::Status s = Save(generation); !s.ok()) options_.log(std::string(s.message()));
     }
     return result;
   }
@@ -582,8 +601,9 @@ class Tuner::Impl {
     absl::MutexLock lock(&mu_);
     for (const auto& [shape, buckets] : cache_) {
       for (const auto& [bucket, cached] : buckets) {
-        if (SameParams(cached.problem.params, params))
+        if (SameParams(cached.problem.params, params)) {
           out.emplace_back(cached.problem, cached.entry);
+        }
       }
     }
     return out;
@@ -625,6 +645,9 @@ class Tuner::Impl {
     bool done = false;
     absl::StatusOr<TunedEntry> result = absl::UnknownError("tuning did not finish");
   };
+  // failed_ is forgotten when it grows past this, so that keys failing for transient reasons get
+  // another chance and hostile shapes cannot grow it without bound.
+  static constexpr size_t kMaxRememberedFailures = 1024;
 
   static int Log2(int64_t bucket) {
     int log = 0;
@@ -635,6 +658,25 @@ class Tuner::Impl {
     return log;
   }
 
+  // The entry of the bucket nearest `bucket` by log2 distance; on a tie the smaller bucket's,
+  // whose tiles still fill the GPU at the larger batch, where the larger one's may leave SMs
+  // idle at the smaller.
+  static std::optional<TunedEntry> NearestLocked(const std::map<int64_t, Cached>& buckets,
+                                                 int64_t bucket) {
+    const int target = Log2(bucket);
+    const Cached* best = nullptr;
+    int best_distance = 0;
+    for (const auto& [candidate, cached] : buckets) {  // ascending, so ties keep the smaller
+      const int distance = std::abs(Log2(candidate) - target);
+      if (best == nullptr || distance < best_distance) {
+        best = &cached;
+        best_distance = distance;
+      }
+    }
+    if (best == nullptr) return std::nullopt;
+    return best->entry;
+  }
+
   const Cached* FindLocked(const ConvProblem& bucketed) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto shape = cache_.find(ShapeKey(bucketed));
     if (shape == cache_.end()) return nullptr;
@@ -642,26 +684,48 @@ class Tuner::Impl {
     return it == shape->second.end() ? nullptr : &it->second;
   }
 
+  void InsertLocked(const ConvProblem& bucketed, const TunedEntry& entry, bool replace)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto [it, inserted] =
+        cache_[ShapeKey(bucketed)].try_emplace(bucketed.batch, Cached{bucketed, entry});
+    if (inserted) {
+      ++entries_;
+    } else if (replace) {
+      it->second = Cached{bucketed, entry};
+    } else {
+      return;
+    }
+    ++generation_;
+  }
+
   // Takes a record read from the file: ours into the cache (unless measured here already), other
   // GPUs' kept to be written back, this GPU's under another driver or library dropped as stale.
   void AdoptLocked(Record record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const std::string key = record.problem.ToString();
     if (SameFingerprint(record.fingerprint, options_.fingerprint)) {
-      cache_[ShapeKey(record.problem)].emplace(record.problem.batch,
-                                               Cached{record.problem, record.entry});
+      InsertLocked(record.problem, record.entry, /*replace=*/false);
     } else if (!SameGpu(record.fingerprint, options_.fingerprint)) {
-      foreign_[absl::StrCat(record.fingerprint.ToString(), "|", key)] = std::move(record);
+      std::string id = absl::StrCat(record.fingerprint.ToString(), "|", record.problem.ToString());
+      foreign_[std::move(id)] = std::move(record);
     }
   }
 
-  void ScheduleLocked(const ConvProblem& bucketed, const std::string& key)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!options_.background_tuning || stopping_) return;
-    if (queued_.count(key) || in_flight_.count(key) || failed_.count(key)) return;
-    if (static_cast<int>(queue_.size()) >= std::max(options_.max_queued, 1)) return;
+  // Queues `bucketed` for the worker unless it is queued, being tuned, failed before, or the
+  // queue or cache is full. Returns a warning to log (after the lock is released), or "".
+  std::string ScheduleLocked(const ConvProblem& bucketed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!options_.background_tuning || stopping_) return "";
+    if (static_cast<int64_t>(queue_.size()) >= std::max(options_.max_queued, 1)) return "";
+    if (entries_ >= options_.max_entries) {
+      if (warned_full_) return "";
+      warned_full_ = true;
+      return absl::StrCat("tuning cache holds ", entries_,
+                          " entries (max_entries): new keys are tuned only by Tune() from now on");
+    }
+    std::string key = bucketed.ToString();
+    if (queued_.count(key) || in_flight_.count(key) || failed_.count(key)) return "";
     queue_.push_back(bucketed);
-    queued_.insert(key);
+    queued_.insert(std::move(key));
     if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
+    return "";
   }
 
   void WorkerLoop() {
@@ -686,7 +750,10 @@ class Tuner::Impl {
                                   "; not retried in the background until a Tune() call"));
       }
       mu_.Lock();
-      if (!result.ok()) failed_.insert(key);
+      if (!result.ok()) {
+        if (failed_.size() >= kMaxRememberedFailures) failed_.clear();
+        failed_.insert(key);
+      }
       worker_busy_ = false;
     }
   }
@@ -736,19 +803,23 @@ class Tuner::Impl {
     return entry;
   }
 
-  // Rewrites the cache file with every entry: first merges what other Tuner instances or
-  // processes sharing the file wrote since, so they do not erase each other's entries. Failures
-  // are reported to the caller, who logs them outside the lock; the cache stays in memory.
-  absl::Status Save() {
+  // Rewrites the cache file with every entry, unless a rewrite that started after cache
+  // generation `generation` already did (concurrent tunings then share one write). Merges first
+  // what other Tuner instances or processes sharing the file wrote since, so that they do not
+  // erase each other's entries. Errors are for the caller to log, outside the locks.
+  absl::Status Save(int64_t generation) {
     if (options_.cache_path.empty()) return absl::OkStatus();
     absl::MutexLock save_lock(&save_mu_);
+    if (saved_generation_ >= generation) return absl::OkStatus();
     FileContents file = ReadCacheFile(options_.cache_path);  // its warnings were given at load
     std::string contents = absl::StrCat(kHeaderMagic, "\tversion=", kFormatVersion, "\n",
                                         "# convserve tile tuning results: one tab-separated "
                                         "record per line, see docs/tuning.md\n");
+    int64_t snapshot_generation = 0;
     {
       absl::MutexLock lock(&mu_);
       for (Record& record : file.records) AdoptLocked(std::move(record));
+      snapshot_generation = generation_;
       for (const auto& [shape, buckets] : cache_) {
         for (const auto& [bucket, cached] : buckets) {
           absl::StrAppend(&contents,
@@ -765,6 +836,7 @@ class Tuner::Impl {
           s.code(), absl::StrCat("tuning cache ", options_.cache_path, ": not saved: ", s.message(),
                                  "; results are kept in memory"));
     }
+    saved_generation_ = snapshot_generation;
     return absl::OkStatus();
   }
 
@@ -774,12 +846,15 @@ class Tuner::Impl {
   mutable absl::Mutex mu_;
   // Shape key (the problem key without batch) -> bucket -> entry, for this fingerprint.
   std::map<std::string, std::map<int64_t, Cached>> cache_ ABSL_GUARDED_BY(mu_);
+  int64_t entries_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by every change to cache_
   // Other GPUs' records from the file, written back unchanged.
   std::map<std::string, Record> foreign_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Flight>> in_flight_ ABSL_GUARDED_BY(mu_);
   std::deque<ConvProblem> queue_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> queued_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> failed_ ABSL_GUARDED_BY(mu_);  // background tuning failed
+  bool warned_full_ ABSL_GUARDED_BY(mu_) = false;
   bool worker_busy_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread worker_ ABSL_GUARDED_BY(mu_);
@@ -790,6 +865,7 @@ class Tuner::Impl {
 
   // Serializes file rewrites so that a later snapshot is never overwritten by an earlier one.
   absl::Mutex save_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  int64_t saved_generation_ ABSL_GUARDED_BY(save_mu_) = 0;  // of the last snapshot written
 };
 
 // ---- Tuner ----------------------------------------------------------------------------------

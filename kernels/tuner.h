@@ -55,6 +55,9 @@ struct TunerOptions {
   // Keys waiting for background tuning, at most; further misses are not queued (a later miss
   // queues them again once there is room).
   int max_queued = 64;
+  // Entries at which Choose() stops scheduling new keys, so that requests with ever-new spatial
+  // sizes cannot grow the cache and its file without bound; Tune() still adds entries.
+  int64_t max_entries = 4096;
   // Receives warnings (unreadable or corrupt cache file, failed saves, failed background tuning)
   // as single lines. Empty: written to stderr. Called from any thread, never under a lock.
   std::function<void(const std::string&)> log;

@@ -599,6 +599,63 @@ TEST_F(TunerTest, AtomicWriteLeavesNoTemporaryFiles) {
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 7);
 }
 
+TEST_F(TunerTest, StaleTemporaryFilesAreRemovedAtLoad) {
+  Populate({Problem(8)});
+  const fs::path dir = fs::path(path_).parent_path();
+  const fs::path stale = dir / "tuning.cache.tmp.4242.0";
+  const fs::path fresh = dir / "tuning.cache.tmp.4243.0";  // a live writer's, maybe
+  const fs::path unrelated = dir / "other.tmp.1.0";
+  for (const fs::path& p : {stale, fresh, unrelated}) std::ofstream(p) << "partial";
+  fs::last_write_time(stale, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  fs::last_write_time(unrelated, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  FakeMeasure measure;
+  LogSink log;
+  Tuner tuner(Options(&log), measure.Fn());
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(fresh));
+  EXPECT_TRUE(fs::exists(unrelated));
+  EXPECT_TRUE(tuner.Choose(Problem(8)).has_value());
+}
+
+TEST_F(TunerTest, ConcurrentTunesOfDistinctKeysAllReachTheFile) {
+  constexpr int kThreads = 8;
+  FakeMeasure measure;
+  LogSink log;
+  {
+    Tuner tuner(Options(&log), measure.Fn());
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] { EXPECT_TRUE(tuner.Tune(Problem(1, 8 + i)).ok()); });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  EXPECT_EQ(measure.calls(), kThreads);
+  FakeMeasure after;
+  Tuner reloaded(Options(&log), after.Fn());
+  for (int i = 0; i < kThreads; ++i) EXPECT_TRUE(reloaded.Choose(Problem(1, 8 + i)).has_value());
+  EXPECT_EQ(after.calls(), 0);
+  EXPECT_EQ(log.size(), 0u) << log.All();
+}
+
+TEST_F(TunerTest, FullCacheStopsBackgroundTuningOfNewKeys) {
+  FakeMeasure measure;
+  LogSink log;
+  TunerOptions options = Options(&log);
+  options.background_tuning = true;
+  options.max_entries = 2;
+  Tuner tuner(options, measure.Fn());
+  ASSERT_TRUE(tuner.Tune(Problem(1, 8)).ok());
+  ASSERT_TRUE(tuner.Tune(Problem(1, 9)).ok());
+  EXPECT_EQ(tuner.Choose(Problem(1, 10)), std::nullopt);
+  EXPECT_EQ(tuner.Choose(Problem(1, 11)), std::nullopt);
+  tuner.WaitIdle();
+  EXPECT_EQ(measure.calls(), 2);
+  EXPECT_THAT(log.All(), HasSubstr("max_entries"));
+  EXPECT_EQ(log.size(), 1u) << log.All();        // warned once
+  ASSERT_TRUE(tuner.Tune(Problem(1, 10)).ok());  // an explicit Tune() still adds
+  EXPECT_TRUE(tuner.Choose(Problem(1, 10)).has_value());
+}
+
 TEST_F(TunerTest, ConcurrentTunesOfOneKeyMeasureOnce) {
   constexpr int kThreads = 16;
   std::mutex mu;
