@@ -81,11 +81,13 @@ class Tuner {
 
   // Non-blocking: the cached choice for `problem`'s bucket, else the nearest tuned bucket of
   // the same shape; schedules the bucket for background tuning when it is not cached. nullopt
-  // when nothing of this shape is tuned (use a heuristic default).
+  // when nothing of this shape is tuned (use a heuristic default) or the problem is invalid.
   std::optional<TunedEntry> Choose(const ConvProblem& problem);
 
   // Blocking: tunes `problem`'s bucket unless cached, and saves the cache file. Concurrent calls
-  // for one key measure once and all get its result.
+  // for one key measure once and all get its result. INVALID_ARGUMENT for an invalid problem or
+  // when no candidate produced a usable time; otherwise MeasureFn's error, which is not cached.
+  // A failed save is logged, not returned.
   absl::StatusOr<TunedEntry> Tune(const ConvProblem& problem);
 
   // Every cached entry whose problem has these params, with the problem it was tuned for.
