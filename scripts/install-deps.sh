@@ -39,6 +39,9 @@ test_pkgs=(
   # validates docker/docker-compose.yml (no Docker engine needed for that).
   prometheus python3-grpcio python3-protobuf python3-torch python3-yaml curl docker-compose
   clang-format clang-tidy
+  # docs/hardening.md: libFuzzer and sanitizers (scripts/fuzz.sh, scripts/sanitize.sh); openssl
+  # makes the test CA and certificates of the TLS tests.
+  clang libclang-rt-14-dev openssl
 )
 
 case $mode in
