@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/conv_problem.h"
 #include "convserve/v1/conv2d.pb.h"
+#include "kernels/conv_problem.h"
 #include "server/inference.h"
 
 namespace convserve {
@@ -22,6 +22,7 @@ struct LayerSnapshot {
   std::string name;
   ConvParams params;
   convserve::v1::LayerInfo info;  // spec (without weights), bytes, device, ready, tuned
+  int64_t queued_requests = 0;    // waiting in the layer's batcher queues right now
 };
 
 class ServingCore {

@@ -1,0 +1,225 @@
+#include "server/batcher.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/batch_policy.h"
+
+namespace convserve {
+namespace {
+
+// How often queued requests are checked for a client that went away, at most: cancellation
+// has no wake-up of its own.
+constexpr absl::Duration kCancelPollInterval = absl::Milliseconds(20);
+
+}  // namespace
+
+Batcher::Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
+                 Metrics* metrics)
+    : layer_(std::move(layer)), executors_(std::move(executors)), metrics_(metrics) {
+  scheduler_ = std::thread([this] { SchedulerLoop(); });
+}
+
+Batcher::~Batcher() {
+  BeginDrain();
+  if (scheduler_.joinable()) scheduler_.join();
+}
+
+absl::Status Batcher::Enqueue(InferenceRequest& request) {
+  const int64_t bytes = static_cast<int64_t>(request.input.size());
+  int64_t depth = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          absl::StrCat("layer '", layer_->name, "' is being replaced or unloaded"));
+    }
+    const BatchingConfig& config = layer_->batching;
+    if (queued_requests_ + 1 > config.max_queue_requests) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("layer '", layer_->name, "' queue is full (", queued_requests_,
+                       " requests queued, bound ", config.max_queue_requests, "); retry later"));
+    }
+    if (queued_bytes_ + bytes > config.max_queue_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "layer '", layer_->name, "' queue is full (", queued_bytes_, " input bytes queued + ",
+          bytes, " over the bound ", config.max_queue_bytes, "); retry later"));
+    }
+    const ShapeKey key{request.shape[2], request.shape[3], request.input_layout,
+                       request.output_layout};
+    queues_[key].requests.push_back(std::move(request));
+    ++queued_requests_;
+    queued_bytes_ += bytes;
+    depth = queued_requests_;
+    wake_.Signal();
+  }
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
+  return absl::OkStatus();
+}
+
+void Batcher::BeginDrain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  wake_.Signal();
+}
+
+bool Batcher::drained() const {
+  absl::MutexLock lock(&mu_);
+  return drained_;
+}
+
+int64_t Batcher::queued_requests() const {
+  absl::MutexLock lock(&mu_);
+  return queued_requests_;
+}
+
+void Batcher::SweepLocked(absl::Time now,
+                          std::vector<std::pair<InferenceRequest, absl::Status>>& ended) {
+  for (auto it = queues_.begin(); it != queues_.end();) {
+    std::deque<InferenceRequest>& requests = it->second.requests;
+    for (auto r = requests.begin(); r != requests.end();) {
+      absl::Status status;
+      if (r->deadline <= now) {
+        status = absl::DeadlineExceededError(
+            absl::StrCat("deadline passed after ", absl::ToInt64Microseconds(now - r->accepted_at),
+                         " us in the queue of layer '", layer_->name, "'"));
+        if (metrics_ != nullptr) metrics_->Expired(layer_->name);
+      } else if (r->is_cancelled && r->is_cancelled()) {
+        status = absl::CancelledError("the client cancelled the request before it launched");
+        if (metrics_ != nullptr) metrics_->Cancelled(layer_->name);
+      } else {
+        ++r;
+        continue;
+      }
+      --queued_requests_;
+      queued_bytes_ -= static_cast<int64_t>(r->input.size());
+      ended.emplace_back(std::move(*r), std::move(status));
+      r = requests.erase(r);
+    }
+    it = requests.empty() ? queues_.erase(it) : std::next(it);
+  }
+}
+
+std::map<Batcher::ShapeKey, Batcher::Queue>::iterator Batcher::ChooseLocked(absl::Time now,
+                                                                            absl::Time& wake_at) {
+  wake_at = absl::InfiniteFuture();
+  auto chosen = queues_.end();
+  absl::Time chosen_oldest = absl::InfiniteFuture();
+  std::vector<int64_t> samples;
+  for (auto it = queues_.begin(); it != queues_.end(); ++it) {
+    const std::deque<InferenceRequest>& requests = it->second.requests;
+    // Each request has N >= 1, so the first max_batch_size + 1 requests decide everything.
+    samples.clear();
+    const size_t window =
+        std::min(requests.size(), static_cast<size_t>(layer_->batching.max_batch_size) + 1);
+    for (size_t i = 0; i < window; ++i) samples.push_back(requests[i].shape[0]);
+    const absl::Time oldest = requests.front().accepted_at;
+    const BatchDecision decision = DecideBatch(samples, oldest, now, layer_->batching, draining_);
+    if (decision.launch) {
+      if (oldest < chosen_oldest) {
+        chosen = it;
+        chosen_oldest = oldest;
+      }
+    } else {
+      wake_at = std::min(wake_at, decision.wake_at);
+    }
+    for (const InferenceRequest& r : requests) wake_at = std::min(wake_at, r.deadline);
+  }
+  if (!queues_.empty()) wake_at = std::min(wake_at, now + kCancelPollInterval);
+  return chosen;
+}
+
+Executor* Batcher::AcquireExecutor(absl::Duration timeout) {
+  // Prefer any executor with a free slot; else wait on the next one in turn.
+  for (size_t i = 0; i < executors_.size(); ++i) {
+    Executor* executor = executors_[(next_executor_ + i) % executors_.size()];
+    if (executor->AcquireSlot(absl::ZeroDuration())) {
+      next_executor_ = (next_executor_ + i + 1) % executors_.size();
+      return executor;
+    }
+  }
+  Executor* executor = executors_[next_executor_];
+  if (!executor->AcquireSlot(timeout)) return nullptr;
+  next_executor_ = (next_executor_ + 1) % executors_.size();
+  return executor;
+}
+
+Batch Batcher::TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now) {
+  std::deque<InferenceRequest>& requests = queue->second.requests;
+  Batch batch;
+  batch.layer = layer_;
+  batch.launched_at = now;
+  int64_t samples = 0;
+  while (!requests.empty()) {
+    const int64_t n = requests.front().shape[0];
+    if (!batch.requests.empty() && samples + n > layer_->batching.max_batch_size) break;
+    samples += n;
+    --queued_requests_;
+    queued_bytes_ -= static_cast<int64_t>(requests.front().input.size());
+    batch.requests.push_back(std::move(requests.front()));
+    requests.pop_front();
+  }
+  const InferenceRequest& first = batch.requests.front();
+  batch.problem.params = layer_->params;
+  batch.problem.batch = samples;
+  batch.problem.height = first.shape[2];
+  batch.problem.width = first.shape[3];
+  batch.problem.input_layout = first.input_layout;
+  batch.problem.output_layout = first.output_layout;
+  if (requests.empty()) queues_.erase(queue);
+  return batch;
+}
+
+void Batcher::SchedulerLoop() {
+  std::vector<std::pair<InferenceRequest, absl::Status>> ended;
+  mu_.Lock();
+  while (true) {
+    absl::Time now = absl::Now();
+    SweepLocked(now, ended);
+    if (!ended.empty()) {
+      const int64_t depth = queued_requests_;
+      mu_.Unlock();
+      for (auto& [request, status] : ended) AnswerRequest(request, status, metrics_);
+      ended.clear();
+      if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
+      mu_.Lock();
+      continue;
+    }
+    absl::Time wake_at;
+    auto chosen = ChooseLocked(now, wake_at);
+    if (chosen == queues_.end()) {
+      if (draining_ && queues_.empty()) break;
+      wake_.WaitWithDeadline(&mu_, wake_at);
+      continue;
+    }
+    // A launch is due: wait for a slot outside the lock (requests keep arriving and join the
+    // batch), but no longer than until the next deadline or cancellation check.
+    const absl::Duration slot_wait =
+        std::max(absl::ZeroDuration(), std::min(wake_at, now + kCancelPollInterval) - now);
+    mu_.Unlock();
+    Executor* executor = AcquireExecutor(slot_wait);
+    mu_.Lock();
+    if (executor == nullptr) continue;
+    now = absl::Now();
+    SweepLocked(now, ended);
+    chosen = ChooseLocked(now, wake_at);
+    if (chosen == queues_.end()) {
+      // Everything due expired while waiting, or the queue is still below its delay after
+      // the sweep; give the slot back and decide again.
+      executor->ReleaseSlot();
+      continue;
+    }
+    Batch batch = TakeBatchLocked(chosen, now);
+    const int64_t depth = queued_requests_;
+    mu_.Unlock();
+    if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
+    executor->Execute(std::move(batch));
+    mu_.Lock();
+  }
+  drained_ = true;
+  mu_.Unlock();
+}
+
+}  // namespace convserve

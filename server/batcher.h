@@ -1,0 +1,84 @@
+// The dynamic batcher of one layer generation: per-shape queues of accepted requests and one
+// scheduler thread that asks DecideBatch (batch_policy.h) when to launch, takes a launch slot
+// from an executor and hands the merged batch over. It never touches a device.
+//
+// Every request it accepts is answered exactly once: by the executor, or here when its deadline
+// passes or its client cancels before launch. Replacing or unloading the layer drains it: what
+// was queued still launches, on the generation it was accepted for.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/executor.h"
+#include "server/inference.h"
+#include "server/loaded_layer.h"
+#include "server/metrics/metrics.h"
+
+namespace convserve {
+
+class Batcher {
+ public:
+  // `executors` and `metrics` (may be null) must outlive this.
+  Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
+          Metrics* metrics);
+  // Drains (launches everything queued) and joins the scheduler.
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues a validated request (its shape and bytes match the layer), moving from `request` on
+  // success. RESOURCE_EXHAUSTED when the layer's queues are over their request or byte bound;
+  // UNAVAILABLE once draining (the caller may retry on the layer's new generation). On error
+  // `request` is untouched and the caller answers it.
+  absl::Status Enqueue(InferenceRequest& request);
+
+  // Stops accepting and launches what is queued without waiting for company.
+  void BeginDrain();
+  // True once draining finished: nothing queued, the scheduler has exited.
+  bool drained() const;
+  int64_t queued_requests() const;
+
+ private:
+  // Requests merge when they share the spatial size and both layouts.
+  using ShapeKey = std::tuple<int64_t, int64_t, Layout, Layout>;
+  struct Queue {
+    std::deque<InferenceRequest> requests;
+  };
+
+  void SchedulerLoop();
+  // Removes expired and cancelled requests into `ended` with the status that ends them.
+  void SweepLocked(absl::Time now, std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue that should launch now (oldest head first), or end(); `wake_at` gets the next
+  // time a decision may change.
+  std::map<ShapeKey, Queue>::iterator ChooseLocked(absl::Time now, absl::Time& wake_at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Executor* AcquireExecutor(absl::Duration timeout);
+  Batch TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::shared_ptr<const LoadedLayer> layer_;
+  const std::vector<Executor*> executors_;
+  Metrics* const metrics_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  std::map<ShapeKey, Queue> queues_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;
+  size_t next_executor_ = 0;  // scheduler thread only
+  std::thread scheduler_;
+};
+
+}  // namespace convserve

@@ -1,0 +1,41 @@
+// The native gRPC service convserve.v1.Conv2d on the callback API: each handler checks the
+// proto's fields, hands the work to the serving core and returns; the reply is finished later
+// from whichever thread completes the work. Forward never blocks a gRPC thread; LoadLayer and
+// Tune (which wait on the device) run on a management thread.
+#pragma once
+
+#include "convserve/v1/conv2d.grpc.pb.h"
+#include "server/metrics/metrics.h"
+#include "server/serving_core.h"
+#include "server/work_queue.h"
+
+namespace convserve {
+
+class Conv2dService final : public convserve::v1::Conv2d::CallbackService {
+ public:
+  // `core` and `metrics` (may be null) must outlive the gRPC server this is registered with.
+  Conv2dService(ServingCore& core, Metrics* metrics) : core_(core), metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* LoadLayer(grpc::CallbackServerContext* context,
+                                      const convserve::v1::LoadLayerRequest* request,
+                                      convserve::v1::LoadLayerResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadLayer(grpc::CallbackServerContext* context,
+                                        const convserve::v1::UnloadLayerRequest* request,
+                                        convserve::v1::UnloadLayerResponse* response) override;
+  grpc::ServerUnaryReactor* ListLayers(grpc::CallbackServerContext* context,
+                                       const convserve::v1::ListLayersRequest* request,
+                                       convserve::v1::ListLayersResponse* response) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
+                                    const convserve::v1::ForwardRequest* request,
+                                    convserve::v1::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context,
+                                 const convserve::v1::TuneRequest* request,
+                                 convserve::v1::TuneResponse* response) override;
+
+ private:
+  ServingCore& core_;
+  Metrics* const metrics_;
+  WorkQueue management_;
+};
+
+}  // namespace convserve

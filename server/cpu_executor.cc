@@ -1,0 +1,110 @@
+#include "server/cpu_executor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/cpu_reference.h"
+
+namespace convserve {
+namespace {
+
+// The host copy the reference reads: OIHW weights and the bias, exactly as loaded.
+class HostWeights final : public DeviceWeights {
+ public:
+  HostWeights(std::string weights, std::string bias)
+      : weights_(std::move(weights)), bias_(std::move(bias)) {}
+  int64_t resident_bytes() const override {
+    return static_cast<int64_t>(weights_.size() + bias_.size());
+  }
+  const std::string& weights() const { return weights_; }
+  const void* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+
+ private:
+  std::string weights_;
+  std::string bias_;
+};
+
+}  // namespace
+
+CpuExecutor::CpuExecutor(int index, int threads, Metrics* metrics)
+    : index_(index),
+      threads_(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency())),
+      metrics_(metrics),
+      device_name_(absl::StrCat("cpu (reference, ", threads_, " threads)")) {
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+CpuExecutor::~CpuExecutor() { Shutdown(); }
+
+absl::StatusOr<std::shared_ptr<const DeviceWeights>> CpuExecutor::PrepareWeights(
+    const ConvParams& params, const std::string& weights, const std::string& bias) {
+  return std::make_shared<HostWeights>(weights, bias);
+}
+
+void CpuExecutor::Execute(Batch batch) {
+  absl::MutexLock lock(&mu_);
+  pending_.emplace(std::move(batch));
+}
+
+absl::StatusOr<TuningResult> CpuExecutor::Tune(const ConvProblem& problem) {
+  return absl::FailedPreconditionError(
+      "auto-tuning needs a GPU; this server runs on the CPU reference backend");
+}
+
+void CpuExecutor::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void CpuExecutor::WorkerLoop() {
+  while (true) {
+    std::optional<Batch> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](CpuExecutor* self) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return self->pending_.has_value() || self->stopping_;
+          },
+          this));
+      if (!pending_.has_value()) return;  // stopping, nothing left
+      batch = std::move(pending_);
+      pending_.reset();
+    }
+    Run(*batch);
+    slots_.Release();
+  }
+}
+
+void CpuExecutor::Run(Batch& batch) {
+  const auto& weights = static_cast<const HostWeights&>(*batch.layer->weights[index_]);
+  const absl::Time start = absl::Now();
+  // Merge along N: one request's input is used in place, several are concatenated.
+  std::string merged;
+  const char* input = batch.requests.front().input.data();
+  if (batch.requests.size() > 1) {
+    merged.reserve(static_cast<size_t>(batch.problem.input_bytes()));
+    for (const InferenceRequest& request : batch.requests) merged += request.input;
+    input = merged.data();
+  }
+  std::string output(static_cast<size_t>(batch.problem.output_bytes()), '\0');
+  absl::Status status = ReferenceConv2d(batch.problem, input, weights.weights().data(),
+                                        weights.bias(), output.data(), threads_);
+  if (!status.ok()) {
+    FailBatch(batch, absl::InternalError(absl::StrCat("cpu reference failed: ", status.message())),
+              metrics_);
+    return;
+  }
+  BatchRun run;
+  run.device = device_name_;
+  run.kernel_config = "cpu_reference";
+  run.compute = absl::Now() - start;
+  run.kernel = run.compute;
+  CompleteBatch(batch, output.data(), run, metrics_);
+}
+
+}  // namespace convserve

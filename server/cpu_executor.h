@@ -1,0 +1,52 @@
+// The executor for machines without a GPU: the CPU reference conv (fp64 accumulation,
+// multithreaded) on merged batches, one batch at a time on its own worker thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "server/executor.h"
+#include "server/metrics/metrics.h"
+
+namespace convserve {
+
+class CpuExecutor final : public Executor {
+ public:
+  // `threads` <= 0: one per hardware thread. `metrics` may be null; it must outlive this.
+  CpuExecutor(int index, int threads, Metrics* metrics);
+  ~CpuExecutor() override;
+
+  int index() const override { return index_; }
+  const std::string& device_name() const override { return device_name_; }
+  bool is_gpu() const override { return false; }
+  bool healthy() const override { return true; }
+  absl::StatusOr<std::shared_ptr<const DeviceWeights>> PrepareWeights(
+      const ConvParams& params, const std::string& weights, const std::string& bias) override;
+  bool AcquireSlot(absl::Duration timeout) override { return slots_.Acquire(timeout); }
+  void ReleaseSlot() override { slots_.Release(); }
+  void Execute(Batch batch) override;
+  absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
+  std::vector<TuningResult> TunedFor(const ConvParams& params) const override { return {}; }
+  void Shutdown() override;
+
+ private:
+  void WorkerLoop();
+  void Run(Batch& batch);
+
+  const int index_;
+  const int threads_;
+  Metrics* const metrics_;
+  std::string device_name_;
+  LaunchSlots slots_{1};  // the reference already uses every core for one batch
+
+  absl::Mutex mu_;
+  std::optional<Batch> pending_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+};
+
+}  // namespace convserve

@@ -1,0 +1,354 @@
+#include "server/cuda_executor.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/log.h"
+
+namespace convserve {
+namespace {
+
+// The one place CUDA errors become Status: out-of-memory is RESOURCE_EXHAUSTED (retryable,
+// the device is fine), anything else UNAVAILABLE (this device failed).
+absl::Status CudaStatus(cudaError_t error, const std::string& device, const char* what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  const std::string message = absl::StrCat(device, ": ", what, " failed: ", cudaGetErrorName(error),
+                                           " (", cudaGetErrorString(error), ")");
+  if (error == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(message);
+  return absl::UnavailableError(message);
+}
+
+// Device or pinned host memory that only grows, reused from batch to batch.
+class GrowingBuffer {
+ public:
+  enum class Kind { kDevice, kPinnedHost };
+  explicit GrowingBuffer(Kind kind) : kind_(kind) {}
+  ~GrowingBuffer() { Free(); }
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
+
+  // Makes room for `bytes`, growing by a quarter more to avoid creeping reallocations.
+  cudaError_t Reserve(size_t bytes) {
+    if (bytes <= capacity_) return cudaSuccess;
+    Free();
+    const size_t want = bytes + bytes / 4;
+    cudaError_t error =
+        kind_ == Kind::kDevice ? cudaMalloc(&data_, want) : cudaMallocHost(&data_, want);
+    if (error != cudaSuccess) {
+      data_ = nullptr;
+      return error;
+    }
+    capacity_ = want;
+    return cudaSuccess;
+  }
+  void* data() const { return data_; }
+
+ private:
+  void Free() {
+    if (data_ == nullptr) return;
+    if (kind_ == Kind::kDevice) {
+      cudaFree(data_);
+    } else {
+      cudaFreeHost(data_);
+    }
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+
+  const Kind kind_;
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+class PackedDeviceWeights final : public DeviceWeights {
+ public:
+  explicit PackedDeviceWeights(std::shared_ptr<const PackedWeights> packed)
+      : packed_(std::move(packed)) {}
+  int64_t resident_bytes() const override { return packed_->resident_bytes(); }
+  const PackedWeights& packed() const { return *packed_; }
+
+ private:
+  std::shared_ptr<const PackedWeights> packed_;
+};
+
+}  // namespace
+
+class CudaExecutor::Lane {
+ public:
+  ~Lane() {
+    if (thread.joinable()) thread.join();
+    for (cudaEvent_t event : {start, kernel_start, kernel_end, end}) {
+      if (event != nullptr) cudaEventDestroy(event);
+    }
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr;
+  cudaEvent_t kernel_start = nullptr;
+  cudaEvent_t kernel_end = nullptr;
+  cudaEvent_t end = nullptr;
+  GrowingBuffer host_input{GrowingBuffer::Kind::kPinnedHost};
+  GrowingBuffer host_output{GrowingBuffer::Kind::kPinnedHost};
+  GrowingBuffer device_input{GrowingBuffer::Kind::kDevice};
+  GrowingBuffer device_output{GrowingBuffer::Kind::kDevice};
+  GrowingBuffer workspace{GrowingBuffer::Kind::kDevice};
+  // Hand-over state, guarded by the executor's lanes_mu_.
+  bool busy = false;
+  std::optional<Batch> pending;
+  std::thread thread;
+};
+
+absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(int index, int device,
+                                                               std::unique_ptr<ConvEngine> engine,
+                                                               Metrics* metrics) {
+  std::unique_ptr<CudaExecutor> executor(
+      new CudaExecutor(index, device, std::move(engine), metrics));
+  const std::string& name = executor->device_name_;
+  if (absl::Status s = CudaStatus(cudaSetDevice(device), name, "cudaSetDevice"); !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < kLanes; ++i) {
+    auto lane = std::make_unique<Lane>();
+    if (absl::Status s = CudaStatus(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking),
+                                    name, "cudaStreamCreate");
+        !s.ok()) {
+      return s;
+    }
+    for (cudaEvent_t* event : {&lane->start, &lane->kernel_start, &lane->kernel_end, &lane->end}) {
+      if (absl::Status s = CudaStatus(cudaEventCreate(event), name, "cudaEventCreate"); !s.ok()) {
+        return s;
+      }
+    }
+    executor->lanes_.push_back(std::move(lane));
+  }
+  for (auto& lane : executor->lanes_) {
+    Lane* raw = lane.get();
+    CudaExecutor* self = executor.get();
+    lane->thread = std::thread([self, raw] { self->LaneLoop(*raw); });
+  }
+  return std::unique_ptr<Executor>(std::move(executor));
+}
+
+CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine,
+                           Metrics* metrics)
+    : index_(index),
+      device_(device),
+      engine_(std::move(engine)),
+      metrics_(metrics),
+      device_name_(engine_->device_name()) {}
+
+CudaExecutor::~CudaExecutor() { Shutdown(); }
+
+absl::StatusOr<std::shared_ptr<const DeviceWeights>> CudaExecutor::PrepareWeights(
+    const ConvParams& params, const std::string& weights, const std::string& bias) {
+  absl::StatusOr<std::shared_ptr<const PackedWeights>> packed =
+      engine_->PackWeights(params, weights.data(), bias.empty() ? nullptr : bias.data());
+  if (!packed.ok()) return packed.status();
+  if (metrics_ != nullptr) {
+    metrics_->SetDeviceMemory(device_name_, engine_->device_memory_used(),
+                              engine_->device_memory_total());
+  }
+  return std::make_shared<PackedDeviceWeights>(*std::move(packed));
+}
+
+void CudaExecutor::Execute(Batch batch) {
+  absl::MutexLock lock(&lanes_mu_);
+  for (auto& lane : lanes_) {
+    if (!lane->busy) {
+      lane->busy = true;
+      lane->pending.emplace(std::move(batch));
+      return;
+    }
+  }
+  // Unreachable while callers hold a slot per batch (slots == lanes).
+  LogError(device_name_, ": Execute without a free lane");
+  FailBatch(batch, absl::InternalError("no free executor lane"), metrics_);
+}
+
+absl::StatusOr<TuningResult> CudaExecutor::Tune(const ConvProblem& problem) {
+  absl::StatusOr<TuningResult> result = engine_->Tune(problem);
+  if (metrics_ != nullptr) {
+    const TunerCounters counters = engine_->tuner_counters();
+    metrics_->SetTunerCounters(device_name_, counters.runs, counters.cache_hits,
+                               counters.cache_misses, counters.seconds);
+  }
+  return result;
+}
+
+std::vector<TuningResult> CudaExecutor::TunedFor(const ConvParams& params) const {
+  return engine_->TunedFor(params);
+}
+
+void CudaExecutor::Shutdown() {
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  for (auto& lane : lanes_) {
+    if (lane->thread.joinable()) lane->thread.join();
+  }
+}
+
+void CudaExecutor::LaneLoop(Lane& lane) {
+  cudaSetDevice(device_);
+  while (true) {
+    std::optional<Batch> batch;
+    {
+      absl::MutexLock lock(&lanes_mu_);
+      auto has_work = [this, &lane]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lanes_mu_) {
+        return lane.pending.has_value() || stopping_;
+      };
+      lanes_mu_.Await(absl::Condition(&has_work));
+      if (!lane.pending.has_value()) return;
+      batch = std::move(lane.pending);
+      lane.pending.reset();
+    }
+    RunOnLane(lane, *batch);
+    {
+      absl::MutexLock lock(&lanes_mu_);
+      lane.busy = false;
+    }
+    slots_.Release();
+  }
+}
+
+void CudaExecutor::NoteError(int cuda_error) {
+  if (cuda_error == cudaErrorMemoryAllocation) return;
+  if (!broken_.exchange(true)) {
+    LogError(device_name_, " is broken after ",
+             cudaGetErrorName(static_cast<cudaError_t>(cuda_error)),
+             "; failing its batches and reporting NOT_SERVING");
+  }
+}
+
+void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
+  const ConvProblem& problem = batch.problem;
+  if (broken_.load()) {
+    FailBatch(
+        batch,
+        absl::UnavailableError(absl::StrCat(device_name_, " failed earlier; restart the server")),
+        metrics_);
+    return;
+  }
+  absl::StatusOr<ConvLaunch> launch = engine_->Plan(problem);
+  if (!launch.ok()) {
+    FailBatch(batch, launch.status(), metrics_);
+    return;
+  }
+  const size_t input_bytes = static_cast<size_t>(problem.input_bytes());
+  const size_t output_bytes = static_cast<size_t>(problem.output_bytes());
+  // Every step checks its CUDA call; the first failure fails this batch only.
+  auto fail = [&](cudaError_t error, const char* what) {
+    NoteError(error);
+    FailBatch(batch, CudaStatus(error, device_name_, what), metrics_);
+  };
+  cudaError_t error = lane.host_input.Reserve(input_bytes);
+  if (error != cudaSuccess) return fail(error, "cudaMallocHost (input staging)");
+  if ((error = lane.host_output.Reserve(output_bytes)) != cudaSuccess) {
+    return fail(error, "cudaMallocHost (output staging)");
+  }
+  if ((error = lane.device_input.Reserve(input_bytes)) != cudaSuccess) {
+    return fail(error, "cudaMalloc (input)");
+  }
+  if ((error = lane.device_output.Reserve(output_bytes)) != cudaSuccess) {
+    return fail(error, "cudaMalloc (output)");
+  }
+  if (launch->workspace_bytes > 0 &&
+      (error = lane.workspace.Reserve(static_cast<size_t>(launch->workspace_bytes))) !=
+          cudaSuccess) {
+    return fail(error, "cudaMalloc (workspace)");
+  }
+  // Merge along N straight into the pinned staging buffer.
+  char* staged = static_cast<char*>(lane.host_input.data());
+  for (const InferenceRequest& request : batch.requests) {
+    std::memcpy(staged, request.input.data(), request.input.size());
+    staged += request.input.size();
+  }
+  const auto& weights =
+      static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
+  if ((error = cudaEventRecord(lane.start, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaEventRecord");
+  }
+  if ((error = cudaMemcpyAsync(lane.device_input.data(), lane.host_input.data(), input_bytes,
+                               cudaMemcpyHostToDevice, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaMemcpyAsync (input)");
+  }
+  if ((error = cudaEventRecord(lane.kernel_start, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaEventRecord");
+  }
+  absl::Status ran = engine_->Run(problem, *launch, weights, lane.device_input.data(),
+                                  lane.device_output.data(), lane.workspace.data(), lane.stream);
+  if (!ran.ok()) {
+    // A launch error may have poisoned the context; the next sync tells.
+    const cudaError_t sticky = cudaStreamSynchronize(lane.stream);
+    if (sticky != cudaSuccess) NoteError(sticky);
+    FailBatch(batch, absl::Status(ran.code(), absl::StrCat(device_name_, ": ", ran.message())),
+              metrics_);
+    return;
+  }
+  if ((error = cudaEventRecord(lane.kernel_end, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaEventRecord");
+  }
+  if ((error = cudaMemcpyAsync(lane.host_output.data(), lane.device_output.data(), output_bytes,
+                               cudaMemcpyDeviceToHost, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaMemcpyAsync (output)");
+  }
+  if ((error = cudaEventRecord(lane.end, lane.stream)) != cudaSuccess) {
+    return fail(error, "cudaEventRecord");
+  }
+  if ((error = cudaEventSynchronize(lane.end)) != cudaSuccess) {
+    return fail(error, "the batch (copies and kernel)");
+  }
+  float compute_ms = 0;
+  float kernel_ms = 0;
+  cudaEventElapsedTime(&compute_ms, lane.start, lane.end);
+  cudaEventElapsedTime(&kernel_ms, lane.kernel_start, lane.kernel_end);
+  BatchRun run;
+  run.device = device_name_;
+  run.kernel_config = launch->config_name;
+  run.compute = absl::Microseconds(static_cast<double>(compute_ms) * 1000.0);
+  run.kernel = absl::Microseconds(static_cast<double>(kernel_ms) * 1000.0);
+  CompleteBatch(batch, static_cast<const char*>(lane.host_output.data()), run, metrics_);
+  PublishDeviceMetrics(problem, *launch);
+}
+
+void CudaExecutor::PublishDeviceMetrics(const ConvProblem& problem, const ConvLaunch& launch) {
+  if (metrics_ == nullptr) return;
+  bool publish_device = false;
+  bool publish_occupancy = false;
+  {
+    absl::MutexLock lock(&metrics_mu_);
+    const absl::Time now = absl::Now();
+    if (now - last_device_metrics_ >= absl::Seconds(1)) {
+      last_device_metrics_ = now;
+      publish_device = true;
+    }
+    if (std::find(occupancy_published_.begin(), occupancy_published_.end(), launch.config_name) ==
+        occupancy_published_.end()) {
+      occupancy_published_.push_back(launch.config_name);
+      publish_occupancy = true;
+    }
+  }
+  if (publish_device) {
+    metrics_->SetDeviceMemory(device_name_, engine_->device_memory_used(),
+                              engine_->device_memory_total());
+    const TunerCounters counters = engine_->tuner_counters();
+    metrics_->SetTunerCounters(device_name_, counters.runs, counters.cache_hits,
+                               counters.cache_misses, counters.seconds);
+  }
+  if (publish_occupancy) {
+    const ConfigOccupancy occupancy = engine_->Occupancy(problem, launch);
+    metrics_->SetOccupancy(device_name_, launch.config_name, occupancy.theoretical_occupancy, -1.0);
+  }
+}
+
+}  // namespace convserve

@@ -1,0 +1,71 @@
+// The executor of one GPU, behind the ConvEngine seam (kernels/conv_engine.h). Two lanes, each
+// with its own stream, reused pinned host staging and device buffers, and a thread: a lane
+// stages its batch's inputs, copies them in, launches the tuned kernel and copies the output
+// back, so the next batch's copies on the other lane overlap this batch's kernel.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kernels/conv_engine.h"
+#include "server/executor.h"
+#include "server/metrics/metrics.h"
+
+namespace convserve {
+
+class CudaExecutor final : public Executor {
+ public:
+  static constexpr int kLanes = 2;
+
+  // Takes over `engine`, which drives CUDA device `device`. UNAVAILABLE / RESOURCE_EXHAUSTED
+  // when streams or events cannot be created. `metrics` may be null and must outlive this.
+  static absl::StatusOr<std::unique_ptr<Executor>> Create(int index, int device,
+                                                          std::unique_ptr<ConvEngine> engine,
+                                                          Metrics* metrics);
+  ~CudaExecutor() override;
+
+  int index() const override { return index_; }
+  const std::string& device_name() const override { return device_name_; }
+  bool is_gpu() const override { return true; }
+  bool healthy() const override { return !broken_.load(); }
+  absl::StatusOr<std::shared_ptr<const DeviceWeights>> PrepareWeights(
+      const ConvParams& params, const std::string& weights, const std::string& bias) override;
+  bool AcquireSlot(absl::Duration timeout) override { return slots_.Acquire(timeout); }
+  void ReleaseSlot() override { slots_.Release(); }
+  void Execute(Batch batch) override;
+  absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
+  std::vector<TuningResult> TunedFor(const ConvParams& params) const override;
+  void Shutdown() override;
+
+  class Lane;  // defined in cuda_executor.cc
+
+ private:
+  CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics);
+  void LaneLoop(Lane& lane);
+  void RunOnLane(Lane& lane, Batch& batch);
+  // Marks the device broken after an error that poisons the context (not for out-of-memory).
+  void NoteError(int cuda_error);
+  void PublishDeviceMetrics(const ConvProblem& problem, const ConvLaunch& launch);
+
+  const int index_;
+  const int device_;
+  std::unique_ptr<ConvEngine> engine_;
+  Metrics* const metrics_;
+  std::string device_name_;
+  LaunchSlots slots_{kLanes};
+  absl::Mutex lanes_mu_;  // guards every lane's hand-over state
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  bool stopping_ ABSL_GUARDED_BY(lanes_mu_) = false;
+  std::atomic<bool> broken_{false};
+
+  absl::Mutex metrics_mu_;
+  absl::Time last_device_metrics_ ABSL_GUARDED_BY(metrics_mu_) = absl::InfinitePast();
+  std::vector<std::string> occupancy_published_ ABSL_GUARDED_BY(metrics_mu_);
+};
+
+}  // namespace convserve

@@ -1,0 +1,198 @@
+// Proto enum values arrive as ints (proto3 enums are open), so every conversion checks range.
+#include "server/layer_spec.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace convserve {
+
+namespace v1 = convserve::v1;
+
+absl::StatusOr<DataType> DataTypeFromProto(int value, const std::string& field) {
+  switch (value) {
+    case v1::DATA_TYPE_FP32:
+      return DataType::kFloat32;
+    case v1::DATA_TYPE_FP16:
+      return DataType::kFloat16;
+    case v1::DATA_TYPE_BF16:
+      return DataType::kBFloat16;
+    case v1::DATA_TYPE_UNSPECIFIED:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " must be set (DATA_TYPE_FP32, DATA_TYPE_FP16 or DATA_TYPE_BF16)"));
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, " has unknown value ", value));
+  }
+}
+
+absl::StatusOr<Layout> LayoutFromProto(int value, const std::string& field, Layout default_layout) {
+  switch (value) {
+    case v1::LAYOUT_DEFAULT:
+      return default_layout;
+    case v1::LAYOUT_NCHW:
+      return Layout::kNchw;
+    case v1::LAYOUT_NHWC:
+      return Layout::kNhwc;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, " has unknown value ", value));
+  }
+}
+
+v1::DataType DataTypeToProto(DataType dtype) {
+  switch (dtype) {
+    case DataType::kFloat32:
+      return v1::DATA_TYPE_FP32;
+    case DataType::kFloat16:
+      return v1::DATA_TYPE_FP16;
+    case DataType::kBFloat16:
+      return v1::DATA_TYPE_BF16;
+  }
+  return v1::DATA_TYPE_UNSPECIFIED;
+}
+
+v1::Layout LayoutToProto(Layout layout) {
+  return layout == Layout::kNchw ? v1::LAYOUT_NCHW : v1::LAYOUT_NHWC;
+}
+
+absl::Status ValidateLayerName(const std::string& name, const std::string& field) {
+  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " must be set"));
+  if (name.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " is ", name.size(), " characters long; at most 128 allowed"));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " '", name, "' may hold only letters, digits, '_', '.' and '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ConvParams> ParamsFromSpec(const v1::LayerSpec& spec) {
+  if (absl::Status s = ValidateLayerName(spec.name(), "spec.name"); !s.ok()) return s;
+  if (!spec.has_kernel()) {
+    return absl::InvalidArgumentError("spec.kernel must be set (h and w, each >= 1)");
+  }
+  ConvParams p;
+  p.in_channels = spec.in_channels();
+  p.out_channels = spec.out_channels();
+  p.kernel_h = spec.kernel().h();
+  p.kernel_w = spec.kernel().w();
+  p.stride_h = spec.stride().h() == 0 ? 1 : spec.stride().h();
+  p.stride_w = spec.stride().w() == 0 ? 1 : spec.stride().w();
+  p.pad_h = spec.padding().h();
+  p.pad_w = spec.padding().w();
+  p.dilation_h = spec.dilation().h() == 0 ? 1 : spec.dilation().h();
+  p.dilation_w = spec.dilation().w() == 0 ? 1 : spec.dilation().w();
+  p.groups = spec.groups() == 0 ? 1 : spec.groups();
+  absl::StatusOr<DataType> dtype = DataTypeFromProto(spec.dtype(), "spec.dtype");
+  if (!dtype.ok()) return dtype.status();
+  p.dtype = *dtype;
+  switch (spec.precision()) {
+    case v1::PRECISION_DEFAULT:
+    case v1::PRECISION_TF32:
+      p.fp32_math = Fp32Math::kTf32;
+      break;
+    case v1::PRECISION_EXACT_FP32:
+      p.fp32_math = Fp32Math::kExact;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.precision has unknown value ", spec.precision()));
+  }
+  if (spec.precision() != v1::PRECISION_DEFAULT && p.dtype != DataType::kFloat32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.precision applies to FP32 layers only; this layer is ", DataTypeName(p.dtype)));
+  }
+  p.has_bias = spec.has_bias();
+  switch (spec.activation()) {
+    case v1::ACTIVATION_NONE:
+      p.activation = Activation::kNone;
+      break;
+    case v1::ACTIVATION_RELU:
+      p.activation = Activation::kRelu;
+      break;
+    case v1::ACTIVATION_SILU:
+      p.activation = Activation::kSilu;
+      break;
+    case v1::ACTIVATION_GELU_TANH:
+      p.activation = Activation::kGeluTanh;
+      break;
+    case v1::ACTIVATION_SIGMOID:
+      p.activation = Activation::kSigmoid;
+      break;
+    case v1::ACTIVATION_TANH:
+      p.activation = Activation::kTanh;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.activation has unknown value ", spec.activation()));
+  }
+  if (spec.stride().h() < 0 || spec.stride().w() < 0) {
+    return absl::InvalidArgumentError("spec.stride must be >= 1 (or 0 for the default 1)");
+  }
+  if (spec.dilation().h() < 0 || spec.dilation().w() < 0) {
+    return absl::InvalidArgumentError("spec.dilation must be >= 1 (or 0 for the default 1)");
+  }
+  if (spec.groups() < 0) {
+    return absl::InvalidArgumentError("spec.groups must be >= 1 (or 0 for the default 1)");
+  }
+  if (absl::Status s = ValidateParams(p); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.", s.message()));
+  }
+  if (spec.input_size().h() < 0 || spec.input_size().w() < 0) {
+    return absl::InvalidArgumentError("spec.input_size must be non-negative");
+  }
+  for (int b : spec.warmup_batch_sizes()) {
+    if (b < 1 || b > 4096) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.warmup_batch_sizes must each be in [1, 4096], got ", b));
+    }
+  }
+  if (spec.warmup_batch_sizes_size() > 0 &&
+      (spec.input_size().h() == 0 || spec.input_size().w() == 0)) {
+    return absl::InvalidArgumentError("spec.warmup_batch_sizes needs spec.input_size");
+  }
+  return p;
+}
+
+absl::StatusOr<BatchingConfig> BatchingFromSpec(const v1::LayerSpec& spec,
+                                                const BatchingDefaults& defaults) {
+  const v1::BatchingOptions& b = spec.batching();
+  if (b.max_batch_size() < 0 || b.max_batch_size() > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.batching.max_batch_size must be in [0, 4096] (0: server default), got ",
+                     b.max_batch_size()));
+  }
+  if (b.max_queue_delay_us() < 0 || b.max_queue_delay_us() > 10'000'000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.batching.max_queue_delay_us must be in [0, 10000000] (0: server default), got ",
+        b.max_queue_delay_us()));
+  }
+  BatchingConfig config;
+  config.max_batch_size = b.max_batch_size() > 0 ? b.max_batch_size() : defaults.max_batch_size;
+  config.max_queue_delay = absl::Microseconds(
+      b.max_queue_delay_us() > 0 ? b.max_queue_delay_us() : defaults.max_queue_delay_us);
+  if (b.preferred_batch_sizes_size() > 0) {
+    config.preferred_batch_sizes.assign(b.preferred_batch_sizes().begin(),
+                                        b.preferred_batch_sizes().end());
+  } else {
+    config.preferred_batch_sizes = defaults.preferred_batch_sizes;
+  }
+  for (int size : config.preferred_batch_sizes) {
+    if (size < 1 || size > config.max_batch_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.batching.preferred_batch_sizes must each be in [1, max_batch_size=",
+                       config.max_batch_size, "], got ", size));
+    }
+  }
+  std::sort(config.preferred_batch_sizes.begin(), config.preferred_batch_sizes.end());
+  config.max_queue_requests = defaults.max_queue_requests;
+  config.max_queue_bytes = defaults.max_queue_bytes;
+  return config;
+}
+
+}  // namespace convserve

@@ -1,0 +1,147 @@
+// convserve-server: parses flags into ServerOptions, builds the server, serves until SIGINT or
+// SIGTERM, then shuts down gracefully (accepted requests are answered) and exits 0.
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "server/log.h"
+#include "server/metrics/metrics.h"
+#include "server/server.h"
+#include "server/server_options.h"
+#ifdef CONVSERVE_HAVE_KSERVE
+#include "server/kserve/kserve_service.h"
+#endif
+
+namespace {
+const convserve::ServerOptions kDefaults;
+const convserve::BatchingDefaults kBatching;
+}  // namespace
+
+ABSL_FLAG(std::string, listen, kDefaults.listen, "gRPC address to serve on (host:port)");
+ABSL_FLAG(std::string, metrics_listen, kDefaults.metrics_listen,
+          "address of the Prometheus /metrics endpoint (host:port); empty disables it");
+ABSL_FLAG(std::string, model_repository, "",
+          "directory with one sub-directory per layer (config.pbtxt, weights.npy, optional "
+          "bias.npy) loaded at start; empty starts with no layers");
+ABSL_FLAG(std::string, device, kDefaults.device,
+          "auto (GPU 0 when usable, else the CPU reference backend), cpu, or cuda:N");
+ABSL_FLAG(int64_t, max_message_bytes, kDefaults.max_message_bytes,
+          "largest gRPC message received or sent, in bytes");
+ABSL_FLAG(int64_t, max_input_bytes, kDefaults.max_input_bytes,
+          "largest Forward input tensor accepted, in bytes (larger: RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int64_t, max_resident_bytes, kDefaults.max_resident_bytes,
+          "resident weight bytes of all layers together (a load over it: RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int64_t, max_layer_bytes, kDefaults.max_layer_bytes,
+          "weight bytes of one layer (a load over it: RESOURCE_EXHAUSTED)");
+ABSL_FLAG(int32_t, max_batch_size, kBatching.max_batch_size,
+          "default samples per merged launch (a layer's spec.batching overrides it)");
+ABSL_FLAG(int64_t, max_queue_delay_us, kBatching.max_queue_delay_us,
+          "default longest wait of a request for others to batch with, in microseconds");
+ABSL_FLAG(std::string, preferred_batch_sizes, "",
+          "default comma-separated batch sizes that launch at once when reached with nothing "
+          "else waiting, e.g. 8,16,32");
+ABSL_FLAG(int64_t, max_queue_requests, kBatching.max_queue_requests,
+          "requests queued per layer before new ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_queue_bytes, kBatching.max_queue_bytes,
+          "input bytes queued per layer before new requests get RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, state_dir, kDefaults.state_dir,
+          "directory for state kept across restarts (the tuning cache)");
+ABSL_FLAG(std::string, tuning_cache, "",
+          "file of auto-tuning results kept across restarts; default <state_dir>/tuning_cache.tsv");
+ABSL_FLAG(int32_t, cpu_threads, kDefaults.cpu_threads,
+          "threads of the CPU reference backend; 0 means one per core");
+ABSL_FLAG(int64_t, shutdown_grace_ms, kDefaults.shutdown_grace_ms,
+          "on SIGINT/SIGTERM, how long to wait for accepted requests before cancelling them");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "convserve-server: serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
+      "health, reflection), batching concurrent requests into tuned GPU launches.");
+  absl::ParseCommandLine(argc, argv);
+
+  convserve::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.model_repository = absl::GetFlag(FLAGS_model_repository);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_input_bytes = absl::GetFlag(FLAGS_max_input_bytes);
+  options.max_resident_bytes = absl::GetFlag(FLAGS_max_resident_bytes);
+  options.max_layer_bytes = absl::GetFlag(FLAGS_max_layer_bytes);
+  options.batching.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.batching.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  options.batching.max_queue_requests = absl::GetFlag(FLAGS_max_queue_requests);
+  options.batching.max_queue_bytes = absl::GetFlag(FLAGS_max_queue_bytes);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.tuning_cache = absl::GetFlag(FLAGS_tuning_cache);
+  options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
+  for (absl::string_view size :
+       absl::StrSplit(absl::GetFlag(FLAGS_preferred_batch_sizes), ',', absl::SkipEmpty())) {
+    int value = 0;
+    if (!absl::SimpleAtoi(size, &value) || value < 1 || value > options.batching.max_batch_size) {
+      std::fprintf(stderr, "--preferred_batch_sizes: '%s' is not a size in [1, %d]\n",
+                   std::string(size).c_str(), options.batching.max_batch_size);
+      return 2;
+    }
+    options.batching.preferred_batch_sizes.push_back(value);
+  }
+  if (options.batching.max_batch_size < 1 || options.batching.max_queue_delay_us < 0 ||
+      options.batching.max_queue_requests < 1 || options.batching.max_queue_bytes < 1 ||
+      options.max_message_bytes < 1 || options.max_message_bytes > (int64_t{1} << 31) - 1) {
+    std::fprintf(stderr,
+                 "--max_batch_size, --max_queue_requests and --max_queue_bytes must be >= 1, "
+                 "--max_queue_delay_us >= 0 and --max_message_bytes in [1, 2^31)\n");
+    return 2;
+  }
+
+  // Block the shutdown signals in every thread (they inherit the mask); main waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::unique_ptr<convserve::Metrics> metrics;
+#ifdef CONVSERVE_HAVE_METRICS
+  absl::StatusOr<std::unique_ptr<convserve::Metrics>> created =
+      convserve::Metrics::Create(options.metrics_listen);
+  if (!created.ok()) {
+    convserve::LogError("metrics: ", created.status().ToString());
+    return 1;
+  }
+  metrics = *std::move(created);
+#endif
+
+  // Declared before the server so they outlive it.
+  std::vector<std::unique_ptr<grpc::Service>> extra_services;
+  absl::StatusOr<std::unique_ptr<convserve::ConvServer>> server =
+      convserve::ConvServer::Create(options, metrics.get());
+  if (!server.ok()) {
+    convserve::LogError("cannot start: ", server.status().ToString());
+    return 1;
+  }
+#ifdef CONVSERVE_HAVE_KSERVE
+  extra_services.push_back(std::make_unique<convserve::KserveService>((*server)->core()));
+#endif
+  std::vector<grpc::Service*> services;
+  for (const auto& service : extra_services) services.push_back(service.get());
+  if (absl::Status started = (*server)->Start(services); !started.ok()) {
+    convserve::LogError("cannot start: ", started.ToString());
+    return 1;
+  }
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  convserve::LogInfo("received ", signal == SIGINT ? "SIGINT" : "SIGTERM",
+                     "; shutting down gracefully");
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,91 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/device.h"
+#include "server/log.h"
+#include "server/model_repository.h"
+
+namespace convserve {
+
+absl::StatusOr<std::unique_ptr<ConvServer>> ConvServer::Create(const ServerOptions& options,
+                                                               Metrics* metrics) {
+  absl::StatusOr<std::vector<std::unique_ptr<Executor>>> executors =
+      CreateExecutors(options, metrics);
+  if (!executors.ok()) return executors.status();
+  auto core = std::make_unique<ServingCoreImpl>(options, *std::move(executors), metrics);
+  if (!options.model_repository.empty()) {
+    absl::StatusOr<RepositoryLoad> loaded = LoadModelRepository(options.model_repository, *core);
+    if (!loaded.ok()) return loaded.status();
+  }
+  return std::unique_ptr<ConvServer>(new ConvServer(options, metrics, std::move(core)));
+}
+
+ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
+                       std::unique_ptr<ServingCoreImpl> core)
+    : options_(options), metrics_(metrics), core_(std::move(core)) {}
+
+ConvServer::~ConvServer() { Shutdown(); }
+
+absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  service_ = std::make_unique<Conv2dService>(*core_, metrics_);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  builder.RegisterService(service_.get());
+  for (grpc::Service* service : extra_services) builder.RegisterService(service);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+  }
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  for (const LayerSnapshot& layer : core_->ListLayers()) {
+    health->SetServingStatus(layer.name, layer.info.ready());
+  }
+  core_->set_health_callback([health](const std::string& service, bool serving) {
+    health->SetServingStatus(service, serving);
+  });
+  health->SetServingStatus("", core_->ready());
+  health_thread_ = std::thread([this] { HealthLoop(); });
+  LogInfo("listening on ", options_.listen, " (port ", port_, ")");
+  return absl::OkStatus();
+}
+
+// The overall status follows the core (a broken device turns it NOT_SERVING); polled because
+// a device breaks inside a batch, far from any health code.
+void ConvServer::HealthLoop() {
+  bool last = core_->ready();
+  while (!stop_health_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) {
+    const bool now = core_->ready();
+    if (now != last) {
+      server_->GetHealthCheckService()->SetServingStatus("", now);
+      if (!now) LogError("the server is no longer ready (device failure or shutdown)");
+      last = now;
+    }
+  }
+}
+
+void ConvServer::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  if (server_ != nullptr) {
+    stop_health_.Notify();
+    health_thread_.join();
+    server_->GetHealthCheckService()->SetServingStatus("", false);
+    // Refuses new calls at once and waits for the accepted ones, which the still-running
+    // batchers and executors answer.
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(options_.shutdown_grace_ms));
+  }
+  core_->Shutdown();
+  if (server_ != nullptr) server_->Wait();
+  LogInfo("server stopped");
+}
+
+}  // namespace convserve

@@ -1,0 +1,38 @@
+// Everything configurable about a server, as plain values. main() copies its flags in here;
+// libraries and tests never read flags.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace convserve {
+
+// Server-wide dynamic-batching defaults; a layer's LayerSpec.batching overrides the first three.
+struct BatchingDefaults {
+  int max_batch_size = 32;           // samples (sum of request N) per launch
+  int64_t max_queue_delay_us = 500;  // how long the oldest request may wait for company
+  std::vector<int> preferred_batch_sizes;
+  int64_t max_queue_requests = 1024;           // per layer
+  int64_t max_queue_bytes = int64_t{1} << 30;  // input bytes queued per layer
+};
+
+struct ServerOptions {
+  std::string listen = "0.0.0.0:50051";
+  std::string metrics_listen = "0.0.0.0:9464";
+  std::string model_repository;  // empty: start with no layers
+  std::string device = "auto";   // auto | cpu | cuda:N
+  // gRPC receive/send limit; fits a 1x64x224x224 fp32 tensor (12.25 MiB) with headroom.
+  int64_t max_message_bytes = int64_t{64} << 20;
+  int64_t max_input_bytes = int64_t{48} << 20;     // per Forward request
+  int64_t max_resident_bytes = int64_t{16} << 30;  // all layers' weights together
+  int64_t max_layer_bytes = int64_t{2} << 30;      // one layer's weights
+  BatchingDefaults batching;
+  std::string state_dir = "./state";
+  std::string tuning_cache;  // empty: <state_dir>/tuning_cache.tsv
+  int cpu_threads = 0;       // CPU reference backend threads; <= 0 means one per core
+  // How long graceful shutdown waits for accepted requests before cancelling the rest.
+  int64_t shutdown_grace_ms = 30000;
+};
+
+}  // namespace convserve

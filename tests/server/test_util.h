@@ -1,0 +1,49 @@
+// Helpers for the server tests: layer specs, random tensors, the CPU reference answer for a
+// request, and a real server on a free loopback port with a stub to call it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "convserve/v1/conv2d.grpc.pb.h"
+#include "convserve/v1/conv2d.pb.h"
+#include "kernels/conv_problem.h"
+#include "server/server.h"
+#include "server/server_options.h"
+
+namespace convserve::testing {
+
+// A 3x3, stride 1, pad 1 conv layer of `channels` in and out, with bias.
+convserve::v1::LayerSpec SmallSpec(const std::string& name, int64_t channels = 8,
+                                   convserve::v1::DataType dtype = convserve::v1::DATA_TYPE_FP32);
+
+// `elements` random values in [-1, 1] stored as `dtype`, deterministic in `seed`.
+std::string RandomTensor(int64_t elements, DataType dtype, uint64_t seed);
+
+// A LoadLayer request for `spec` with random weights (and bias) from `seed`.
+convserve::v1::LoadLayerRequest LoadRequestFor(const convserve::v1::LayerSpec& spec, uint64_t seed);
+
+// The reference output for `input` ([n, C, h, w] in `in_layout`) through the layer `load`
+// describes, in `out_layout`, rounded to the layer's dtype: the bytes the server must return.
+std::string ReferenceOutput(const convserve::v1::LoadLayerRequest& load, const std::string& input,
+                            int64_t n, int64_t h, int64_t w, Layout in_layout, Layout out_layout);
+
+// A Forward request for `layer` with a random [n, C, h, w] input from `seed`.
+convserve::v1::ForwardRequest ForwardFor(const std::string& layer,
+                                         const convserve::v1::LayerSpec& spec, int64_t n, int64_t h,
+                                         int64_t w, uint64_t seed,
+                                         convserve::v1::Layout layout = convserve::v1::LAYOUT_NCHW);
+
+// Options for a CPU server on 127.0.0.1:0 without metrics.
+ServerOptions TestServerOptions();
+
+// A started in-process server and a stub connected to it.
+struct RunningServer {
+  std::unique_ptr<ConvServer> server;
+  std::unique_ptr<convserve::v1::Conv2d::Stub> stub;
+  std::shared_ptr<grpc::Channel> channel;
+};
+RunningServer StartServer(const ServerOptions& options);
+
+}  // namespace convserve::testing
