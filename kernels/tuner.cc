@@ -704,7 +704,10 @@ class Tuner::Impl {
     if (SameFingerprint(record.fingerprint, options_.fingerprint)) {
       InsertLocked(record.problem, record.entry, /*replace=*/false);
     } else if (!SameGpu(record.fingerprint, options_.fingerprint)) {
-      std::string id = absl::StrCat(record.fingerprint.ToString(), "|", record.problem.ToString());
+      const TuningFingerprint& f = record.fingerprint;
+      std::string id = absl::StrCat(Escape(f.gpu_name), "\t", f.sm_count, "\t",
+                                    f.compute_capability, "\t", f.driver_version, "\t",
+                                    Escape(f.library_version), "\t", record.problem.ToString());
       foreign_[std::move(id)] = std::move(record);
     }
   }
@@ -820,16 +823,18 @@ class Tuner::Impl {
       absl::MutexLock lock(&mu_);
       for (Record& record : file.records) AdoptLocked(std::move(record));
       snapshot_generation = generation_;
+      // A record too long for the reader (only possible with absurd names) is left out rather
+      // than written to be rejected at the next load.
+      auto append = [&contents](const Record& record) {
+        std::string line = FormatRecord(record);
+        if (line.size() <= kMaxLineBytes) absl::StrAppend(&contents, line, "\n");
+      };
       for (const auto& [shape, buckets] : cache_) {
         for (const auto& [bucket, cached] : buckets) {
-          absl::StrAppend(&contents,
-                          FormatRecord(Record{options_.fingerprint, cached.problem, cached.entry}),
-                          "\n");
+          append(Record{options_.fingerprint, cached.problem, cached.entry});
         }
       }
-      for (const auto& [id, record] : foreign_) {
-        absl::StrAppend(&contents, FormatRecord(record), "\n");
-      }
+      for (const auto& [id, record] : foreign_) append(record);
     }
     if (absl::Status s = WriteFileAtomically(options_.cache_path, contents); !s.ok()) {
       return absl::Status(

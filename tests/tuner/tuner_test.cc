@@ -518,6 +518,26 @@ INSTANTIATE_TEST_SUITE_P(
                                  "field without 'name=value' form", 2}),
     [](const ::testing::TestParamInfo<Corruption>& info) { return info.param.name; });
 
+TEST_F(TunerTest, RewriteNeverProducesARecordTheReaderRejects) {
+  Populate({Problem(8)});
+  // Another GPU's record whose name is raw control bytes: accepted as read, but 3x longer once
+  // escaped, past the reader's line limit. The rewrite leaves it out instead.
+  std::string text = ReadFile();
+  const size_t start = text.find("\tgpu=") + 5;
+  text.replace(start, text.find('\t', start) - start, std::string(30000, '\x01'));
+  WriteFile(text);
+  FakeMeasure measure;
+  LogSink log;
+  {
+    Tuner tuner(Options(&log), measure.Fn());
+    EXPECT_EQ(log.size(), 0u) << log.All();
+    ASSERT_TRUE(tuner.Tune(Problem(1)).ok());
+  }
+  Tuner reread(Options(&log), measure.Fn());
+  EXPECT_EQ(log.size(), 0u) << log.All();
+  EXPECT_TRUE(reread.Choose(Problem(1)).has_value());
+}
+
 TEST_F(TunerTest, UnreadableCacheFileWarnsAndStartsEmpty) {
   fs::create_directories(path_);  // a directory where the file should be
   FakeMeasure measure;
