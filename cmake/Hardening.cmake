@@ -34,3 +34,21 @@ if(_convserve_sanitize_flags)
   string(REPLACE "fuzzer-no-link," "" _convserve_link_flags "${_convserve_sanitize_flags}")
   add_link_options("$<$<LINK_LANGUAGE:CXX>:${_convserve_link_flags}>")
 endif()
+
+# TSan against Debian's uninstrumented Abseil: every target links cmake/tsan_absl_sync.cc, and
+# our calls into absl::Mutex / CondVar / Notification go through its wrappers (see that file).
+if(CONVSERVE_SANITIZE STREQUAL "thread")
+  file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/tsan_absl_sync.cc _convserve_wrap_lines
+       REGEX "^[a-z ]+WRAP\\(")
+  set(_convserve_wraps "")
+  foreach(line IN LISTS _convserve_wrap_lines)
+    string(REGEX REPLACE ".*WRAP\\(([A-Za-z0-9_]+)\\).*" "\\1" symbol "${line}")
+    list(APPEND _convserve_wraps "-Wl,--wrap=${symbol}")
+  endforeach()
+  # Before the library, whose own __real_ references need the flags too.
+  add_link_options("$<$<LINK_LANGUAGE:CXX>:${_convserve_wraps}>")
+  # Shared, so that the wrappers resolve whichever static library the calls come from.
+  add_library(convserve_tsan_absl_sync SHARED ${CMAKE_CURRENT_LIST_DIR}/tsan_absl_sync.cc)
+  target_link_libraries(convserve_tsan_absl_sync PUBLIC absl::synchronization)
+  link_libraries(convserve_tsan_absl_sync)
+endif()
