@@ -84,8 +84,6 @@ ABSL_FLAG(std::string, out, "", "perf: also write the results to this .json or .
 namespace convserve {
 namespace {
 
-namespace v1 = convserve::v1;
-
 constexpr char kUsage[] = R"(convserve-cli <command> [flags]: talk to a convserve server.
 
 Commands (all take --target, --lb, --timeout_s, --max_message_mb):

@@ -13,8 +13,6 @@
 
 namespace convserve {
 
-namespace v1 = convserve::v1;
-
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(options_.max_message_bytes);

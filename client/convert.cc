@@ -13,8 +13,6 @@
 namespace convserve {
 namespace {
 
-namespace v1 = convserve::v1;
-
 // Looks `name` up in a {name, value} table, case-insensitively.
 template <typename T, size_t kSize>
 absl::StatusOr<T> Lookup(const char* what, absl::string_view name,

@@ -18,8 +18,6 @@ namespace convserve {
 namespace {
 
 namespace fs = std::filesystem;
-namespace v1 = convserve::v1;
-
 // Collects the text-format parser's complaints so the error can quote them.
 class ErrorCollector : public google::protobuf::io::ErrorCollector {
  public:

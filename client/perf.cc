@@ -16,8 +16,6 @@
 namespace convserve {
 namespace {
 
-namespace v1 = convserve::v1;
-
 // Nearest-rank percentile of sorted values; 0 when empty.
 double Percentile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;

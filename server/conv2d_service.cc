@@ -10,8 +10,6 @@
 
 namespace convserve {
 
-namespace v1 = convserve::v1;
-
 namespace {
 
 // Translates a ForwardRequest into `out` (everything but `done`), checking the fields only the

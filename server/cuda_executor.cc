@@ -106,9 +106,9 @@ class CudaExecutor::Lane {
   std::thread thread;
 };
 
-absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(int index, int device,
-                                                               std::unique_ptr<ConvEngine> engine,
-                                                               Metrics* metrics) {
+absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
+    int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
+    absl::Duration occupancy_sample_interval) {
   std::unique_ptr<CudaExecutor> executor(
       new CudaExecutor(index, device, std::move(engine), metrics));
   const std::string& name = executor->device_name_;
@@ -128,6 +128,17 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(int index, int de
       }
     }
     executor->lanes_.push_back(std::move(lane));
+  }
+  if (occupancy_sample_interval > absl::ZeroDuration()) {
+    OccupancySamplerOptions sampler_options;
+    sampler_options.device = device;
+    sampler_options.interval = occupancy_sample_interval;
+    sampler_options.device_label = name;
+    sampler_options.metrics = metrics;
+    sampler_options.log = [](bool warning, std::string_view line) {
+      warning ? LogWarning(line) : LogInfo(line);
+    };
+    executor->sampler_ = OccupancySampler::Create(std::move(sampler_options));
   }
   for (auto& lane : executor->lanes_) {
     Lane* raw = lane.get();
@@ -282,6 +293,8 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
                                cudaMemcpyHostToDevice, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaMemcpyAsync (input)");
   }
+  // Now and then the occupancy sampler measures this launch (see SampledLaunch).
+  SampledLaunch sample(sampler_.get(), &launch_mu_, launch->config_name, lane.stream);
   if ((error = cudaEventRecord(lane.kernel_start, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
@@ -297,6 +310,10 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
   }
   if ((error = cudaEventRecord(lane.kernel_end, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
+  }
+  if (absl::StatusOr<double> achieved = sample.Finish(); achieved.ok() && metrics_ != nullptr) {
+    metrics_->SetOccupancy(device_name_, launch->config_name,
+                           engine_->Occupancy(problem, *launch).theoretical_occupancy, *achieved);
   }
   if ((error = cudaMemcpyAsync(lane.host_output.data(), lane.device_output.data(), output_bytes,
                                cudaMemcpyDeviceToHost, lane.stream)) != cudaSuccess) {

@@ -15,6 +15,7 @@
 #include "kernels/conv_engine.h"
 #include "server/executor.h"
 #include "server/metrics/metrics.h"
+#include "server/metrics/occupancy_sampler.h"
 
 namespace convserve {
 
@@ -24,9 +25,10 @@ class CudaExecutor final : public Executor {
 
   // Takes over `engine`, which drives CUDA device `device`. UNAVAILABLE / RESOURCE_EXHAUSTED
   // when streams or events cannot be created. `metrics` may be null and must outlive this.
-  static absl::StatusOr<std::unique_ptr<Executor>> Create(int index, int device,
-                                                          std::unique_ptr<ConvEngine> engine,
-                                                          Metrics* metrics);
+  // A positive `occupancy_sample_interval` starts the CUPTI achieved-occupancy sampler.
+  static absl::StatusOr<std::unique_ptr<Executor>> Create(
+      int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
+      absl::Duration occupancy_sample_interval = absl::ZeroDuration());
   ~CudaExecutor() override;
 
   int index() const override { return index_; }
@@ -62,6 +64,10 @@ class CudaExecutor final : public Executor {
   std::vector<std::unique_ptr<Lane>> lanes_;
   bool stopping_ ABSL_GUARDED_BY(lanes_mu_) = false;
   std::atomic<bool> broken_{false};
+  // Null when sampling is off. Kernel launches hold launch_mu_ shared; the sampled one holds it
+  // exclusively, so no other lane's kernel runs inside its profiling range.
+  std::unique_ptr<OccupancySampler> sampler_;
+  absl::Mutex launch_mu_;
 
   absl::Mutex metrics_mu_;
   absl::Time last_device_metrics_ ABSL_GUARDED_BY(metrics_mu_) = absl::InfinitePast();

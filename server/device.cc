@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateGpuExecutor(const ServerOptions&
   absl::StatusOr<std::unique_ptr<ConvEngine>> engine = ConvEngine::Create(engine_options);
   if (!engine.ok()) return engine.status();
   absl::StatusOr<std::unique_ptr<Executor>> executor =
-      CudaExecutor::Create(/*index=*/0, device, *std::move(engine), metrics);
+      CudaExecutor::Create(/*index=*/0, device, *std::move(engine), metrics,
+                           absl::Milliseconds(options.occupancy_sample_interval_ms));
   return executor;
 #else
   return absl::FailedPreconditionError(

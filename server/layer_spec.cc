@@ -7,8 +7,6 @@
 
 namespace convserve {
 
-namespace v1 = convserve::v1;
-
 absl::StatusOr<DataType> DataTypeFromProto(int value, const std::string& field) {
   switch (value) {
     case v1::DATA_TYPE_FP32:

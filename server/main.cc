@@ -11,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "server/log.h"
 #include "server/metrics/metrics.h"
 #include "server/server.h"
@@ -60,6 +61,10 @@ ABSL_FLAG(int32_t, cpu_threads, kDefaults.cpu_threads,
 ABSL_FLAG(int64_t, shutdown_grace_ms, kDefaults.shutdown_grace_ms,
           "on SIGINT/SIGTERM, how long to wait for accepted requests before cancelling them");
 
+ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
+          "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
+          "launch per interval); 0 turns the sampler off");
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "convserve-server: serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
@@ -83,6 +88,8 @@ int main(int argc, char** argv) {
   options.tuning_cache = absl::GetFlag(FLAGS_tuning_cache);
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
+  options.occupancy_sample_interval_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_occupancy_sample_interval));
   for (absl::string_view size :
        absl::StrSplit(absl::GetFlag(FLAGS_preferred_batch_sizes), ',', absl::SkipEmpty())) {
     int value = 0;

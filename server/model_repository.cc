@@ -15,8 +15,6 @@
 namespace convserve {
 
 namespace fs = std::filesystem;
-namespace v1 = convserve::v1;
-
 namespace {
 
 absl::StatusOr<std::string> ReadFile(const fs::path& path) {

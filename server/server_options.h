@@ -33,6 +33,8 @@ struct ServerOptions {
   int cpu_threads = 0;       // CPU reference backend threads; <= 0 means one per core
   // How long graceful shutdown waits for accepted requests before cancelling the rest.
   int64_t shutdown_grace_ms = 30000;
+  // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
+  int64_t occupancy_sample_interval_ms = 10000;
 };
 
 }  // namespace convserve

@@ -11,8 +11,6 @@
 
 namespace convserve {
 
-namespace v1 = convserve::v1;
-
 namespace {
 
 const char* const kDimNames[4] = {"N", "C", "H", "W"};
@@ -386,6 +384,8 @@ absl::StatusOr<v1::TuneResponse> ServingCoreImpl::Tune(const v1::TuneRequest& re
 
 void ServingCoreImpl::BeginShutdown() {
   if (shutting_down_.exchange(true)) return;
+  // Queued requests launch now rather than after their batching delay.
+  for (const auto& entry : store_.All()) entry->batcher->BeginDrain();
   NotifyHealth("", false);
   LogInfo("shutting down: no new requests; finishing the accepted ones");
 }
