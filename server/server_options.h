@@ -17,6 +17,16 @@ struct BatchingDefaults {
   int64_t max_queue_bytes = int64_t{1} << 30;  // input bytes queued per layer
 };
 
+// Transport security and access control of the gRPC port (docs/hardening.md).
+struct SecurityOptions {
+  std::string tls_cert_file;       // PEM; with tls_key_file: TLS, else plaintext
+  std::string tls_key_file;        // PEM
+  std::string tls_client_ca_file;  // PEM; set: mutual TLS (clients need a certificate it signed)
+  std::string admin_token;         // set: LoadLayer, UnloadLayer and Tune need it
+  std::string inference_token;     // set: Forward, ListLayers and KServe inference need it
+  int max_concurrent_streams = 0;  // per connection; 0: gRPC's default
+};
+
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";
   std::string metrics_listen = "0.0.0.0:9464";
@@ -33,6 +43,7 @@ struct ServerOptions {
   int cpu_threads = 0;       // CPU reference backend threads; <= 0 means one per core
   // How long graceful shutdown waits for accepted requests before cancelling the rest.
   int64_t shutdown_grace_ms = 30000;
+  SecurityOptions security;
   // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
   int64_t occupancy_sample_interval_ms = 10000;
 };
