@@ -9,6 +9,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -67,8 +69,16 @@ ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "convserve-server: serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
+      "serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
       "health, reflection), batching concurrent requests into tuned GPU launches.");
+  // --help lists the flags defined here (Abseil's default looks for a file named after the
+  // binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   convserve::ServerOptions options;

@@ -78,8 +78,9 @@ void ConvServer::Shutdown() {
     stop_health_.Notify();
     health_thread_.join();
     server_->GetHealthCheckService()->SetServingStatus("", false);
-    // Refuses new calls at once and waits for the accepted ones, which the still-running
-    // batchers and executors answer.
+    // New requests are refused from here on and the batchers launch what they hold at once;
+    // gRPC then stops accepting calls and waits until every accepted one is answered.
+    core_->BeginShutdown();
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(options_.shutdown_grace_ms));
   }

@@ -43,7 +43,8 @@ class ServingCoreImpl final : public ServingCore {
       const convserve::v1::TuneRequest& request) override;
   bool ready() const override;
 
-  // New requests get UNAVAILABLE from now on; queued and running ones still finish.
+  // New requests get UNAVAILABLE from now on; queued ones launch without waiting for company
+  // and, like running ones, are answered.
   void BeginShutdown();
   // BeginShutdown(), then drains every batcher, waits for warm-ups and running batches.
   void Shutdown();
