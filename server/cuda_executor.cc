@@ -136,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
     sampler_options.device_label = name;
     sampler_options.metrics = metrics;
     sampler_options.log = [](bool warning, std::string_view line) {
-      warning ? LogWarning(line) : LogInfo(line);
+      warning ? LogWarning(std::string(line)) : LogInfo(std::string(line));
     };
     executor->sampler_ = OccupancySampler::Create(std::move(sampler_options));
   }
