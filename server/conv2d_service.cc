@@ -73,6 +73,7 @@ grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* co
                                                  const v1::ForwardRequest* request,
                                                  v1::ForwardResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   InferenceRequest inference;
   if (absl::Status s = FromProto(*request, *context, inference); !s.ok()) {
     if (metrics_ != nullptr) {
@@ -98,6 +99,7 @@ grpc::ServerUnaryReactor* Conv2dService::LoadLayer(grpc::CallbackServerContext* 
                                                    const v1::LoadLayerRequest* request,
                                                    v1::LoadLayerResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kAdmin, reactor)) return reactor;
   management_.Post([this, reactor, request, response] {
     absl::StatusOr<v1::LayerInfo> info = core_.LoadLayer(*request);
     if (!info.ok()) {
@@ -114,6 +116,7 @@ grpc::ServerUnaryReactor* Conv2dService::UnloadLayer(grpc::CallbackServerContext
                                                      const v1::UnloadLayerRequest* request,
                                                      v1::UnloadLayerResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kAdmin, reactor)) return reactor;
   reactor->Finish(ToGrpcStatus(core_.UnloadLayer(request->name())));
   return reactor;
 }
@@ -122,6 +125,7 @@ grpc::ServerUnaryReactor* Conv2dService::ListLayers(grpc::CallbackServerContext*
                                                     const v1::ListLayersRequest* request,
                                                     v1::ListLayersResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   for (LayerSnapshot& layer : core_.ListLayers()) {
     *response->add_layers() = std::move(layer.info);
   }
@@ -133,6 +137,7 @@ grpc::ServerUnaryReactor* Conv2dService::Tune(grpc::CallbackServerContext* conte
                                               const v1::TuneRequest* request,
                                               v1::TuneResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kAdmin, reactor)) return reactor;
   management_.Post([this, reactor, request, response] {
     absl::StatusOr<v1::TuneResponse> tuned = core_.Tune(*request);
     if (!tuned.ok()) {

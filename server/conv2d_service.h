@@ -5,6 +5,7 @@
 #pragma once
 
 #include "convserve/v1/conv2d.grpc.pb.h"
+#include "server/access_control.h"
 #include "server/metrics/metrics.h"
 #include "server/serving_core.h"
 #include "server/work_queue.h"
@@ -13,8 +14,10 @@ namespace convserve {
 
 class Conv2dService final : public convserve::v1::Conv2d::CallbackService {
  public:
-  // `core` and `metrics` (may be null) must outlive the gRPC server this is registered with.
-  Conv2dService(ServingCore& core, Metrics* metrics) : core_(core), metrics_(metrics) {}
+  // `core`, `metrics` (may be null) and `access` (null: every call allowed) must outlive the
+  // gRPC server this is registered with.
+  Conv2dService(ServingCore& core, Metrics* metrics, const AccessControl* access = nullptr)
+      : core_(core), metrics_(metrics), access_(access) {}
 
   grpc::ServerUnaryReactor* LoadLayer(grpc::CallbackServerContext* context,
                                       const convserve::v1::LoadLayerRequest* request,
@@ -35,6 +38,7 @@ class Conv2dService final : public convserve::v1::Conv2d::CallbackService {
  private:
   ServingCore& core_;
   Metrics* const metrics_;
+  const AccessControl* const access_;
   WorkQueue management_;
 };
 
