@@ -33,10 +33,12 @@ absl::Status ModelNotFound(const std::string& name) {
 
 std::string KserveService::BuildVersion() { return CONVSERVE_VERSION; }
 
-KserveService::KserveService(ServingCore& core, std::string server_name, std::string server_version)
+KserveService::KserveService(ServingCore& core, std::string server_name, std::string server_version,
+                             const AccessControl* access)
     : core_(core),
       server_name_(std::move(server_name)),
-      server_version_(std::move(server_version)) {}
+      server_version_(std::move(server_version)),
+      access_(access) {}
 
 grpc::ServerUnaryReactor* KserveService::ServerLive(grpc::CallbackServerContext* context,
                                                     const inference::ServerLiveRequest*,
@@ -94,6 +96,7 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
       context->GetRpcAllocatorState());
   inference::ModelInferRequest& mutable_request = *messages->request();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
 
   InferenceRequest inference;
   if (absl::Status status =
@@ -119,6 +122,12 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
 KserveService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  if (access_ != nullptr) {
+    if (grpc::Status status = access_->Check(*context, AccessScope::kInference); !status.ok()) {
+      return new DeniedStream<inference::ModelInferRequest, inference::ModelStreamInferResponse>(
+          std::move(status));
+    }
+  }
   return new kserve::StreamInferReactor(core_, context);
 }
 

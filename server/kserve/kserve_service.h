@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kserve/grpc_predict_v2.grpc.pb.h"
+#include "server/access_control.h"
 #include "server/serving_core.h"
 
 namespace convserve {
@@ -17,8 +18,11 @@ class KserveService final : public inference::GRPCInferenceService::CallbackServ
  public:
   // `server_name` and `server_version` are what ServerMetadata reports; by default
   // "convserve" and the version of this build.
+  // `access` (null: every call allowed) gates ModelInfer and ModelStreamInfer with the
+  // inference token; the liveness, readiness and metadata calls stay open for probes.
   explicit KserveService(ServingCore& core, std::string server_name = "convserve",
-                         std::string server_version = BuildVersion());
+                         std::string server_version = BuildVersion(),
+                         const AccessControl* access = nullptr);
 
   // The project version this library was built from, e.g. "0.1.0".
   static std::string BuildVersion();
@@ -54,6 +58,7 @@ class KserveService final : public inference::GRPCInferenceService::CallbackServ
   ServingCore& core_;
   const std::string server_name_;
   const std::string server_version_;
+  const AccessControl* const access_;
 };
 
 }  // namespace convserve
