@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/tls_credentials.h"
 #include "server/device.h"
 #include "server/log.h"
 #include "server/model_repository.h"
@@ -27,16 +28,28 @@ absl::StatusOr<std::unique_ptr<ConvServer>> ConvServer::Create(const ServerOptio
 
 ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
                        std::unique_ptr<ServingCoreImpl> core)
-    : options_(options), metrics_(metrics), core_(std::move(core)) {}
+    : options_(options),
+      metrics_(metrics),
+      core_(std::move(core)),
+      access_(std::make_unique<AccessControl>(
+          AccessTokens{options.security.admin_token, options.security.inference_token}, metrics)) {}
 
 ConvServer::~ConvServer() { Shutdown(); }
 
 absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  service_ = std::make_unique<Conv2dService>(*core_, metrics_);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials({options_.security.tls_cert_file, options_.security.tls_key_file,
+                             options_.security.tls_client_ca_file});
+  if (!credentials.ok()) return credentials.status();
+  service_ = std::make_unique<Conv2dService>(*core_, metrics_, access_.get());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(options_.listen, *credentials, &port_);
+  if (options_.security.max_concurrent_streams > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               options_.security.max_concurrent_streams);
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.RegisterService(service_.get());

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "server/access_control.h"
 #include "server/conv2d_service.h"
 #include "server/metrics/metrics.h"
 #include "server/server_options.h"
@@ -30,6 +31,8 @@ class ConvServer {
   ~ConvServer();
 
   ServingCoreImpl& core() { return *core_; }
+  // The token checks of options.security, for front-ends registered through Start().
+  const AccessControl* access() const { return access_.get(); }
 
   // Binds options.listen ("127.0.0.1:0" picks a free port) and serves the native service plus
   // `extra_services` (not owned; they must outlive the server). UNAVAILABLE when binding fails.
@@ -48,6 +51,7 @@ class ConvServer {
   const ServerOptions options_;
   Metrics* const metrics_;
   std::unique_ptr<ServingCoreImpl> core_;
+  std::unique_ptr<AccessControl> access_;
   std::unique_ptr<Conv2dService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
