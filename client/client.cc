@@ -18,7 +18,13 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   args.SetMaxSendMessageSize(options_.max_message_bytes);
   args.SetMaxReceiveMessageSize(options_.max_message_bytes);
   if (options_.round_robin) args.SetLoadBalancingPolicyName("round_robin");
-  channel_ = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  AddTlsChannelArguments(options_.tls, args);
+  // Unusable TLS files give null credentials, and gRPC then makes a channel whose every call
+  // fails: never a silent fall-back to plaintext.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(options_.tls);
+  channel_ =
+      grpc::CreateCustomChannel(options_.target, credentials.ok() ? *credentials : nullptr, args);
   conv2d_ = v1::Conv2d::NewStub(channel_);
   health_ = grpc::health::v1::Health::NewStub(channel_);
 }
@@ -26,6 +32,7 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
 std::unique_ptr<grpc::ClientContext> Client::NewContext(absl::Duration timeout) const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
   return context;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls_credentials.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -34,6 +35,12 @@ struct ClientOptions {
   absl::Duration call_timeout = absl::Seconds(60);
   // Deadline of calls that may auto-tune on the server (LoadLayer with warm-up sizes, Tune).
   absl::Duration tune_timeout = absl::Minutes(30);
+  // TLS (mutual when cert and key are set); all empty: plaintext. Files that cannot be used
+  // make every call fail with INVALID_ARGUMENT (check first with MakeChannelCredentials).
+  ClientTlsFiles tls;
+  // Sent as "authorization: Bearer <token>" on every call when set: the server's admin token
+  // for LoadLayer, UnloadLayer and Tune, its inference token (or the admin one) for the rest.
+  std::string token;
 };
 
 class Client {
