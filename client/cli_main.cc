@@ -54,7 +54,8 @@ ABSL_FLAG(int64_t, groups, 1, "load: groups");
 ABSL_FLAG(std::string, dtype, "",
           "fp32|fp16|bf16. load: the layer's dtype (default: the weights file's; other float "
           "weights are converted). infer: convert the input to it before sending");
-ABSL_FLAG(std::string, precision, "tf32", "load: FP32 layers' math, tf32 or exact_fp32");
+ABSL_FLAG(std::string, precision, "",
+          "load: FP32 layers' math, tf32 or exact_fp32 (default: the server's, TF32)");
 ABSL_FLAG(std::string, activation, "none",
           "load: fused activation: none, relu, silu, gelu_tanh, sigmoid, tanh");
 ABSL_FLAG(std::string, input_size, "",
@@ -228,9 +229,11 @@ absl::StatusOr<v1::LoadLayerRequest> LoadRequestFromFlags() {
     if (!size.ok()) return size.status();
     *field = *size;
   }
-  absl::StatusOr<v1::Precision> precision = ParsePrecision(absl::GetFlag(FLAGS_precision));
-  if (!precision.ok()) return precision.status();
-  spec.set_precision(*precision);
+  if (!absl::GetFlag(FLAGS_precision).empty()) {
+    absl::StatusOr<v1::Precision> precision = ParsePrecision(absl::GetFlag(FLAGS_precision));
+    if (!precision.ok()) return precision.status();
+    spec.set_precision(*precision);
+  }
   absl::StatusOr<v1::Activation> activation = ParseActivation(absl::GetFlag(FLAGS_activation));
   if (!activation.ok()) return activation.status();
   spec.set_activation(*activation);
