@@ -126,21 +126,17 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::unique_ptr<convserve::Metrics> metrics;
-#ifdef CONVSERVE_HAVE_METRICS
-  absl::StatusOr<std::unique_ptr<convserve::Metrics>> created =
+  absl::StatusOr<std::unique_ptr<convserve::Metrics>> metrics =
       convserve::Metrics::Create(options.metrics_listen);
-  if (!created.ok()) {
-    convserve::LogError("metrics: ", created.status().ToString());
+  if (!metrics.ok()) {
+    convserve::LogError("metrics: ", metrics.status().ToString());
     return 1;
   }
-  metrics = *std::move(created);
-#endif
 
   // Declared before the server so they outlive it.
   std::vector<std::unique_ptr<grpc::Service>> extra_services;
   absl::StatusOr<std::unique_ptr<convserve::ConvServer>> server =
-      convserve::ConvServer::Create(options, metrics.get());
+      convserve::ConvServer::Create(options, metrics->get());
   if (!server.ok()) {
     convserve::LogError("cannot start: ", server.status().ToString());
     return 1;
