@@ -31,6 +31,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "kernels/conv_engine.h"
 #include "kernels/conv_problem.h"
 #include "kernels/host_numeric.h"
@@ -418,6 +420,29 @@ int Main(int argc, char** argv) {
       "slower | outputs differing (rel L2 >= 2e-3): %d\n",
       results.size(), errors, Median(gpu_ms), max_gpu_ms, over_budget, Median(wall_ms), geomean,
       min_speedup, slower, mismatched);
+  // Per batch size: where tuning matters most (small M at N = 1) shows apart from large N.
+  std::string per_batch_json;
+  for (int64_t batch : batches) {
+    double batch_log_sum = 0, batch_gpu_ms = 0;
+    int count = 0, differs = 0;
+    for (const CaseResult& c : results) {
+      if (!c.error.empty() || c.problem.batch != batch) continue;
+      batch_log_sum += std::log(c.speedup());
+      batch_gpu_ms = std::max(batch_gpu_ms, c.tune_gpu_ms);
+      if (c.tuned_config != c.default_config) ++differs;
+      ++count;
+    }
+    if (count == 0) continue;
+    const double batch_geomean = std::exp(batch_log_sum / count);
+    std::printf(
+        "N=%-3lld %2d keys: tuned differs from default on %2d, geomean %.3fx, tuning max "
+        "%.2f ms GPU\n",
+        static_cast<long long>(batch), count, differs, batch_geomean, batch_gpu_ms);
+    absl::StrAppend(&per_batch_json, per_batch_json.empty() ? "" : ",", "{\"n\":", batch,
+                    ",\"keys\":", count, ",\"tuned_differs\":", differs,
+                    ",\"speedup_geomean\":", JsonNumber(batch_geomean),
+                    ",\"tune_gpu_ms_max\":", JsonNumber(batch_gpu_ms), "}");
+  }
   const TunerCounters counters = (*tuning)->tuner_counters();
   std::printf("tuner counters: runs %lld, hits %lld, misses %lld, %.3f s\n",
               static_cast<long long>(counters.runs), static_cast<long long>(counters.cache_hits),
@@ -455,7 +480,10 @@ int Main(int argc, char** argv) {
     for (const CaseResult& c : results) cases.push_back(CaseJson(c));
     std::vector<std::string> command(argv, argv + argc);
     std::ofstream out(json_path);
-    out << "{\"program\":\"tuner_bench\",\"device\":" << JsonString((*plain)->device_name())
+    const std::string date =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+    out << "{\"program\":\"tuner_bench\",\"date\":" << JsonString(date)
+        << ",\"device\":" << JsonString((*plain)->device_name())
         << ",\"commit\":" << JsonString(absl::GetFlag(FLAGS_commit))
         << ",\"command\":" << JsonString(absl::StrJoin(command, " ")) << ",\"iters\":" << iters
         << ",\"warmup\":" << warmup << ",\"flush_mb\":" << absl::GetFlag(FLAGS_flush_mb)
@@ -466,8 +494,8 @@ int Main(int argc, char** argv) {
         << ",\"tune_wall_ms_median\":" << JsonNumber(Median(wall_ms))
         << ",\"speedup_geomean\":" << JsonNumber(geomean)
         << ",\"speedup_min\":" << JsonNumber(min_speedup) << ",\"slower_than_3pct\":" << slower
-        << ",\"outputs_differing\":" << mismatched << "},\n\"reload\":" << reload_json
-        << ",\n\"cases\":[\n"
+        << ",\"outputs_differing\":" << mismatched << "},\n\"per_batch\":[" << per_batch_json
+        << "],\n\"reload\":" << reload_json << ",\n\"cases\":[\n"
         << absl::StrJoin(cases, ",\n") << "\n]}\n";
     if (!out) {
       std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
