@@ -27,6 +27,7 @@
 #include "client/layer_directory.h"
 #include "client/perf.h"
 #include "common/npy.h"
+#include "common/tls_credentials.h"
 #include "kernels/host_numeric.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
@@ -37,6 +38,15 @@ ABSL_FLAG(std::string, lb, "round_robin",
           "round_robin or pick_first");
 ABSL_FLAG(double, timeout_s, 60, "deadline of each call (load and tune: 30 minutes)");
 ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message sent or received, MiB");
+ABSL_FLAG(std::string, tls_ca, "",
+          "TLS: PEM CA bundle that signed the server (TLS on when any "
+          "--tls_* flag is set; empty CA: the system roots)");
+ABSL_FLAG(std::string, tls_cert, "", "TLS: PEM client certificate, for servers requiring one");
+ABSL_FLAG(std::string, tls_key, "", "TLS: PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "TLS: name to verify the server's certificate against (e.g. when dialling an IP)");
+ABSL_FLAG(std::string, token, "",
+          "bearer token sent on every call (the server's admin token for load/unload/tune)");
 ABSL_FLAG(std::string, layer, "", "layer name (load: overrides the name from --layer_dir)");
 
 ABSL_FLAG(std::string, layer_dir, "",
@@ -87,7 +97,7 @@ namespace {
 
 constexpr char kUsage[] = R"(convserve-cli <command> [flags]: talk to a convserve server.
 
-Commands (all take --target, --lb, --timeout_s, --max_message_mb):
+Commands (all take --target, --lb, --timeout_s, --max_message_mb, --token and the --tls_* flags):
   load    --layer_dir DIR [--layer NAME]          load one model repository layer directory
           --model_repository DIR                   load every layer directory in DIR
           --layer NAME --weights W.npy [--bias B.npy] [--dtype fp16] [--stride 1] [--padding 1]
@@ -589,6 +599,18 @@ int Main(int argc, char** argv) {
     return 2;
   }
   options.round_robin = lb == "round_robin";
+  options.tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key = absl::GetFlag(FLAGS_tls_key);
+  options.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  options.token = absl::GetFlag(FLAGS_token);
+  // Check the TLS files here: a Client with unusable ones fails every call less clearly.
+  if (absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          MakeChannelCredentials(options.tls);
+      !credentials.ok()) {
+    std::fprintf(stderr, "convserve-cli: TLS: %s\n", credentials.status().ToString().c_str());
+    return 2;
+  }
   Client client(options);
 
   Result result = Usage(absl::StrCat("unknown command '", command,
