@@ -2,6 +2,7 @@
 // SIGTERM, then shuts down gracefully (accepted requests are answered) and exits 0.
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "server/log.h"
 #include "server/metrics/metrics.h"
@@ -25,6 +27,20 @@
 namespace {
 const convserve::ServerOptions kDefaults;
 const convserve::BatchingDefaults kBatching;
+
+// A token from --<name> or, when that is empty, the first line of --<name>_file; false (with
+// the reason on stderr) when the file cannot be read or holds no token.
+bool ReadToken(const char* name, const std::string& flag, const std::string& file,
+               std::string* token) {
+  *token = flag;
+  if (!token->empty() || file.empty()) return true;
+  std::ifstream in(file);
+  std::getline(in, *token);
+  *token = std::string(absl::StripAsciiWhitespace(*token));
+  if (!in.fail() && !token->empty()) return true;
+  std::fprintf(stderr, "--%s_file: no token in '%s'\n", name, file.c_str());
+  return false;
+}
 }  // namespace
 
 ABSL_FLAG(std::string, listen, kDefaults.listen, "gRPC address to serve on (host:port)");
@@ -63,6 +79,23 @@ ABSL_FLAG(int32_t, cpu_threads, kDefaults.cpu_threads,
 ABSL_FLAG(int64_t, shutdown_grace_ms, kDefaults.shutdown_grace_ms,
           "on SIGINT/SIGTERM, how long to wait for accepted requests before cancelling them");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC port; with --tls_key it serves TLS only");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; set: mutual TLS, clients must present a certificate it signed");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "file holding the bearer token LoadLayer, UnloadLayer and Tune require; none: open");
+ABSL_FLAG(std::string, admin_token, "",
+          "the admin token itself (visible in the process list: prefer --admin_token_file)");
+ABSL_FLAG(std::string, inference_token_file, "",
+          "file holding the bearer token inference calls require (the admin token works too); "
+          "none: inference is open");
+ABSL_FLAG(std::string, inference_token, "",
+          "the inference token itself (prefer --inference_token_file)");
+ABSL_FLAG(int32_t, max_concurrent_streams, 0,
+          "concurrent calls per client connection; 0: gRPC's default");
+
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
@@ -100,6 +133,16 @@ int main(int argc, char** argv) {
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
   options.occupancy_sample_interval_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_occupancy_sample_interval));
+  options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.security.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (!ReadToken("admin_token", absl::GetFlag(FLAGS_admin_token),
+                 absl::GetFlag(FLAGS_admin_token_file), &options.security.admin_token) ||
+      !ReadToken("inference_token", absl::GetFlag(FLAGS_inference_token),
+                 absl::GetFlag(FLAGS_inference_token_file), &options.security.inference_token)) {
+    return 2;
+  }
   for (absl::string_view size :
        absl::StrSplit(absl::GetFlag(FLAGS_preferred_batch_sizes), ',', absl::SkipEmpty())) {
     int value = 0;
@@ -142,7 +185,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 #ifdef CONVSERVE_HAVE_KSERVE
-  extra_services.push_back(std::make_unique<convserve::KserveService>((*server)->core()));
+  extra_services.push_back(std::make_unique<convserve::KserveService>(
+      (*server)->core(), "convserve", convserve::KserveService::BuildVersion(),
+      (*server)->access()));
 #endif
   std::vector<grpc::Service*> services;
   for (const auto& service : extra_services) services.push_back(service.get());
