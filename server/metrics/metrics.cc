@@ -230,10 +230,12 @@ std::vector<MetricFamily> HotSeries::Collect() const {
     c.counter.value = static_cast<double>(layer->ended.Value(kCancelledCell));
     cancelled.metric.push_back(std::move(c));
 
+    // C++17 lambdas cannot capture a structured binding (clang rejects it): name a reference.
+    const std::string& layer_name = name;
     layer->devices.ForEach([&](const std::string& device, const DeviceHandle& d) {
       d.configs.ForEach([&](const std::string& config, const ConfigHandle& handle) {
         const std::vector<ClientMetric::Label> labels = {
-            {"layer", name}, {"device", device}, {"kernel_config", config}};
+            {"layer", layer_name}, {"device", device}, {"kernel_config", config}};
         ClientMetric b = Labelled(labels);
         b.histogram = handle.batch_size.Snapshot();
         batch_size.metric.push_back(std::move(b));
