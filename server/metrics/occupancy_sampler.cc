@@ -249,7 +249,7 @@ OccupancySampler::OccupancySampler(OccupancySamplerOptions options)
     : options_(std::move(options)), policy_(options_.interval) {
   if (options_.device_label.empty()) options_.device_label = absl::StrCat("cuda:", options_.device);
   if (!options_.log) {
-    options_.log = [](std::string_view line) {
+    options_.log = [](bool, std::string_view line) {
       std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
     };
   }
@@ -267,9 +267,9 @@ std::unique_ptr<OccupancySampler> OccupancySampler::Create(OccupancySamplerOptio
   if (sampler->options_.metrics != nullptr) {
     sampler->options_.metrics->SetOccupancySamplerEnabled(sampler->options_.device_label, true);
   }
-  sampler->options_.log(absl::StrCat("occupancy sampler on ", sampler->options_.device_label, " (",
-                                     sampler->cupti_->chip, "): one launch every ",
-                                     absl::FormatDuration(sampler->options_.interval)));
+  sampler->options_.log(false, absl::StrCat("occupancy sampler on ", sampler->options_.device_label,
+                                            " (", sampler->cupti_->chip, "): one launch every ",
+                                            absl::FormatDuration(sampler->options_.interval)));
   return sampler;
 }
 
@@ -391,7 +391,8 @@ absl::Status OccupancySampler::Disable(absl::Status why) {
     if (!disabled_reason_.empty()) return why;  // logged already
     disabled_reason_ = why.ToString();
   }
-  options_.log(absl::StrCat("occupancy sampler on ", options_.device_label,
+  options_.log(true,
+               absl::StrCat("occupancy sampler on ", options_.device_label,
                             was_enabled ? " turned itself off: " : " is off: ", why.ToString()));
   if (options_.metrics != nullptr) {
     options_.metrics->SetOccupancySamplerEnabled(options_.device_label, false);
@@ -447,6 +448,37 @@ absl::StatusOr<double> OccupancySampler::EndRange(CUstream_st* stream) {
   c.DisableRange();
   if (!synced.ok()) return synced;
   return percent;
+}
+
+SampledLaunch::SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu,
+                             std::string_view kernel_config, CUstream_st* stream)
+    : sampler_(sampler), mu_(launch_mu), stream_(stream) {
+  exclusive_ = sampler_ != nullptr && sampler_->ShouldSample(kernel_config);
+  if (exclusive_) {
+    mu_->WriterLock();
+    sampling_ = sampler_->Begin(stream_).ok();  // a failure turned the sampler off
+  } else {
+    mu_->ReaderLock();
+  }
+}
+
+SampledLaunch::~SampledLaunch() { Finish().IgnoreError(); }
+
+absl::StatusOr<double> SampledLaunch::Finish() {
+  absl::StatusOr<double> achieved = absl::FailedPreconditionError("launch not sampled");
+  if (sampling_) {
+    sampling_ = false;
+    achieved = sampler_->End(stream_);
+  }
+  if (mu_ != nullptr) {
+    if (exclusive_) {
+      mu_->WriterUnlock();
+    } else {
+      mu_->ReaderUnlock();
+    }
+    mu_ = nullptr;
+  }
+  return achieved;
 }
 
 }  // namespace convserve

@@ -20,6 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/metrics/metrics.h"
 
@@ -54,8 +55,9 @@ struct OccupancySamplerOptions {
   absl::Duration interval = absl::Seconds(10);  // --occupancy_sample_interval
   std::string device_label;                     // the metrics' device label, e.g. "cuda:0"
   Metrics* metrics = nullptr;                   // may be null; must outlive the sampler
-  // Where the one line saying why the sampler turned itself off goes (default: stderr).
-  std::function<void(std::string_view)> log;
+  // Where the sampler's log lines go: one when it starts, one saying why it turned itself off
+  // (`warning` true). Default: stderr.
+  std::function<void(bool warning, std::string_view line)> log;
 };
 
 // One per device. Thread-safe; Begin/End pairs come from the thread whose ShouldSample returned
@@ -101,6 +103,32 @@ class OccupancySampler {
   mutable std::mutex reason_mutex_;
   std::string disabled_reason_;
   std::unique_ptr<Cupti> cupti_;
+};
+
+// One kernel launch of an executor that has several streams, as the sampler wants it. Holds
+// `launch_mu` shared around an ordinary launch; when `sampler` picks this launch it holds it
+// exclusively instead, so no other stream of the executor launches a kernel inside the range,
+// and opens the range. Use: construct, enqueue the kernel, then Finish(). `sampler` may be null.
+class SampledLaunch {
+ public:
+  SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu, std::string_view kernel_config,
+                CUstream_st* stream);
+  // Closes a range still open (on an early return) and releases the mutex.
+  ~SampledLaunch();
+  SampledLaunch(const SampledLaunch&) = delete;
+  SampledLaunch& operator=(const SampledLaunch&) = delete;
+
+  bool sampling() const { return sampling_; }
+  // Closes the range (waiting for the stream) and releases the mutex: the achieved occupancy
+  // (0..1) when this launch was sampled, FAILED_PRECONDITION when it was not.
+  absl::StatusOr<double> Finish();
+
+ private:
+  OccupancySampler* const sampler_;
+  absl::Mutex* mu_;  // null once released
+  CUstream_st* const stream_;
+  bool exclusive_ = false;
+  bool sampling_ = false;
 };
 
 }  // namespace convserve

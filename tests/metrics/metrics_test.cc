@@ -2,11 +2,6 @@
 // exact text /metrics serves) and through a real HTTP GET of the exposer.
 #include "server/metrics/metrics.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -15,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/metrics/http_get.h"
 
 namespace convserve {
 namespace {
@@ -268,39 +264,18 @@ TEST(MetricsTest, ConcurrentObserversLoseNothing) {
   EXPECT_EQ(total, kThreads * kPerThread);
 }
 
-// A plain HTTP/1.0 GET on loopback; the body, or empty on any failure.
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request =
-      "GET " + path + " HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
-}
-
 TEST(MetricsTest, ServesTheSameTextOverHttp) {
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("127.0.0.1:0");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   const int port = (*metrics)->listening_port();
   ASSERT_GT(port, 0);
   (*metrics)->RequestFinished("conv1", Api::kNative, absl::StatusCode::kOk, 0.002, 0.0005);
-  const std::string body = HttpGet(port, "/metrics");
-  EXPECT_EQ(Sample(body, R"(convserve_requests_total{api="native",layer="conv1",status="OK"})"), 1);
+  absl::StatusOr<HttpResponse> response = HttpGet(port, "/metrics");
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(
+      Sample(response->body, R"(convserve_requests_total{api="native",layer="conv1",status="OK"})"),
+      1);
 }
 
 TEST(MetricsTest, BusyPortIsUnavailable) {

@@ -58,7 +58,10 @@ TEST(OccupancySamplerTest, WithoutAGpuItIsOffAndSaysWhy) {
   std::vector<std::string> logged;
   OccupancySamplerOptions options;
   options.metrics = metrics->get();
-  options.log = [&](std::string_view line) { logged.emplace_back(line); };
+  options.log = [&](bool warning, std::string_view line) {
+    EXPECT_TRUE(warning);
+    logged.emplace_back(line);
+  };
   std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
   EXPECT_FALSE(sampler->enabled());
   EXPECT_FALSE(sampler->disabled_reason().empty());
