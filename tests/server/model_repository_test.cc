@@ -17,7 +17,6 @@ namespace convserve {
 namespace {
 
 namespace fs = std::filesystem;
-namespace v1 = convserve::v1;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::SmallSpec;
 using ::testing::HasSubstr;

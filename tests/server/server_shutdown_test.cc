@@ -21,7 +21,6 @@
 namespace convserve {
 namespace {
 
-namespace v1 = convserve::v1;
 using ::convserve::testing::ForwardFor;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::ReferenceOutput;

@@ -16,7 +16,6 @@
 namespace convserve {
 namespace {
 
-namespace v1 = convserve::v1;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::ReferenceOutput;

@@ -12,7 +12,6 @@
 
 namespace convserve::testing {
 
-namespace v1 = convserve::v1;
 
 v1::LayerSpec SmallSpec(const std::string& name, int64_t channels, v1::DataType dtype) {
   v1::LayerSpec spec;
