@@ -1,0 +1,339 @@
+// See conv_runner.h.
+#include "kernels/cuda/conv_runner.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_util.h"
+#include "kernels/cuda/helper_kernels.h"
+#include "kernels/cuda/kernel_registry.h"
+
+namespace convserve {
+namespace cuda {
+namespace {
+
+int DtypeSlot(DataType dtype) {
+  switch (dtype) {
+    case DataType::kFloat32:
+      return 0;
+    case DataType::kFloat16:
+      return 1;
+    case DataType::kBFloat16:
+      return 2;
+  }
+  return 0;
+}
+
+int64_t Align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+bool IsGemmKind(KernelKind kind) { return kind != KernelKind::kDepthwise; }
+
+// The reduction slice of one pipeline stage, in elements of the problem's dtype.
+int BlockKElements(const TileConfig& config, DataType dtype) {
+  return config.block_k * 2 / DataTypeSize(dtype);
+}
+
+struct SplitPlan {
+  int split = 1;
+  int tiles_per_split = 0;
+};
+
+// Cuts the k tiles into config.split_k slices, none of them empty.
+SplitPlan PlanSplit(const TileConfig& config, const ConvProblem& problem) {
+  if (!IsGemmKind(config.kind)) return SplitPlan{};  // direct kernels have no k tiles
+  const int64_t k_pad = PackedKPad(problem.params);
+  const int bk = BlockKElements(config, problem.params.dtype);
+  const int total = static_cast<int>((k_pad + bk - 1) / bk);
+  SplitPlan plan;
+  const int wanted = std::max(1, std::min(config.split_k, total));
+  plan.tiles_per_split = (total + wanted - 1) / wanted;
+  plan.split = (total + plan.tiles_per_split - 1) / plan.tiles_per_split;
+  return plan;
+}
+
+KernelParams MakeKernelParams(const TileConfig& config, const ConvProblem& problem) {
+  const ConvParams& c = problem.params;
+  KernelParams p;
+  p.batch = static_cast<int>(problem.batch);
+  p.height = static_cast<int>(problem.height);
+  p.width = static_cast<int>(problem.width);
+  p.channels = static_cast<int>(c.in_channels);
+  p.out_channels = static_cast<int>(c.out_channels);
+  p.out_h = static_cast<int>(problem.out_height());
+  p.out_w = static_cast<int>(problem.out_width());
+  p.kernel_h = static_cast<int>(c.kernel_h);
+  p.kernel_w = static_cast<int>(c.kernel_w);
+  p.stride_h = static_cast<int>(c.stride_h);
+  p.stride_w = static_cast<int>(c.stride_w);
+  p.pad_h = static_cast<int>(c.pad_h);
+  p.pad_w = static_cast<int>(c.pad_w);
+  p.dil_h = static_cast<int>(c.dilation_h);
+  p.dil_w = static_cast<int>(c.dilation_w);
+  p.groups = static_cast<int>(c.groups);
+  p.group_c = static_cast<int>(c.in_channels / c.groups);
+  p.group_k = static_cast<int>(c.out_channels / c.groups);
+  p.gemm_m = static_cast<int>(problem.gemm_m());
+  p.gemm_k = static_cast<int>(problem.gemm_k());
+  p.k_pad = static_cast<int>(PackedKPad(c));
+  const SplitPlan split = PlanSplit(config, problem);
+  p.split_k = IsGemmKind(config.kind) ? split.split : 1;
+  p.k_tiles_per_split = split.tiles_per_split;
+  p.activation = static_cast<int>(c.activation);
+  p.output_nchw = problem.output_layout == Layout::kNchw ? 1 : 0;
+  p.depth_multiplier = static_cast<int>(c.out_channels / c.in_channels);
+  return p;
+}
+
+}  // namespace
+
+const KernelHandle& GetKernel(int config, DataType dtype) {
+  static const std::array<KernelTable, 3>* tables = [] {
+    auto* t = new std::array<KernelTable, 3>();
+    FillKernelsFp32A((*t)[0]);
+    FillKernelsFp32B((*t)[0]);
+    FillKernelsFp16A((*t)[1]);
+    FillKernelsFp16B((*t)[1]);
+    FillKernelsBf16A((*t)[2]);
+    FillKernelsBf16B((*t)[2]);
+    return t;
+  }();
+  return (*tables)[DtypeSlot(dtype)][config];
+}
+
+std::string ConfigName(const TileConfig& c) {
+  if (c.kind == KernelKind::kDepthwise) return absl::StrCat("b", c.block_m, "_dw");
+  std::string name = absl::StrCat("b", c.block_m, "x", c.block_n, "x", c.block_k, "_w", c.warp_m,
+                                  "x", c.warp_n, "_s", c.stages);
+  if (c.split_k > 1) absl::StrAppend(&name, "_sk", c.split_k);
+  if (c.kind == KernelKind::kFewChannels) absl::StrAppend(&name, "_fewch");
+  if (c.kind == KernelKind::kSimt) absl::StrAppend(&name, "_simt");
+  return name;
+}
+
+int FindConfig(const std::string& name) {
+  for (int i = 0; i < kNumConfigs; ++i) {
+    if (ConfigName(kConfigTable[i]) == name) return i;
+  }
+  return -1;
+}
+
+absl::StatusOr<DeviceInfo> PrepareDevice(int device) {
+  CONVSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  cudaDeviceProp prop;
+  CONVSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  DeviceInfo info;
+  info.device = device;
+  info.name = prop.name;
+  info.sm_count = prop.multiProcessorCount;
+  info.compute_capability = prop.major * 10 + prop.minor;
+  info.max_smem_per_block = static_cast<int>(prop.sharedMemPerBlockOptin);
+  info.l2_bytes = prop.l2CacheSize;
+  CONVSERVE_CUDA_RETURN_IF_ERROR(cudaDriverGetVersion(&info.driver_version));
+  for (DataType dtype : {DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16}) {
+    for (int i = 0; i < kNumConfigs; ++i) {
+      const KernelHandle& h = GetKernel(i, dtype);
+      if (h.func == nullptr || h.smem_bytes > info.max_smem_per_block) continue;
+      CONVSERVE_CUDA_RETURN_IF_ERROR(
+          cudaFuncSetAttribute(h.func, cudaFuncAttributeMaxDynamicSharedMemorySize, h.smem_bytes));
+    }
+  }
+  return info;
+}
+
+int64_t PackedKPad(const ConvParams& params) {
+  const int64_t k = params.in_channels / params.groups * params.kernel_h * params.kernel_w;
+  return (k + 7) / 8 * 8;
+}
+
+int64_t PackedGemmBytes(const ConvParams& params) {
+  return params.out_channels * PackedKPad(params) * DataTypeSize(params.dtype);
+}
+
+int64_t PackedDepthwiseBytes(const ConvParams& params) {
+  if (!params.is_depthwise()) return 0;
+  return params.out_channels * params.kernel_h * params.kernel_w * DataTypeSize(params.dtype);
+}
+
+absl::Status PackWeightsOnDevice(const ConvParams& params, const void* oihw, void* gemm,
+                                 void* depthwise, cudaStream_t stream) {
+  CONVSERVE_CUDA_RETURN_IF_ERROR(
+      LaunchPackGemmWeights(params, static_cast<int>(PackedKPad(params)), oihw, gemm, stream));
+  if (depthwise != nullptr) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackDepthwiseWeights(params, oihw, depthwise, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckImplementable(int config, const ConvProblem& problem, const DeviceInfo& device) {
+  if (config < 0 || config >= kNumConfigs) {
+    return absl::FailedPreconditionError(absl::StrCat("no configuration ", config));
+  }
+  const TileConfig& c = kConfigTable[config];
+  const ConvParams& params = problem.params;
+  const KernelHandle& h = GetKernel(config, params.dtype);
+  const bool exact_fp32 =
+      params.dtype == DataType::kFloat32 && params.fp32_math == Fp32Math::kExact;
+  if (h.func == nullptr) {
+    return absl::FailedPreconditionError("no kernel of this configuration for the dtype");
+  }
+  if (h.smem_bytes > device.max_smem_per_block) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "needs ", h.smem_bytes, " bytes of shared memory, device has ", device.max_smem_per_block));
+  }
+  constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
+  if (problem.gemm_m() > kIntMax || problem.height * problem.width > kIntMax ||
+      params.in_channels > kIntMax || params.out_channels > kIntMax) {
+    return absl::FailedPreconditionError("dimension beyond 32-bit range");
+  }
+  const int64_t group_c = params.in_channels / params.groups;
+  switch (c.kind) {
+    case KernelKind::kDepthwise:
+      if (!params.is_depthwise()) return absl::FailedPreconditionError("not depthwise");
+      if (problem.gemm_m() * params.out_channels > kIntMax * int64_t{256}) {
+        return absl::FailedPreconditionError("too many outputs for a 1-D grid");
+      }
+      return absl::OkStatus();
+    case KernelKind::kSimt:
+      if (params.dtype != DataType::kFloat32) {
+        return absl::FailedPreconditionError("SIMT runs fp32 only");
+      }
+      break;
+    case KernelKind::kTensorOp:
+      if (exact_fp32) return absl::FailedPreconditionError("exact fp32 needs FFMA");
+      if (group_c % (16 / DataTypeSize(params.dtype)) != 0) {
+        return absl::FailedPreconditionError("C/groups is not a multiple of the vector width");
+      }
+      break;
+    case KernelKind::kFewChannels:
+      if (exact_fp32) return absl::FailedPreconditionError("exact fp32 needs FFMA");
+      break;
+  }
+  const int64_t n_tiles = (problem.gemm_n() + c.block_n - 1) / c.block_n;
+  if (n_tiles > 65535 || params.groups * PlanSplit(c, problem).split > 65535) {
+    return absl::FailedPreconditionError("grid beyond 65535 in y or z");
+  }
+  if (PackedKPad(params) > kIntMax) return absl::FailedPreconditionError("reduction too long");
+  return absl::OkStatus();
+}
+
+int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
+  int64_t bytes = 0;
+  if (problem.input_layout == Layout::kNchw) bytes += Align256(problem.input_bytes());
+  const TileConfig& c = kConfigTable[config];
+  if (IsGemmKind(c.kind)) {
+    const SplitPlan split = PlanSplit(c, problem);
+    if (split.split > 1) {
+      bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
+    }
+  }
+  return bytes;
+}
+
+absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeights& weights,
+                        const void* input, void* output, void* workspace, cudaStream_t stream) {
+  const TileConfig& c = kConfigTable[config];
+  const KernelHandle& h = GetKernel(config, problem.params.dtype);
+  if (h.launch == nullptr) return absl::FailedPreconditionError("no kernel for the dtype");
+  KernelParams p = MakeKernelParams(c, problem);
+  char* scratch = static_cast<char*>(workspace);
+  if (problem.input_layout == Layout::kNchw) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchNchwToNhwc(
+        DataTypeSize(problem.params.dtype), problem.batch, problem.params.in_channels,
+        problem.height * problem.width, input, scratch, stream));
+    input = scratch;
+    scratch += Align256(problem.input_bytes());
+  }
+  if (c.kind == KernelKind::kTensorOp && reinterpret_cast<uintptr_t>(input) % 16 != 0) {
+    return absl::InvalidArgumentError("input must be 16-byte aligned");
+  }
+  p.input = input;
+  p.weight = c.kind == KernelKind::kDepthwise ? weights.depthwise : weights.gemm;
+  p.bias = weights.bias;
+  p.output = output;
+  if (p.split_k > 1) p.partials = reinterpret_cast<float*>(scratch);
+  if (p.weight == nullptr) return absl::FailedPreconditionError("weights not packed for kind");
+  CONVSERVE_CUDA_RETURN_IF_ERROR(h.launch(p, stream));
+  if (p.split_k > 1) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchSplitKReduce(problem.params.dtype, p, stream));
+  }
+  return absl::OkStatus();
+}
+
+ConfigOccupancy QueryOccupancy(int config, const ConvProblem& problem) {
+  ConfigOccupancy occ;
+  occ.config = ConfigName(kConfigTable[config]);
+  const KernelHandle& h = GetKernel(config, problem.params.dtype);
+  if (h.func == nullptr) return occ;
+  cudaFuncAttributes attr;
+  if (cudaFuncGetAttributes(&attr, h.func) != cudaSuccess) return occ;
+  occ.registers_per_thread = attr.numRegs;
+  occ.shared_bytes_per_block = static_cast<int>(attr.sharedSizeBytes) + h.smem_bytes;
+  occ.spill_bytes = static_cast<int>(attr.localSizeBytes);
+  occ.threads_per_block = h.threads;
+  int blocks = 0;
+  int device = 0;
+  int max_threads = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, h.func, h.threads, h.smem_bytes) !=
+          cudaSuccess ||
+      cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&max_threads, cudaDevAttrMaxThreadsPerMultiProcessor, device) !=
+          cudaSuccess ||
+      max_threads == 0) {
+    return occ;
+  }
+  occ.theoretical_occupancy = static_cast<double>(blocks * h.threads) / max_threads;
+  return occ;
+}
+
+int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
+  const ConvParams& params = problem.params;
+  double best_cost = std::numeric_limits<double>::infinity();
+  int best = -1;
+  bool vector_ok = false;
+  for (int i = 0; i < kNumConfigs; ++i) {
+    if (kConfigTable[i].kind == KernelKind::kTensorOp && CanImplement(i, problem, device)) {
+      vector_ok = true;
+    }
+  }
+  for (int i = 0; i < kNumConfigs; ++i) {
+    const TileConfig& c = kConfigTable[i];
+    if (!CanImplement(i, problem, device)) continue;
+    if (c.kind == KernelKind::kDepthwise) return i;  // memory-bound: the direct kernel wins
+    if (c.kind == KernelKind::kFewChannels && vector_ok) continue;
+    if (c.kind == KernelKind::kSimt && params.dtype == DataType::kFloat32 &&
+        params.fp32_math == Fp32Math::kTf32 && vector_ok) {
+      continue;
+    }
+    // Cost model: blocks run in waves of sm_count * resident blocks; each block's time grows
+    // with its k tiles and shrinks with the tile's arithmetic intensity (bm*bn / (bm+bn)).
+    const SplitPlan split = PlanSplit(c, problem);
+    const double blocks = std::ceil(static_cast<double>(problem.gemm_m()) / c.block_m) *
+                          std::ceil(static_cast<double>(problem.gemm_n()) / c.block_n) *
+                          params.groups * split.split;
+    const int resident =
+        std::max(1, std::min(4, (device.max_smem_per_block + 1024) /
+                                    std::max(1, GetKernel(i, params.dtype).smem_bytes + 1024)));
+    const double slots = static_cast<double>(device.sm_count) * resident;
+    const double waves = std::ceil(blocks / slots);
+    const double intensity = static_cast<double>(c.block_m) * c.block_n / (c.block_m + c.block_n);
+    const double tile_time = static_cast<double>(split.tiles_per_split) * c.block_m * c.block_n *
+                             c.block_k / std::min(intensity, 64.0);
+    double cost = waves * resident * tile_time;
+    if (split.split > 1) {
+      cost += static_cast<double>(split.split) * problem.gemm_m() * params.out_channels * 8.0 /
+              device.sm_count;
+    }
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = i;
+    }
+  }
+  return best;
+}
+
+}  // namespace cuda
+}  // namespace convserve

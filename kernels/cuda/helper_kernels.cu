@@ -1,0 +1,188 @@
+// The small kernels around the convolutions; see helper_kernels.h.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/conv_kernels.cuh"
+#include "kernels/cuda/helper_kernels.h"
+
+namespace convserve {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned BlocksFor(int64_t elements) {
+  return static_cast<unsigned>((elements + kThreads - 1) / kThreads);
+}
+
+template <typename E>
+__global__ void PackGemmWeightsKernel(int64_t total, int k_pad, int gemm_k, int group_c, int r_dim,
+                                      int s_dim, const E* __restrict__ oihw,
+                                      E* __restrict__ packed) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int k = static_cast<int>(index % k_pad);
+  const int64_t o = index / k_pad;
+  if (k >= gemm_k) {
+    packed[index] = E(0);
+    return;
+  }
+  const int c = k % group_c;
+  const int rs = k / group_c;
+  const int s = rs % s_dim;
+  const int r = rs / s_dim;
+  packed[index] = oihw[((o * group_c + c) * r_dim + r) * s_dim + s];
+}
+
+template <typename E>
+__global__ void PackDepthwiseWeightsKernel(int64_t total, int out_channels, int rs_count,
+                                           const E* __restrict__ oihw, E* __restrict__ packed) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int k = static_cast<int>(index % out_channels);
+  const int rs = static_cast<int>(index / out_channels);
+  packed[index] = oihw[static_cast<int64_t>(k) * rs_count + rs];
+}
+
+// 32x32 tiles through shared memory; the +1 column keeps the transposed reads conflict-free.
+template <typename E>
+__global__ void NchwToNhwcKernel(int64_t channels, int64_t hw, const E* __restrict__ src,
+                                 E* __restrict__ dst) {
+  __shared__ E tile[32][33];
+  const int64_t image = blockIdx.z;
+  const int64_t hw0 = static_cast<int64_t>(blockIdx.x) * 32;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * 32;
+  const E* in = src + image * channels * hw;
+  E* out = dst + image * channels * hw;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t c = c0 + i;
+    const int64_t x = hw0 + threadIdx.x;
+    if (c < channels && x < hw) tile[i][threadIdx.x] = in[c * hw + x];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int64_t x = hw0 + i;
+    const int64_t c = c0 + threadIdx.x;
+    if (c < channels && x < hw) out[x * channels + c] = tile[threadIdx.x][i];
+  }
+}
+
+template <typename T>
+__global__ void SplitKReduceKernel(const __grid_constant__ KernelParams p) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t slice = static_cast<int64_t>(p.gemm_m) * p.out_channels;
+  if (index >= slice) return;
+  float sum = 0.f;
+  for (int s = 0; s < p.split_k; ++s) sum += p.partials[s * slice + index];
+  const int k = static_cast<int>(index % p.out_channels);
+  const int m = static_cast<int>(index / p.out_channels);
+  KernelParams final_params = p;
+  final_params.split_k = 1;
+  const OutputRow row = MakeOutputRow(final_params, m, 0);
+  static_cast<T*>(p.output)[row.base + k * row.step] = FinishValue<T>(p, k, sum);
+}
+
+__device__ __forceinline__ float HashUniform(uint64_t seed, int64_t index) {
+  uint64_t x = seed ^ (static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+template <typename T>
+__global__ void FillRandomKernel(T* dst, int64_t elements, uint64_t seed) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index < elements) dst[index] = FromFloat<T>(HashUniform(seed, index));
+}
+
+}  // namespace
+
+cudaError_t LaunchPackGemmWeights(const ConvParams& params, int k_pad, const void* oihw,
+                                  void* packed, cudaStream_t stream) {
+  const int group_c = static_cast<int>(params.in_channels / params.groups);
+  const int gemm_k = group_c * static_cast<int>(params.kernel_h * params.kernel_w);
+  const int64_t total = params.out_channels * k_pad;
+  if (DataTypeSize(params.dtype) == 2) {
+    PackGemmWeightsKernel<uint16_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+        total, k_pad, gemm_k, group_c, static_cast<int>(params.kernel_h),
+        static_cast<int>(params.kernel_w), static_cast<const uint16_t*>(oihw),
+        static_cast<uint16_t*>(packed));
+  } else {
+    PackGemmWeightsKernel<uint32_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+        total, k_pad, gemm_k, group_c, static_cast<int>(params.kernel_h),
+        static_cast<int>(params.kernel_w), static_cast<const uint32_t*>(oihw),
+        static_cast<uint32_t*>(packed));
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchPackDepthwiseWeights(const ConvParams& params, const void* oihw, void* packed,
+                                       cudaStream_t stream) {
+  const int rs_count = static_cast<int>(params.kernel_h * params.kernel_w);
+  const int64_t total = params.out_channels * rs_count;
+  const int k = static_cast<int>(params.out_channels);
+  if (DataTypeSize(params.dtype) == 2) {
+    PackDepthwiseWeightsKernel<uint16_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+        total, k, rs_count, static_cast<const uint16_t*>(oihw), static_cast<uint16_t*>(packed));
+  } else {
+    PackDepthwiseWeightsKernel<uint32_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+        total, k, rs_count, static_cast<const uint32_t*>(oihw), static_cast<uint32_t*>(packed));
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchNchwToNhwc(int element_bytes, int64_t batch, int64_t channels, int64_t hw,
+                             const void* src, void* dst, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((hw + 31) / 32),
+                  static_cast<unsigned>((channels + 31) / 32), static_cast<unsigned>(batch));
+  const dim3 block(32, 8);
+  if (element_bytes == 2) {
+    NchwToNhwcKernel<uint16_t><<<grid, block, 0, stream>>>(
+        channels, hw, static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst));
+  } else {
+    NchwToNhwcKernel<uint32_t><<<grid, block, 0, stream>>>(
+        channels, hw, static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst));
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchSplitKReduce(DataType dtype, const KernelParams& p, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(p.gemm_m) * p.out_channels;
+  switch (dtype) {
+    case DataType::kFloat16:
+      SplitKReduceKernel<__half><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
+    case DataType::kBFloat16:
+      SplitKReduceKernel<__nv_bfloat16><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
+    case DataType::kFloat32:
+      SplitKReduceKernel<float><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchFillRandom(DataType dtype, void* dst, int64_t elements, uint64_t seed,
+                             cudaStream_t stream) {
+  switch (dtype) {
+    case DataType::kFloat16:
+      FillRandomKernel<<<BlocksFor(elements), kThreads, 0, stream>>>(static_cast<__half*>(dst),
+                                                                     elements, seed);
+      break;
+    case DataType::kBFloat16:
+      FillRandomKernel<<<BlocksFor(elements), kThreads, 0, stream>>>(
+          static_cast<__nv_bfloat16*>(dst), elements, seed);
+      break;
+    case DataType::kFloat32:
+      FillRandomKernel<<<BlocksFor(elements), kThreads, 0, stream>>>(static_cast<float*>(dst),
+                                                                     elements, seed);
+      break;
+  }
+  return cudaPeekAtLastError();
+}
+
+}  // namespace cuda
+}  // namespace convserve

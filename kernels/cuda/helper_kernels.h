@@ -1,0 +1,32 @@
+// Launchers for the small kernels around the convolutions: weight packing, the NCHW->NHWC
+// input transpose, the split-K reduction and random fills for tuning scratch. Plain CUDA
+// signatures (no Abseil) so nvcc compiles only CUDA here; callers turn errors into Status.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/conv_problem.h"
+#include "kernels/cuda/kernel_params.h"
+
+namespace convserve {
+namespace cuda {
+
+// OIHW weights (device) -> [groups][K/groups][k_pad] with k = (r*S + s)*Cg + c, zero padded.
+cudaError_t LaunchPackGemmWeights(const ConvParams& params, int k_pad, const void* oihw,
+                                  void* packed, cudaStream_t stream);
+// OIHW depthwise weights (C/groups == 1) -> [R][S][K].
+cudaError_t LaunchPackDepthwiseWeights(const ConvParams& params, const void* oihw, void* packed,
+                                       cudaStream_t stream);
+// [N][C][H*W] -> [N][H*W][C], elements of `element_bytes` (2 or 4).
+cudaError_t LaunchNchwToNhwc(int element_bytes, int64_t batch, int64_t channels, int64_t hw,
+                             const void* src, void* dst, cudaStream_t stream);
+// output = act(sum over p.split_k slices of p.partials + bias), in p.output's layout.
+cudaError_t LaunchSplitKReduce(DataType dtype, const KernelParams& p, cudaStream_t stream);
+// Uniform values in [-1, 1) from a counter-based hash of (seed, index).
+cudaError_t LaunchFillRandom(DataType dtype, void* dst, int64_t elements, uint64_t seed,
+                             cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace convserve

@@ -1,0 +1,65 @@
+// Turns rows of kConfigTable into kernel instantiations and KernelHandles. Each kernels_*.cu
+// file instantiates a few rows for one dtype, so no single file compiles for long.
+#pragma once
+
+#include <type_traits>
+
+#include "kernels/cuda/conv_kernels.cuh"
+#include "kernels/cuda/kernel_registry.h"
+
+namespace convserve {
+namespace cuda {
+
+template <typename T, int kIndex>
+cudaError_t LaunchGemm(const KernelParams& p, cudaStream_t stream) {
+  constexpr TileConfig c = kConfigTable[kIndex];
+  constexpr int kBlockKBytes = c.block_k * 2;
+  using Shape =
+      GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
+  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
+                  p.groups * p.split_k);
+  ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>
+      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+  return cudaPeekAtLastError();
+}
+
+template <typename T, int kIndex>
+cudaError_t LaunchDepthwise(const KernelParams& p, cudaStream_t stream) {
+  constexpr int kThreads = kConfigTable[kIndex].block_m;
+  const int64_t total = static_cast<int64_t>(p.gemm_m) * p.out_channels;
+  const dim3 grid(static_cast<unsigned>((total + kThreads - 1) / kThreads));
+  DepthwiseKernel<T, kThreads><<<grid, kThreads, 0, stream>>>(p);
+  return cudaPeekAtLastError();
+}
+
+template <typename T, int kIndex>
+KernelHandle MakeHandle() {
+  constexpr TileConfig c = kConfigTable[kIndex];
+  KernelHandle h;
+  if constexpr (c.kind == KernelKind::kDepthwise) {
+    h.func = reinterpret_cast<const void*>(&DepthwiseKernel<T, c.block_m>);
+    h.threads = c.block_m;
+    h.smem_bytes = 0;
+    h.launch = &LaunchDepthwise<T, kIndex>;
+  } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {
+    // Exact fp32 only.
+  } else {
+    constexpr int kBlockKBytes = c.block_k * 2;
+    using Shape =
+        GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
+    h.func = reinterpret_cast<const void*>(&ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes,
+                                                           c.warp_m, c.warp_n, c.stages, c.kind>);
+    h.threads = Shape::kThreads;
+    h.smem_bytes = Shape::kSmemBytes;
+    h.launch = &LaunchGemm<T, kIndex>;
+  }
+  return h;
+}
+
+template <typename T, int... kIndices>
+void FillKernels(KernelTable& table) {
+  ((table[kIndices] = MakeHandle<T, kIndices>()), ...);
+}
+
+}  // namespace cuda
+}  // namespace convserve

@@ -1,0 +1,36 @@
+// Type-erased handles to the instantiated kernels: one per (configuration, dtype), filled by
+// the instantiation files (kernels_*.cu) from kConfigTable. Internal to kernels/cuda.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "kernels/conv_problem.h"
+#include "kernels/cuda/kernel_params.h"
+#include "kernels/cuda/tile_config.h"
+
+namespace convserve {
+namespace cuda {
+
+struct KernelHandle {
+  const void* func = nullptr;  // the __global__ function; null: no kernel for this dtype
+  int threads = 0;
+  int smem_bytes = 0;  // dynamic shared memory per block
+  // Launches with the grid the kind needs for `params`.
+  cudaError_t (*launch)(const KernelParams& params, cudaStream_t stream) = nullptr;
+};
+
+// The handle of configuration `config` for `dtype`; func is null when the configuration has no
+// kernel for that dtype (SIMT is fp32 only).
+const KernelHandle& GetKernel(int config, DataType dtype);
+
+// Filled by the instantiation files; each covers some configurations of one dtype.
+using KernelTable = KernelHandle[kNumConfigs];
+void FillKernelsFp16A(KernelTable& table);
+void FillKernelsFp16B(KernelTable& table);
+void FillKernelsBf16A(KernelTable& table);
+void FillKernelsBf16B(KernelTable& table);
+void FillKernelsFp32A(KernelTable& table);
+void FillKernelsFp32B(KernelTable& table);
+
+}  // namespace cuda
+}  // namespace convserve

@@ -1,0 +1,12 @@
+// Bf16 kernels: the small and mid tiles and their split-K rows of kConfigTable.
+#include "kernels/cuda/instantiate.cuh"
+
+namespace convserve {
+namespace cuda {
+
+void FillKernelsBf16A(KernelTable& table) {
+  FillKernels<__nv_bfloat16, 0, 1, 2, 3, 4, 5, 10, 11, 12, 13>(table);
+}
+
+}  // namespace cuda
+}  // namespace convserve

@@ -1,0 +1,85 @@
+// The one table of kernel configurations. Every instantiated kernel, its name, the tuner's
+// candidate list and the GPU test's parameter list come from kConfigTable; adding a row here
+// (and bumping kConfigTableVersion) is the whole job of adding a configuration.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace convserve {
+namespace cuda {
+
+// How a configuration reads its operands and multiplies.
+enum class KernelKind : uint8_t {
+  // Implicit GEMM on tensor cores (mma.sync), 16-byte cp.async loads: C/groups must be a
+  // multiple of the vector width (8 for fp16/bf16, 4 for fp32).
+  kTensorOp,
+  // Same tiles and tensor cores, but the input gather works element by element, so any
+  // C/groups (C = 3 stems, odd grouped layers) runs.
+  kFewChannels,
+  // Exact fp32 with FFMA (no TF32 rounding); vector or element gathers as needed. FP32 only.
+  kSimt,
+  // Direct depthwise convolution (groups == C), memory-bound, one output per thread.
+  kDepthwise,
+};
+
+// One row of the table. block_k counts 16-bit elements: fp32 kernels move the same bytes per
+// stage (block_k / 2 floats), so one row means one shared-memory footprint for every dtype.
+struct TileConfig {
+  KernelKind kind;
+  int block_m;  // output pixels per block (threads per block for kDepthwise)
+  int block_n;  // output channels per block
+  int block_k;  // reduction slice per pipeline stage, in 16-bit elements
+  int warp_m;
+  int warp_n;
+  int stages;   // cp.async pipeline depth
+  int split_k;  // > 1: the reduction is cut into this many slices, summed by a second kernel
+
+  constexpr int warps() const {
+    return kind == KernelKind::kDepthwise ? block_m / 32 : (block_m / warp_m) * (block_n / warp_n);
+  }
+  constexpr int threads() const { return warps() * 32; }
+};
+
+// clang-format off
+inline constexpr TileConfig kConfigTable[] = {
+    // kind                      bm   bn   bk  wm  wn  st sk
+    // Small-M tiles for batch 1 and late layers (M = 49..196 at N = 1).
+    {KernelKind::kTensorOp,      32,  64,  64, 32, 32, 4, 1},
+    {KernelKind::kTensorOp,      64,  64,  32, 32, 32, 4, 1},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 3, 1},
+    {KernelKind::kTensorOp,      64, 128,  32, 32, 64, 4, 1},
+    {KernelKind::kTensorOp,     128,  64,  32, 64, 32, 4, 1},
+    // Large tiles for batch 8..32.
+    {KernelKind::kTensorOp,     128, 128,  32, 64, 64, 4, 1},
+    {KernelKind::kTensorOp,     128, 128,  32, 64, 32, 4, 1},
+    {KernelKind::kTensorOp,     128, 128,  64, 64, 64, 3, 1},
+    {KernelKind::kTensorOp,     128, 256,  32, 64, 64, 3, 1},
+    {KernelKind::kTensorOp,     256, 128,  32, 64, 64, 3, 1},
+    // Split-K for small M*N with a long reduction (late layers at batch 1).
+    {KernelKind::kTensorOp,      32,  64,  64, 32, 32, 4, 4},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 3, 2},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 3, 4},
+    {KernelKind::kTensorOp,      64, 128,  32, 32, 64, 4, 8},
+    // C = 3 stems and channels that are not a multiple of the vector width.
+    {KernelKind::kFewChannels,   64,  64,  32, 32, 32, 3, 1},
+    {KernelKind::kFewChannels,  128,  64,  32, 64, 32, 3, 1},
+    // Exact fp32 (FFMA).
+    {KernelKind::kSimt,          64,  64,  32, 32, 16, 3, 1},
+    {KernelKind::kSimt,          64,  64,  32, 32, 16, 3, 4},
+    // Depthwise, direct.
+    {KernelKind::kDepthwise,    128,   1,   1,  1,  1, 1, 1},
+    {KernelKind::kDepthwise,    256,   1,   1,  1,  1, 1, 1},
+};
+// clang-format on
+
+inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
+
+// Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-2";
+
+// "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt"; "b256_dw" for depthwise.
+std::string ConfigName(const TileConfig& config);
+
+}  // namespace cuda
+}  // namespace convserve
