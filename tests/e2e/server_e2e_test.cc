@@ -465,15 +465,17 @@ TEST(ServerE2eTest, RoundRobinSpreadsCallsOverTwoServers) {
   for (int i = 0; i < 4; ++i) StoreFromDouble(DataType::kFloat32, ones.data.data(), i, 1.0);
   *request.mutable_input() = *TensorFromNpy(ones, Layout::kNchw);
 
-  int from_a = 0, from_b = 0;
-  for (int i = 0; i < 40; ++i) {
+  // Round robin only uses connected servers, so the first calls may all go to whichever
+  // connected first; within a few hundred calls both must have answered.
+  int from_a = 0, from_b = 0, calls = 0;
+  for (; calls < 400 && (calls < 40 || from_a == 0 || from_b == 0); ++calls) {
     absl::StatusOr<v1::ForwardResponse> response = client.Forward(request);
     ASSERT_TRUE(response.ok()) << response.status();
     const double value = LoadAsDouble(DataType::kFloat32, response->output().data().data(), 0);
     if (value == 1.0) ++from_a;
     if (value == 2.0) ++from_b;
   }
-  EXPECT_EQ(from_a + from_b, 40);
+  EXPECT_EQ(from_a + from_b, calls);
   EXPECT_GT(from_a, 0);
   EXPECT_GT(from_b, 0);
 
