@@ -23,7 +23,8 @@
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
 #include "kserve/grpc_predict_v2.grpc.pb.h"
-#include "tests/kserve/server_process.h"
+#include "tests/e2e/server_process.h"
+#include "tests/metrics/http_get.h"
 
 namespace convserve {
 namespace {
@@ -44,6 +45,10 @@ struct TestLayer {
   std::string bias;     // [K], params.dtype; empty without bias
   double tolerance;     // relative L2 error allowed for its dtype
 };
+
+std::string TailOf(const std::string& log) {
+  return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
+}
 
 std::mt19937& Rng() {
   static std::mt19937 rng(std::random_device{}());
@@ -77,14 +82,16 @@ const char* KserveDatatype(DataType dtype) {
 class KserveE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new testing::ServerProcess();
-    const absl::Status started = server_->Start(
-        CONVSERVE_SERVER_BINARY, {absl::StrCat("--max_input_bytes=", kMaxInputBytes)});
-    ASSERT_TRUE(started.ok()) << started;
+    ServerProcessOptions options;
+    options.binary = CONVSERVE_SERVER_BINARY;
+    options.args = {absl::StrCat("--max_input_bytes=", kMaxInputBytes)};
+    absl::StatusOr<std::unique_ptr<ServerProcess>> started = ServerProcess::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = started->release();
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateCustomChannel(server_->target(), grpc::InsecureChannelCredentials(), args));
+        grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args));
 
     layers_ = new std::map<std::string, TestLayer>();
     ConvParams fp32;  // 3x3, padding 1, bias + ReLU, exact FP32 arithmetic
@@ -119,7 +126,7 @@ class KserveE2eTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete channel_;
     delete layers_;
-    delete server_;  // stops the server
+    delete server_;  // kills the server
     channel_ = nullptr;
     layers_ = nullptr;
     server_ = nullptr;
@@ -132,7 +139,7 @@ class KserveE2eTest : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure() && server_ != nullptr) {
-      std::printf("--- convserve-server log (tail) ---\n%s\n", server_->LogTail(4000).c_str());
+      std::printf("--- convserve-server log (tail) ---\n%s\n", TailOf(server_->Log()).c_str());
     }
   }
 
@@ -272,12 +279,12 @@ class KserveE2eTest : public ::testing::Test {
     return Stub()->ModelInfer(&context, request, &response);
   }
 
-  static testing::ServerProcess* server_;
+  static ServerProcess* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   static std::map<std::string, TestLayer>* layers_;
 };
 
-testing::ServerProcess* KserveE2eTest::server_ = nullptr;
+ServerProcess* KserveE2eTest::server_ = nullptr;
 std::shared_ptr<grpc::Channel>* KserveE2eTest::channel_ = nullptr;
 std::map<std::string, TestLayer>* KserveE2eTest::layers_ = nullptr;
 
@@ -553,9 +560,10 @@ TEST_F(KserveE2eTest, CancelledStreamLeavesTheServerServing) {
 TEST_F(KserveE2eTest, RequestsShowInMetricsWithTheKserveLabel) {
   Case c;
   InferOk(MakeRequest("k_bf16", 1, 4, 4, Layout::kNchw, c));
-  std::string body;
-  const absl::Status scraped = testing::HttpGet(server_->metrics_port(), "/metrics", &body);
-  ASSERT_TRUE(scraped.ok()) << scraped;
+  absl::StatusOr<HttpResponse> scraped = HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  ASSERT_EQ(scraped->status, 200);
+  const std::string& body = scraped->body;
   bool found = false;
   for (absl::string_view line : absl::StrSplit(body, '\n')) {
     if (absl::StartsWith(line, "convserve_requests_total{") &&
