@@ -21,6 +21,11 @@ def layer_name(shape, dtype, bias):
     return f"{shape.name}.{str(dtype).split('.')[-1]}.{'bias' if bias else 'nobias'}"
 
 
+def exact_if_fp32(dtype):
+    """fp32 layers are tested at exact-FP32 precision; fp16/bf16 layers take no precision."""
+    return "exact" if dtype in (torch.float32, "fp32") else None
+
+
 class CoverageTest(ServerTestCase):
     """Each coverage shape, both bias settings, three dtypes; torch NCHW and channels_last."""
 
@@ -32,7 +37,7 @@ class CoverageTest(ServerTestCase):
     def check_torch(self, shape, dtype, bias):
         x, weight, b = shapes.random_problem(shape, dtype, self.generator, bias)
         name = layer_name(shape, dtype, bias)
-        info = self.client.load_layer(name, weight, b, precision="exact",
+        info = self.client.load_layer(name, weight, b, precision=exact_if_fp32(dtype),
                                       **shapes.conv_kwargs(shape))
         self.assertEqual(info.spec.name, name)
         self.assertEqual(info.spec.has_bias, bias)
@@ -75,7 +80,7 @@ class CoverageTest(ServerTestCase):
             }
             for dtype_name, (xs, ws, bs, to_float) in cases.items():
                 name = f"np.{shape.name}.{dtype_name}"
-                self.client.load_layer(name, ws, bs, precision="exact",
+                self.client.load_layer(name, ws, bs, precision=exact_if_fp32(dtype_name),
                                        **shapes.conv_kwargs(shape))
                 expected = shapes.reference(
                     torch.from_numpy(to_float(xs)), torch.from_numpy(to_float(ws)),

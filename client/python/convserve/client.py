@@ -187,7 +187,8 @@ class Client:
             symmetric cases only).
           dtype: the layer's element type ('fp32', 'fp16', 'bf16', a torch or numpy dtype);
             default: the weights' own. Weights are converted to it.
-          precision: for fp32 layers, 'default' (TF32, as PyTorch on cuDNN), 'tf32' or 'exact'.
+          precision: for fp32 layers only, 'default' (TF32, as PyTorch on cuDNN), 'tf32' or
+            'exact'; the server refuses it on fp16/bf16 layers (which accumulate in fp32).
           activation: applied after bias in the kernel: 'relu', 'silu', 'gelu_tanh',
             'sigmoid', 'tanh' or None.
           max_batch_size, max_queue_delay_us, preferred_batch_sizes: dynamic batching knobs;

@@ -137,7 +137,9 @@ class RemoteConv2d(nn.Conv2d):
             self.layer_name = _fit_name(f"{self.layer_name}-{uuid.uuid4().hex[:8]}")
             self._instance_id = id(self)
         precision = self.precision
-        if precision is None:
+        if self.weight.dtype != torch.float32:
+            precision = None  # fp16/bf16 layers always accumulate in fp32; the server refuses one
+        elif precision is None:
             precision = "tf32" if torch.backends.cudnn.allow_tf32 else "exact"
         padding, _ = self._server_padding()
         self.client.load_layer(self.layer_name, self.weight, self.bias, stride=self.stride,
