@@ -27,7 +27,8 @@ namespace convserve {
 struct ClientOptions {
   // "host:port", "dns:///name:port", or "ipv4:127.0.0.1:5001,127.0.0.1:5002".
   std::string target = "127.0.0.1:50051";
-  // Largest message sent or received; a 32x64x224x224 fp32 tensor is 400 MiB.
+  // Largest message sent or received (the server has its own limit, 64 MiB by default);
+  // a 32x64x224x224 fp32 tensor is 392 MiB.
   int max_message_bytes = 512 << 20;
   // round_robin spreads calls over every resolved address; pick_first sticks to one.
   bool round_robin = true;
