@@ -5,6 +5,7 @@
 # KServe (docs/hardening.md). The CUDA engine is left out (-DCONVSERVE_BUILD_CUDA_ENGINE=OFF):
 # nvcc-compiled code cannot be instrumented, and without a GPU it would not run anyway.
 #   scripts/sanitize.sh [address|thread|all (default)] [ctest -R regex]
+# SANITIZE_TARGETS="serving_core_test tuner_test" builds (and so runs) only those tests.
 # Any sanitizer report fails the test that triggered it, and so the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,13 @@ run() {
     -DCONVSERVE_SANITIZE="$sanitizer" -DCONVSERVE_BUILD_CUDA_ENGINE=OFF >/dev/null
   # Every test executable of the CPU path, and the server the end-to-end tests start.
   local targets
-  mapfile -t targets < <(cmake --build "$build_dir" --target help |
-    sed -nE 's/^([a-z0-9_]+_test): phony$/\1/p; s/^\.\.\. ([a-z0-9_]+_test)$/\1/p' |
-    grep -vE 'gpu|occupancy' | sort -u)
+  if [[ -n ${SANITIZE_TARGETS:-} ]]; then
+    read -ra targets <<<"$SANITIZE_TARGETS"
+  else
+    mapfile -t targets < <(cmake --build "$build_dir" --target help |
+      sed -nE 's/^([a-z0-9_]+_test): phony$/\1/p; s/^\.\.\. ([a-z0-9_]+_test)$/\1/p' |
+      grep -vE 'gpu|occupancy' | sort -u)
+  fi
   cmake --build "$build_dir" --parallel "$jobs" --target convserve-server "${targets[@]}"
   # GPU tests skip without a GPU; the Python tests and the fuzz runs are not instrumented here.
   ctest --test-dir "$build_dir" --output-on-failure --timeout 900 -j "$jobs" \
