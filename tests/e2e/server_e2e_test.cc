@@ -301,6 +301,10 @@ TEST(ServerE2eTest, CliErrorsExitNonZeroWithClearMessages) {
   EXPECT_EQ(missing_file.exit_code, 1);
   EXPECT_NE(missing_file.err.find("absent.npy"), std::string::npos) << missing_file.err;
 
+  CommandResult tune_unknown = Cli(server.get(), {"tune", "--layer=no_such_layer"});
+  EXPECT_EQ(tune_unknown.exit_code, 1);
+  EXPECT_NE(tune_unknown.err.find("NOT_FOUND"), std::string::npos) << tune_unknown.err;
+
   const int dead_port = PickFreePort();
   CommandResult down = Cli(nullptr, {"list", absl::StrCat("--target=127.0.0.1:", dead_port)});
   EXPECT_EQ(down.exit_code, 1);
@@ -340,7 +344,7 @@ std::string LoadSmallLayer(const ServerProcess& server, const std::string& name,
   return weights;
 }
 
-TEST(ServerE2eTest, PerfReportsThroughputLatencyAndBatches) {
+TEST(ServerE2eTest, PerfReportsThroughputLatencyAndBatchesTuneNeedsGpu) {
   std::unique_ptr<ServerProcess> server = StartServer();
   ASSERT_NE(server, nullptr);
   LoadSmallLayer(*server, "perf_layer", 4, 0.5f);
@@ -366,6 +370,11 @@ TEST(ServerE2eTest, PerfReportsThroughputLatencyAndBatches) {
     ++rows;
   }
   EXPECT_EQ(rows, 2);
+
+  // Tuning is GPU work: the CPU backend refuses it by name.
+  CommandResult tuned = Cli(server.get(), {"tune", "--layer=perf_layer", "--batch=1,8"});
+  EXPECT_EQ(tuned.exit_code, 1);
+  EXPECT_NE(tuned.err.find("FAILED_PRECONDITION"), std::string::npos) << tuned.err;
 }
 
 // SIGTERM while requests are being computed: every request gets exactly one answer (its
