@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -227,6 +228,31 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
   out.api = Api::kKserve;
   out.deadline = std::min(grpc_deadline, out.accepted_at + *timeout);
   return absl::OkStatus();
+}
+
+absl::Status InKserveTerms(const absl::Status& status, Layout input_layout) {
+  if (status.code() != absl::StatusCode::kInvalidArgument) return status;
+  const absl::string_view message = status.message();
+  auto renamed = [&](absl::string_view native, absl::string_view kserve) {
+    return absl::InvalidArgumentError(absl::StrCat(kserve, message.substr(native.size())));
+  };
+  // [N, C, H, W] index -> index in the tensor's own row-major shape.
+  constexpr int kNhwcIndex[4] = {0, 3, 1, 2};
+  for (int i = 0; i < 4; ++i) {
+    const std::string native = absl::StrCat("input.shape[", i, "]");
+    if (absl::StartsWith(message, native)) {
+      const int index = input_layout == Layout::kNhwc ? kNhwcIndex[i] : i;
+      return renamed(native, absl::StrCat("inputs[0].shape[", index, "]"));
+    }
+  }
+  if (absl::StartsWith(message, "input.shape")) return renamed("input.shape", "inputs[0].shape");
+  if (absl::StartsWith(message, "input.dtype")) {
+    return renamed("input.dtype", "inputs[0].datatype");
+  }
+  if (absl::StartsWith(message, "input.data")) {
+    return renamed("input.data", "raw_input_contents[0]");
+  }
+  return status;
 }
 
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,

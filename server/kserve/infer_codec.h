@@ -44,6 +44,11 @@ absl::Status CheckModelVersion(absl::string_view model, absl::string_view versio
 absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
                                 InferenceRequest& out);
 
+// The serving core names fields in the native API's terms ("input.shape[1] (C) ..."); this
+// renames the leading field of such a message to this API's ("inputs[0].shape[3] (C) ..." for
+// an NHWC input), so a KServe client sees its own field names. Other statuses pass unchanged.
+absl::Status InKserveTerms(const absl::Status& status, Layout input_layout);
+
 // Writes `result` as the answer to the request for `model` with `id`: one output tensor in
 // raw_output_contents, with the server's timing in the response parameters.
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,

@@ -107,9 +107,10 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
   }
   inference.is_cancelled = [context] { return context->IsCancelled(); };
   // `request` and `response` stay valid until Finish, which only this callback calls.
-  inference.done = [reactor, request, response](absl::StatusOr<InferenceResult> result) {
+  inference.done = [reactor, request, response,
+                    layout = inference.input_layout](absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
-      reactor->Finish(ToGrpcStatus(result.status()));
+      reactor->Finish(ToGrpcStatus(kserve::InKserveTerms(result.status(), layout)));
       return;
     }
     kserve::EncodeInferResponse(request->model_name(), request->id(), *std::move(result),

@@ -46,12 +46,13 @@ void StreamInferReactor::OnReadDone(bool ok) {
     grpc::CallbackServerContext* context = context_;
     inference.is_cancelled = [context] { return context->IsCancelled(); };
     // The stream cannot finish (so `this` stays alive) until this callback has run.
-    inference.done = [this, model, id](absl::StatusOr<InferenceResult> result) {
+    inference.done = [this, model, id,
+                      layout = inference.input_layout](absl::StatusOr<InferenceResult> result) {
       inference::ModelStreamInferResponse response;
       if (result.ok()) {
         EncodeInferResponse(model, id, *std::move(result), *response.mutable_infer_response());
       } else {
-        EncodeStreamError(result.status(), model, id, response);
+        EncodeStreamError(InKserveTerms(result.status(), layout), model, id, response);
       }
       Respond(std::move(response));
     };

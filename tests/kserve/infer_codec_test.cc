@@ -234,6 +234,25 @@ TEST(InferCodecTest, UnknownVersionIsNotFound) {
   EXPECT_TRUE(Decode(r, out).ok());
 }
 
+TEST(InferCodecTest, CoreMessagesAreRenamedToThisApisFields) {
+  const absl::Status channels =
+      absl::InvalidArgumentError("input.shape[1] (C) is 3 but layer 'conv' has in_channels 4");
+  EXPECT_EQ(InKserveTerms(channels, Layout::kNchw).message(),
+            "inputs[0].shape[1] (C) is 3 but layer 'conv' has in_channels 4");
+  EXPECT_EQ(InKserveTerms(channels, Layout::kNhwc).message(),
+            "inputs[0].shape[3] (C) is 3 but layer 'conv' has in_channels 4");
+  EXPECT_EQ(InKserveTerms(absl::InvalidArgumentError("input.dtype is fp16 but ..."), Layout::kNchw)
+                .message(),
+            "inputs[0].datatype is fp16 but ...");
+  EXPECT_EQ(InKserveTerms(absl::InvalidArgumentError("input.shape: output is empty"), Layout::kNchw)
+                .message(),
+            "inputs[0].shape: output is empty");
+  const absl::Status other = absl::ResourceExhaustedError("input is 9 bytes, over the limit");
+  EXPECT_EQ(InKserveTerms(other, Layout::kNchw), other);
+  const absl::Status unrelated = absl::InvalidArgumentError("something else");
+  EXPECT_EQ(InKserveTerms(unrelated, Layout::kNhwc), unrelated);
+}
+
 TEST(InferCodecTest, ResponseCarriesShapeLayoutAndTiming) {
   InferenceResult result;
   result.shape[0] = 2;
