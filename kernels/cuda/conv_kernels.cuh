@@ -43,22 +43,67 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// The activation as a compile-time choice: the GEMM epilogue is instantiated per activation
+// behind one uniform switch (DispatchActivation), because a run-time switch per element was
+// if-converted into ~28K straight-line instructions (every activation evaluated, then selected)
+// that thrashed the instruction cache and dominated the large tiles' run time.
+template <int kActivation>
+__device__ __forceinline__ float ActivateFixed(float x) {
+  if constexpr (kActivation == 1) {  // relu
+    return fmaxf(x, 0.f);
+  } else if constexpr (kActivation == 2) {  // silu
+    return x / (1.f + __expf(-x));
+  } else if constexpr (kActivation == 3) {  // gelu, tanh approximation
+    const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (1.f + tanhf(inner));
+  } else if constexpr (kActivation == 4) {  // sigmoid
+    return 1.f / (1.f + __expf(-x));
+  } else if constexpr (kActivation == 5) {  // tanh
+    return tanhf(x);
+  } else {
+    return x;
+  }
+}
+
+// Run-time activation, for the one-output-per-thread kernels where code size does not matter.
 __device__ __forceinline__ float Activate(int activation, float x) {
   switch (activation) {
-    case 1:  // relu
-      return fmaxf(x, 0.f);
-    case 2:  // silu
-      return x / (1.f + __expf(-x));
-    case 3: {  // gelu, tanh approximation
-      const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.f + tanhf(inner));
-    }
-    case 4:  // sigmoid
-      return 1.f / (1.f + __expf(-x));
+    case 1:
+      return ActivateFixed<1>(x);
+    case 2:
+      return ActivateFixed<2>(x);
+    case 3:
+      return ActivateFixed<3>(x);
+    case 4:
+      return ActivateFixed<4>(x);
     case 5:
-      return tanhf(x);
+      return ActivateFixed<5>(x);
     default:
       return x;
+  }
+}
+
+template <int kActivation>
+struct ActivationTag {
+  static constexpr int value = kActivation;
+};
+
+// Calls fn(ActivationTag<a>{}) for the run-time activation a: one uniform branch per kernel.
+// NONE and RELU (the common cases) get their own compiled epilogue; the others share one with
+// the run-time switch (ActivationTag<-1>), which bounds compile time (each compiled epilogue
+// adds ~40% to an instantiation file) at the cost of a slower epilogue for those activations.
+template <typename Fn>
+__device__ __forceinline__ void DispatchActivation(int activation, Fn&& fn) {
+  switch (activation) {
+    case 0:
+      fn(ActivationTag<0>{});
+      break;
+    case 1:
+      fn(ActivationTag<1>{});
+      break;
+    default:
+      fn(ActivationTag<-1>{});
+      break;
   }
 }
 
@@ -152,14 +197,19 @@ __device__ __forceinline__ OutputRow MakeOutputRow(const KernelParams& p, int m,
 }
 
 // Final value of one output element: bias, activation, rounding to T.
-template <typename T>
+// kActivation < 0: the run-time p.activation.
+template <typename T, int kActivation = -1>
 __device__ __forceinline__ T FinishValue(const KernelParams& p, int channel, float v) {
   if (p.bias != nullptr) v += ToFloat(static_cast<const T*>(p.bias)[channel]);
-  return FromFloat<T>(Activate(p.activation, v));
+  if constexpr (kActivation < 0) {
+    return FromFloat<T>(Activate(p.activation, v));
+  } else {
+    return FromFloat<T>(ActivateFixed<kActivation>(v));
+  }
 }
 
 // Stores channels `channel` and `channel + 1` (when `two`) of one row.
-template <typename T>
+template <typename T, int kActivation>
 __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow& row, int channel,
                                           float v0, float v1, bool two) {
   if (p.split_k > 1) {
@@ -173,9 +223,9 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     return;
   }
   T* out = static_cast<T*>(p.output);
-  const T r0 = FinishValue<T>(p, channel, v0);
+  const T r0 = FinishValue<T, kActivation>(p, channel, v0);
   if (two && row.step == 1 && sizeof(T) == 2 && ((row.base + channel) & 1) == 0) {
-    const T r1 = FinishValue<T>(p, channel + 1, v1);
+    const T r1 = FinishValue<T, kActivation>(p, channel + 1, v1);
     uint16_t lo, hi;
     memcpy(&lo, &r0, 2);
     memcpy(&hi, &r1, 2);
@@ -183,7 +233,8 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     return;
   }
   out[row.base + channel * row.step] = r0;
-  if (two) out[row.base + (channel + 1) * row.step] = FinishValue<T>(p, channel + 1, v1);
+  if (two)
+    out[row.base + (channel + 1) * row.step] = FinishValue<T, kActivation>(p, channel + 1, v1);
 }
 
 // ---- implicit GEMM -------------------------------------------------------------------------
@@ -456,42 +507,46 @@ __global__ void __launch_bounds__(
   }
   CpAsyncWait<0>();
 
-  // Epilogue straight from registers.
+  // Epilogue straight from registers; split-K slices store raw sums (the reduction finishes).
   const int channel0 = group * p.group_k;
-  if constexpr (!Shape::kSimt) {
-    const int g = lane / 4;
-    const int t = lane % 4;
+  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+    constexpr int kAct = decltype(tag)::value;
+    if constexpr (!Shape::kSimt) {
+      const int g = lane / 4;
+      const int t = lane % 4;
 #pragma unroll
-    for (int mi = 0; mi < kMi; ++mi)
+      for (int mi = 0; mi < kMi; ++mi)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int m = m_block + warp_m * kWarpM + mi * 16 + g + half * 8;
+        for (int half = 0; half < 2; ++half) {
+          const int m = m_block + warp_m * kWarpM + mi * 16 + g + half * 8;
+          const OutputRow row = MakeOutputRow(p, m, split);
+          if (!row.valid) continue;
+#pragma unroll
+          for (int ni = 0; ni < kNi; ++ni) {
+            const int n = n_block + warp_n * kWarpN + ni * 8 + 2 * t;
+            if (n >= p.group_k) continue;
+            StorePair<T, kAct>(p, row, channel0 + n, acc[mi][ni][half * 2],
+                               acc[mi][ni][half * 2 + 1], n + 1 < p.group_k);
+          }
+        }
+    } else {
+      const int lm = lane % 8;
+      const int ln = lane / 8;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int m = m_block + warp_m * 32 + lm * 4 + i;
         const OutputRow row = MakeOutputRow(p, m, split);
         if (!row.valid) continue;
 #pragma unroll
-        for (int ni = 0; ni < kNi; ++ni) {
-          const int n = n_block + warp_n * kWarpN + ni * 8 + 2 * t;
+        for (int j = 0; j < 4; j += 2) {
+          const int n = n_block + warp_n * 16 + ln * 4 + j;
           if (n >= p.group_k) continue;
-          StorePair<T>(p, row, channel0 + n, acc[mi][ni][half * 2], acc[mi][ni][half * 2 + 1],
-                       n + 1 < p.group_k);
+          StorePair<T, kAct>(p, row, channel0 + n, acc[i][j][0], acc[i][j + 1][0],
+                             n + 1 < p.group_k);
         }
       }
-  } else {
-    const int lm = lane % 8;
-    const int ln = lane / 8;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int m = m_block + warp_m * 32 + lm * 4 + i;
-      const OutputRow row = MakeOutputRow(p, m, split);
-      if (!row.valid) continue;
-#pragma unroll
-      for (int j = 0; j < 4; j += 2) {
-        const int n = n_block + warp_n * 16 + ln * 4 + j;
-        if (n >= p.group_k) continue;
-        StorePair<T>(p, row, channel0 + n, acc[i][j][0], acc[i][j + 1][0], n + 1 < p.group_k);
-      }
     }
-  }
+  });
 }
 
 // ---- direct depthwise ----------------------------------------------------------------------

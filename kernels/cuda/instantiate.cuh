@@ -43,6 +43,10 @@ KernelHandle MakeHandle() {
     h.launch = &LaunchDepthwise<T, kIndex>;
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {
     // Exact fp32 only.
+  } else if constexpr (std::is_same_v<T, float> && c.kind != KernelKind::kSimt &&
+                       c.warp_m * c.warp_n >= 64 * 64 && c.block_k >= 64) {
+    // TF32 with 64x64 warp tiles and 32-float stages needs more than 255 registers (ptxas
+    // spilled 80 bytes): no fp32 kernel for this row.
   } else {
     constexpr int kBlockKBytes = c.block_k * 2;
     using Shape =

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Markdown summary of a conv_bench JSON (plus, optionally, torch_cudnn_reference JSON).
+
+  python3 summarize.py bench.json [torch_cudnn.json] [--dtype fp16]
+
+Per shape and batch: our best configuration and time, cuDNN's best through the legacy API
+(conv_bench), cuDNN through PyTorch, and the two ratios (> 1: we are faster); geometric means
+last.
+"""
+import json
+import math
+import sys
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    dtype = "fp16"
+    for a in sys.argv[1:]:
+        if a.startswith("--dtype="):
+            dtype = a.split("=", 1)[1]
+    bench = json.load(open(args[0]))
+    torch = {}
+    if len(args) > 1:
+        for r in json.load(open(args[1]))["results"]:
+            torch[(r["shape"], r["n"], r["dtype"])] = r["best_us"]
+    print("| shape | N | best config | ours us | TFLOP/s | cuDNN legacy us | x legacy | "
+          "cuDNN torch us | x torch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = {}
+    for r in bench["results"]:
+        if r["dtype"] != dtype:
+            continue
+        legacy = min(r["cudnn_nhwc_us"], r["cudnn_nchw_us"])
+        t = torch.get((r["shape"], r["n"], r["dtype"]))
+        tf = r["gflop"] * 1e9 / r["best_us"] * 1e-6
+        x_legacy = legacy / r["best_us"]
+        x_torch = t / r["best_us"] if t else float("nan")
+        ratios.setdefault(r["n"], []).append((x_legacy, x_torch))
+        print("| %s | %d | %s | %.1f | %.1f | %.1f | %.2f | %s | %s |" % (
+            r["shape"], r["n"], r["best_config"], r["best_us"], tf, legacy, x_legacy,
+            "%.1f" % t if t else "-", "%.2f" % x_torch if t else "-"))
+    print()
+    print("| N | geo-mean x cuDNN legacy | geo-mean x cuDNN torch |")
+    print("|---|---|---|")
+    for n, rs in sorted(ratios.items()):
+        gl = math.exp(sum(math.log(a) for a, _ in rs) / len(rs))
+        tt = [b for _, b in rs if not math.isnan(b)]
+        gt = math.exp(sum(math.log(b) for b in tt) / len(tt)) if tt else float("nan")
+        print("| %d | %.3f | %.3f |" % (n, gl, gt))
+
+
+if __name__ == "__main__":
+    main()
