@@ -23,5 +23,5 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 regex=$(IFS='|'; echo "${harnesses[*]}")
 ctest --test-dir "$build_dir" -L fuzz -R "^fuzz\.($regex)\$" --output-on-failure -j "$(nproc)"
 # Executions per harness, from libFuzzer's final stats in ctest's log.
-grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done [0-9]+ runs)" \
+grep -E "^([0-9]+/[0-9]+ Testing: fuzz\.|stat::number_of_executed_units|stat::new_units_added)" \
   "$build_dir/Testing/Temporary/LastTest.log" || true
