@@ -18,8 +18,10 @@ jobs=$(nproc)
 run() {
   local sanitizer=$1 build_dir=$2
   cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCONVSERVE_SANITIZE="$sanitizer" -DCONVSERVE_BUILD_CUDA_ENGINE=OFF >/dev/null
-  # Every test executable of the CPU path, and the server the end-to-end tests start.
+    -DCONVSERVE_SANITIZE="$sanitizer" -DCONVSERVE_BUILD_CUDA_ENGINE=OFF \
+    -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST >/dev/null
+  # Tests are listed when ctest runs (PRE_TEST), not after each link: instrumented binaries start
+  # slowly. Every test executable of the CPU path, and the server the end-to-end tests start.
   local targets
   if [[ -n ${SANITIZE_TARGETS:-} ]]; then
     read -ra targets <<<"$SANITIZE_TARGETS"
