@@ -442,11 +442,16 @@ absl::StatusOr<double> OccupancySampler::EndRange(CUstream_st* stream) {
   Cupti& c = *cupti_;
   if (c.range == nullptr) return absl::FailedPreconditionError("End without Begin");
   absl::Status synced = CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  absl::Status stopped = c.StopRange();
-  absl::StatusOr<double> percent = stopped;
-  if (synced.ok() && stopped.ok()) percent = c.DecodeAndEvaluate();
+  const absl::Status stopped = c.StopRange();
+  absl::StatusOr<double> percent = absl::InternalError("not evaluated");
+  if (!synced.ok()) {
+    percent = synced;
+  } else if (!stopped.ok()) {
+    percent = stopped;
+  } else {
+    percent = c.DecodeAndEvaluate();
+  }
   c.DisableRange();
-  if (!synced.ok()) return synced;
   return percent;
 }
 
