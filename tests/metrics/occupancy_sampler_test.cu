@@ -73,8 +73,9 @@ TEST(OccupancySamplerTest, WithoutAGpuItIsOffAndSaysWhy) {
 }
 
 // Every thread spins for `cycles` clock cycles, so all blocks of a wave stay resident together.
+// Dynamic shared memory is only reserved (it limits blocks per SM), never touched.
 __global__ void Spin(long long cycles, int* sink) {
-  extern __shared__ int scratch[];
+  __shared__ int scratch[32];
   const long long start = clock64();
   int x = threadIdx.x;
   while (clock64() - start < cycles) x = x * 3 + 1;
