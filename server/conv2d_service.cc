@@ -47,7 +47,7 @@ absl::Status FromProto(const v1::ForwardRequest& request, grpc::CallbackServerCo
     out.deadline =
         std::min(out.deadline, out.accepted_at + absl::Microseconds(request.timeout_us()));
   }
-  out.is_cancelled = [&context] { return context.IsCancelled(); };
+  out.is_cancelled = [call = &context] { return call->IsCancelled(); };
   out.api = Api::kNative;
   return absl::OkStatus();
 }
