@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts convserve-server on the demo model repository: builds first if needed, generates the
+# Starts convserve-server on the demo model repository: installs the Debian packages it needs
+# (scripts/install-deps.sh --build, a no-op once installed), builds first if needed, generates the
 # demo repository (random weights) if it is missing. The server picks the GPU when one is
 # present and falls back to the CPU reference backend otherwise. Extra arguments go to the
 # server, e.g. scripts/run-server.sh --listen=127.0.0.1:50051 --device=cpu
@@ -12,6 +13,7 @@ build_dir=${BUILD_DIR:-build}
 repository=${REPOSITORY:-demo-repository}
 server=$build_dir/server/convserve-server
 
+scripts/install-deps.sh --build
 if [[ ! -x $server ]]; then
   echo "run-server: $server not built yet; building (scripts/build.sh)"
   BUILD_DIR=$build_dir scripts/build.sh
