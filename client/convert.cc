@@ -45,24 +45,8 @@ absl::StatusOr<DataType> DataTypeFromProto(v1::DataType dtype) {
   }
 }
 
-v1::DataType DataTypeToProto(DataType dtype) {
-  switch (dtype) {
-    case DataType::kFloat32:
-      return v1::DATA_TYPE_FP32;
-    case DataType::kFloat16:
-      return v1::DATA_TYPE_FP16;
-    case DataType::kBFloat16:
-      return v1::DATA_TYPE_BF16;
-  }
-  return v1::DATA_TYPE_UNSPECIFIED;
-}
-
 Layout LayoutFromProto(v1::Layout layout) {
   return layout == v1::LAYOUT_NHWC ? Layout::kNhwc : Layout::kNchw;
-}
-
-v1::Layout LayoutToProto(Layout layout) {
-  return layout == Layout::kNhwc ? v1::LAYOUT_NHWC : v1::LAYOUT_NCHW;
 }
 
 absl::StatusOr<ConvParams> ParamsFromSpec(const v1::LayerSpec& spec) {

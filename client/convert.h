@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/npy.h"
+#include "common/wire_enums.h"
 #include "convserve/v1/conv2d.pb.h"
 #include "kernels/conv_problem.h"
 
@@ -17,10 +18,8 @@ namespace convserve {
 
 // INVALID_ARGUMENT for DATA_TYPE_UNSPECIFIED or an unknown value.
 absl::StatusOr<DataType> DataTypeFromProto(convserve::v1::DataType dtype);
-convserve::v1::DataType DataTypeToProto(DataType dtype);
 // LAYOUT_DEFAULT is NCHW.
 Layout LayoutFromProto(convserve::v1::Layout layout);
-convserve::v1::Layout LayoutToProto(Layout layout);
 
 // The layer's fixed parameters with the spec's defaults applied (unset stride, dilation and
 // groups mean 1), validated by ValidateParams. INVALID_ARGUMENT naming the field.

@@ -36,22 +36,6 @@ absl::StatusOr<Layout> LayoutFromProto(int value, const std::string& field, Layo
   }
 }
 
-v1::DataType DataTypeToProto(DataType dtype) {
-  switch (dtype) {
-    case DataType::kFloat32:
-      return v1::DATA_TYPE_FP32;
-    case DataType::kFloat16:
-      return v1::DATA_TYPE_FP16;
-    case DataType::kBFloat16:
-      return v1::DATA_TYPE_BF16;
-  }
-  return v1::DATA_TYPE_UNSPECIFIED;
-}
-
-v1::Layout LayoutToProto(Layout layout) {
-  return layout == Layout::kNchw ? v1::LAYOUT_NCHW : v1::LAYOUT_NHWC;
-}
-
 absl::Status ValidateLayerName(const std::string& name, const std::string& field) {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " must be set"));
   if (name.size() > 128) {

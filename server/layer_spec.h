@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/wire_enums.h"
 #include "convserve/v1/conv2d.pb.h"
 #include "kernels/conv_problem.h"
 #include "server/batch_policy.h"
@@ -19,8 +20,6 @@ absl::StatusOr<DataType> DataTypeFromProto(int value, const std::string& field);
 // LAYOUT_DEFAULT maps to `default_layout`.
 absl::StatusOr<Layout> LayoutFromProto(int value, const std::string& field,
                                        Layout default_layout = Layout::kNchw);
-convserve::v1::DataType DataTypeToProto(DataType dtype);
-convserve::v1::Layout LayoutToProto(Layout layout);
 
 // [A-Za-z0-9_.-]{1,128}; INVALID_ARGUMENT naming `field` otherwise.
 absl::Status ValidateLayerName(const std::string& name, const std::string& field);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
+#include "common/wire_enums.h"
 #include "kernels/conv_problem.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
@@ -61,18 +62,6 @@ std::string RandomTensor(DataType dtype, int64_t count) {
   std::string data(static_cast<size_t>(count * DataTypeSize(dtype)), '\0');
   for (int64_t i = 0; i < count; ++i) StoreFromDouble(dtype, data.data(), i, dist(Rng()));
   return data;
-}
-
-v1::DataType ToProto(DataType dtype) {
-  switch (dtype) {
-    case DataType::kFloat32:
-      return v1::DATA_TYPE_FP32;
-    case DataType::kFloat16:
-      return v1::DATA_TYPE_FP16;
-    case DataType::kBFloat16:
-      return v1::DATA_TYPE_BF16;
-  }
-  return v1::DATA_TYPE_FP32;
 }
 
 const char* KserveDatatype(DataType dtype) {
@@ -161,7 +150,7 @@ class KserveE2eTest : public ::testing::Test {
     spec.mutable_dilation()->set_h(params.dilation_h);
     spec.mutable_dilation()->set_w(params.dilation_w);
     spec.set_groups(params.groups);
-    spec.set_dtype(ToProto(params.dtype));
+    spec.set_dtype(DataTypeToProto(params.dtype));
     if (params.dtype == DataType::kFloat32 && params.fp32_math == Fp32Math::kExact) {
       spec.set_precision(v1::PRECISION_EXACT_FP32);
     }
