@@ -3,6 +3,7 @@
 // Flags live here and are copied into the client library's option structs.
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -91,6 +92,9 @@ ABSL_FLAG(std::string, rate, "", "perf: open-loop sweep, requests per second, e.
 ABSL_FLAG(double, duration_s, 5, "perf: measured seconds per load level");
 ABSL_FLAG(double, warmup_s, 1, "perf: unmeasured seconds before each level");
 ABSL_FLAG(std::string, out, "", "perf: also write the results to this .json or .csv file");
+ABSL_FLAG(int32_t, connections, 8,
+          "perf: TCP connections to spread the calls over (a closed-loop level with concurrency "
+          "c uses min(c, connections) of them)");
 
 namespace convserve {
 namespace {
@@ -116,6 +120,7 @@ Commands (all take --target, --lb, --timeout_s, --max_message_mb, --token and th
   tune    --layer NAME --batch 1,8,32 [--input_size 56x56] [--input_layout nhwc]
   perf    --layer NAME [--concurrency 1,2,4,...,128] [--rate 100,1000] [--batch 1]
             [--duration_s 5] [--warmup_s 1] [--input_size HxW] [--out results.json|.csv]
+            [--connections 8]
                                                    load generator: throughput, latency
                                                    percentiles, server queue/compute time and
                                                    batch sizes per load level
@@ -536,9 +541,21 @@ Result Perf(Client& client) {
   if (settings.duration <= absl::ZeroDuration() || settings.warmup < absl::ZeroDuration()) {
     return Usage("--duration_s must be > 0 and --warmup_s >= 0");
   }
+  const int connections = absl::GetFlag(FLAGS_connections);
+  if (connections < 1 || connections > 1024) return Usage("--connections must be 1..1024");
 
   absl::StatusOr<v1::LayerInfo> layer = client.GetLayer(*layer_name);
   if (!layer.ok()) return FailCall("looking up the layer", layer.status());
+
+  // One Client per connection: a distinct channel tag keeps gRPC from sharing one socket.
+  std::vector<std::unique_ptr<Client>> owned;
+  std::vector<Client*> clients;
+  for (int i = 0; i < connections; ++i) {
+    ClientOptions options = client.options();
+    options.channel_tag = i + 1;
+    owned.push_back(std::make_unique<Client>(options));
+    clients.push_back(owned.back().get());
+  }
 
   std::mt19937 rng(12345);
   std::vector<PerfPoint> points;
@@ -547,11 +564,11 @@ Result Perf(Client& client) {
     if (!request.ok()) return Usage(std::string(request.status().message()));
     for (int32_t concurrency : *concurrencies) {
       std::fprintf(stderr, "perf: batch %d, concurrency %d ...\n", batch, concurrency);
-      points.push_back(RunClosedLoop(client, *request, concurrency, settings));
+      points.push_back(RunClosedLoop(clients, *request, concurrency, settings));
     }
     for (double rate : *rates) {
       std::fprintf(stderr, "perf: batch %d, rate %g/s ...\n", batch, rate);
-      points.push_back(RunOpenLoop(client, *request, rate, settings));
+      points.push_back(RunOpenLoop(clients, *request, rate, settings));
     }
   }
   std::printf("%s", PerfTable(points).c_str());

@@ -12,6 +12,12 @@
 #include "common/grpc_status.h"
 
 namespace convserve {
+namespace {
+
+// Not read by gRPC; only makes channel arguments (and so connections) distinct.
+constexpr char kChannelTagArg[] = "convserve.channel_tag";
+
+}  // namespace
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;
@@ -19,6 +25,7 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   args.SetMaxReceiveMessageSize(options_.max_message_bytes);
   if (options_.round_robin) args.SetLoadBalancingPolicyName("round_robin");
   AddTlsChannelArguments(options_.tls, args);
+  if (options_.channel_tag != 0) args.SetInt(kChannelTagArg, options_.channel_tag);
   // Unusable TLS files give null credentials, and gRPC then makes a channel whose every call
   // fails: never a silent fall-back to plaintext.
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =

@@ -6,6 +6,8 @@
 // One Client holds one channel. The target may name several servers ("ipv4:10.0.0.1:50051,
 // 10.0.0.2:50051", or a DNS name with several addresses): calls are then spread over all of
 // them with round-robin load balancing. A Client is thread-safe; share one across threads.
+// Clients with equal options share one TCP connection per server (gRPC's global subchannel
+// pool); give each a distinct channel_tag for a connection of its own.
 #pragma once
 
 #include <grpcpp/channel.h>
@@ -42,6 +44,10 @@ struct ClientOptions {
   // Sent as "authorization: Bearer <token>" on every call when set: the server's admin token
   // for LoadLayer, UnloadLayer and Tune, its inference token (or the admin one) for the rest.
   std::string token;
+  // Set as a channel argument when non-zero. gRPC reuses one connection for channels whose
+  // arguments are equal, so Clients with distinct tags each open their own TCP connection
+  // (a load generator spreading calls over several connections needs this).
+  int channel_tag = 0;
 };
 
 class Client {

@@ -62,12 +62,13 @@ class Recorder {
     ++point_.not_sent;
   }
 
-  PerfPoint Finish(std::string mode, double load, int64_t batch) {
+  PerfPoint Finish(std::string mode, double load, int64_t batch, int connections) {
     absl::MutexLock lock(&mu_);
     PerfPoint point = point_;
     point.mode = std::move(mode);
     point.load = load;
     point.batch = batch;
+    point.connections = connections;
     point.seconds = absl::ToDoubleSeconds(window_end_ - window_start_);
     point.throughput = static_cast<double>(point.ok) / point.seconds;
     for (auto* values : {&latency_us_, &queue_us_, &compute_us_}) {
@@ -127,9 +128,10 @@ int64_t BatchOf(const v1::ForwardRequest& request) {
   return request.input().shape_size() > 0 ? request.input().shape(0) : 0;
 }
 
-// One closed-loop worker: a request slot that re-issues itself from its completion callback
-// until the run's end.
+// One closed-loop worker: a request slot that re-issues itself, on its own Client, from its
+// completion callback until the run's end.
 struct Worker {
+  Client* client = nullptr;
   v1::ForwardResponse response;
   absl::Time sent;
 };
@@ -146,8 +148,8 @@ double PerfPoint::mean_batch_size() const {
   return replies == 0 ? 0 : sum / static_cast<double>(replies);
 }
 
-PerfPoint RunClosedLoop(Client& client, const v1::ForwardRequest& request, int concurrency,
-                        const PerfSettings& settings) {
+PerfPoint RunClosedLoop(absl::Span<Client* const> clients, const v1::ForwardRequest& request,
+                        int concurrency, const PerfSettings& settings) {
   const absl::Time start = absl::Now();
   const absl::Time window_start = start + settings.warmup;
   const absl::Time stop = window_start + settings.duration;
@@ -155,32 +157,36 @@ PerfPoint RunClosedLoop(Client& client, const v1::ForwardRequest& request, int c
   // Shared with the callbacks: the last one may still be inside Done() when this returns.
   auto in_flight = std::make_shared<InFlight>();
   std::vector<Worker> workers(static_cast<size_t>(concurrency));
+  const size_t connections = std::min(clients.size(), workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) workers[i].client = clients[i % connections];
 
   // Issue is re-entered from gRPC's callback threads; it only starts a call, never blocks.
   std::function<void(Worker*)> issue = [&](Worker* worker) {
     worker->response.Clear();
     worker->sent = absl::Now();
-    client.ForwardAsync(request, &worker->response, settings.request_timeout,
-                        [&, worker, in_flight](absl::Status status) {
-                          const absl::Time finished = absl::Now();
-                          recorder.Record(worker->sent, finished, status, worker->response);
-                          if (finished < stop) {
-                            issue(worker);
-                          } else {
-                            in_flight->Done();
-                          }
-                        });
+    worker->client->ForwardAsync(request, &worker->response, settings.request_timeout,
+                                 [&, worker, in_flight](absl::Status status) {
+                                   const absl::Time finished = absl::Now();
+                                   recorder.Record(worker->sent, finished, status,
+                                                   worker->response);
+                                   if (finished < stop) {
+                                     issue(worker);
+                                   } else {
+                                     in_flight->Done();
+                                   }
+                                 });
   };
   for (Worker& worker : workers) {
     in_flight->Add();
     issue(&worker);
   }
   in_flight->WaitForZero();
-  return recorder.Finish("concurrency", concurrency, BatchOf(request));
+  return recorder.Finish("concurrency", concurrency, BatchOf(request),
+                         static_cast<int>(connections));
 }
 
-PerfPoint RunOpenLoop(Client& client, const v1::ForwardRequest& request, double rate,
-                      const PerfSettings& settings) {
+PerfPoint RunOpenLoop(absl::Span<Client* const> clients, const v1::ForwardRequest& request,
+                      double rate, const PerfSettings& settings) {
   const absl::Time start = absl::Now();
   const absl::Time window_start = start + settings.warmup;
   const absl::Time stop = window_start + settings.duration;
@@ -199,6 +205,7 @@ PerfPoint RunOpenLoop(Client& client, const v1::ForwardRequest& request, double 
     }
     auto* response = new v1::ForwardResponse;
     in_flight->Add();
+    Client& client = *clients[static_cast<size_t>(i) % clients.size()];
     client.ForwardAsync(request, response, settings.request_timeout,
                         [&, response, due, in_flight](absl::Status status) {
                           recorder.Record(due, absl::Now(), status, *response);
@@ -207,7 +214,7 @@ PerfPoint RunOpenLoop(Client& client, const v1::ForwardRequest& request, double 
                         });
   }
   in_flight->WaitForZero();
-  return recorder.Finish("rate", rate, BatchOf(request));
+  return recorder.Finish("rate", rate, BatchOf(request), static_cast<int>(clients.size()));
 }
 
 namespace {
@@ -253,17 +260,17 @@ std::string CsvField(absl::string_view s) {
 
 std::string PerfTable(const std::vector<PerfPoint>& points) {
   std::string out =
-      absl::StrFormat("%-11s %8s %5s %8s %6s %10s %9s %9s %9s %9s %9s %9s %6s  %s\n", "mode",
-                      "load", "batch", "ok", "errors", "req/s", "p50_us", "p90_us", "p99_us",
-                      "max_us", "srvq_us", "srvc_us", "meanN", "batch sizes (N:replies)");
+      absl::StrFormat("%-11s %8s %5s %4s %8s %6s %10s %9s %9s %9s %9s %9s %9s %6s  %s\n", "mode",
+                      "load", "batch", "conn", "ok", "errors", "req/s", "p50_us", "p90_us",
+                      "p99_us", "max_us", "srvq_us", "srvc_us", "meanN", "batch sizes (N:replies)");
   for (const PerfPoint& p : points) {
     absl::StrAppendFormat(&out,
-                          "%-11s %8.6g %5d %8d %6d %10.1f %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f "
-                          "%6.2f  %s\n",
-                          p.mode, p.load, p.batch, p.ok, p.errors + p.not_sent, p.throughput,
-                          p.latency_p50_us, p.latency_p90_us, p.latency_p99_us, p.latency_max_us,
-                          p.server_queue_p50_us, p.server_compute_p50_us, p.mean_batch_size(),
-                          Histogram(p.batch_sizes, " "));
+                          "%-11s %8.6g %5d %4d %8d %6d %10.1f %9.0f %9.0f %9.0f %9.0f %9.0f "
+                          "%9.0f %6.2f  %s\n",
+                          p.mode, p.load, p.batch, p.connections, p.ok, p.errors + p.not_sent,
+                          p.throughput, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us,
+                          p.latency_max_us, p.server_queue_p50_us, p.server_compute_p50_us,
+                          p.mean_batch_size(), Histogram(p.batch_sizes, " "));
     if (p.errors > 0 || p.not_sent > 0) {
       absl::StrAppend(&out, "    errors: ", Errors(p));
       if (p.not_sent > 0) absl::StrAppend(&out, " not_sent:", p.not_sent);
@@ -288,7 +295,8 @@ std::string PerfJson(const std::vector<PerfPoint>& points) {
       errors.push_back(absl::StrCat(JsonString(code), ": ", count));
     }
     rows.push_back(absl::StrFormat(
-        "  {\"mode\": %s, \"load\": %.6g, \"batch\": %d, \"seconds\": %.3f, \"ok\": %d, "
+        "  {\"mode\": %s, \"load\": %.6g, \"batch\": %d, \"connections\": %d, "
+        "\"seconds\": %.3f, \"ok\": %d, "
         "\"errors\": %d, \"not_sent\": %d, \"throughput_rps\": %.3f, "
         "\"latency_us\": {\"mean\": %.1f, \"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, "
         "\"max\": %.1f}, "
@@ -296,9 +304,9 @@ std::string PerfJson(const std::vector<PerfPoint>& points) {
         "\"compute_p50\": %.1f, \"total_mean\": %.1f}, "
         "\"mean_batch_size\": %.3f, \"batch_sizes\": {%s}, \"error_counts\": {%s}, "
         "\"first_error\": %s}",
-        JsonString(p.mode), p.load, p.batch, p.seconds, p.ok, p.errors, p.not_sent, p.throughput,
-        p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us, p.latency_max_us,
-        p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
+        JsonString(p.mode), p.load, p.batch, p.connections, p.seconds, p.ok, p.errors, p.not_sent,
+        p.throughput, p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us,
+        p.latency_max_us, p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
         p.server_compute_p50_us, p.server_total_mean_us, p.mean_batch_size(),
         absl::StrJoin(batches, ", "), absl::StrJoin(errors, ", "), JsonString(p.first_error)));
   }
@@ -307,20 +315,20 @@ std::string PerfJson(const std::vector<PerfPoint>& points) {
 
 std::string PerfCsv(const std::vector<PerfPoint>& points) {
   std::string out =
-      "mode,load,batch,seconds,ok,errors,not_sent,throughput_rps,latency_mean_us,"
+      "mode,load,batch,connections,seconds,ok,errors,not_sent,throughput_rps,latency_mean_us,"
       "latency_p50_us,latency_p90_us,latency_p99_us,latency_max_us,server_queue_mean_us,"
       "server_queue_p50_us,server_compute_mean_us,server_compute_p50_us,server_total_mean_us,"
       "mean_batch_size,batch_sizes,error_counts\n";
   for (const PerfPoint& p : points) {
-    absl::StrAppendFormat(&out,
-                          "%s,%.6g,%d,%.3f,%d,%d,%d,%.3f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,"
-                          "%.1f,%.1f,%.3f,%s,%s\n",
-                          p.mode, p.load, p.batch, p.seconds, p.ok, p.errors, p.not_sent,
-                          p.throughput, p.latency_mean_us, p.latency_p50_us, p.latency_p90_us,
-                          p.latency_p99_us, p.latency_max_us, p.server_queue_mean_us,
-                          p.server_queue_p50_us, p.server_compute_mean_us, p.server_compute_p50_us,
-                          p.server_total_mean_us, p.mean_batch_size(),
-                          CsvField(Histogram(p.batch_sizes, ";")), CsvField(Errors(p)));
+    absl::StrAppendFormat(
+        &out,
+        "%s,%.6g,%d,%d,%.3f,%d,%d,%d,%.3f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,"
+        "%.1f,%.1f,%.3f,%s,%s\n",
+        p.mode, p.load, p.batch, p.connections, p.seconds, p.ok, p.errors, p.not_sent, p.throughput,
+        p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us, p.latency_max_us,
+        p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
+        p.server_compute_p50_us, p.server_total_mean_us, p.mean_batch_size(),
+        CsvField(Histogram(p.batch_sizes, ";")), CsvField(Errors(p)));
   }
   return out;
 }

@@ -3,6 +3,10 @@
 // requests leave on schedule whether or not earlier ones have returned), and summarises what it
 // saw: throughput, client-side latency percentiles, the server's own queue and compute time
 // from each reply, the batch sizes the server formed, and every error by status code.
+//
+// Calls are spread over several Clients, each ideally its own TCP connection (distinct
+// ClientOptions::channel_tag): one HTTP/2 connection carries every call through one transport
+// and one socket, which for large tensors becomes the bottleneck before the server does.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "client/client.h"
 #include "convserve/v1/conv2d.pb.h"
 
@@ -29,12 +34,13 @@ struct PerfSettings {
 
 // One measured load level.
 struct PerfPoint {
-  std::string mode;    // "concurrency" (closed loop) or "rate" (open loop)
-  double load = 0;     // the concurrency, or the offered requests per second
-  int64_t batch = 0;   // N of each request
-  double seconds = 0;  // length of the measured window
-  int64_t ok = 0;      // successful replies finishing in the window
-  int64_t errors = 0;  // failed ones, by canonical code name in error_counts
+  std::string mode;     // "concurrency" (closed loop) or "rate" (open loop)
+  double load = 0;      // the concurrency, or the offered requests per second
+  int64_t batch = 0;    // N of each request
+  int connections = 0;  // how many of the given Clients carried the calls
+  double seconds = 0;   // length of the measured window
+  int64_t ok = 0;       // successful replies finishing in the window
+  int64_t errors = 0;   // failed ones, by canonical code name in error_counts
   int64_t not_sent = 0;
   std::map<std::string, int64_t> error_counts;
   std::string first_error;
@@ -56,12 +62,17 @@ struct PerfPoint {
   double mean_batch_size() const;
 };
 
-// Keeps `concurrency` requests in flight for warmup + duration. `request` must stay alive and
-// unchanged until the call returns.
-PerfPoint RunClosedLoop(Client& client, const convserve::v1::ForwardRequest& request,
-                        int concurrency, const PerfSettings& settings);
-// Sends `rate` requests per second, evenly spaced, for warmup + duration.
-PerfPoint RunOpenLoop(Client& client, const convserve::v1::ForwardRequest& request, double rate,
+// Keeps `concurrency` requests in flight for warmup + duration. Request slot i always uses
+// clients[i % k], k = min(concurrency, clients.size()), so each connection carries an equal
+// share. `clients` (at least one) and `request` must stay alive and unchanged until the call
+// returns.
+PerfPoint RunClosedLoop(absl::Span<Client* const> clients,
+                        const convserve::v1::ForwardRequest& request, int concurrency,
+                        const PerfSettings& settings);
+// Sends `rate` requests per second, evenly spaced, for warmup + duration; request i goes to
+// clients[i % clients.size()].
+PerfPoint RunOpenLoop(absl::Span<Client* const> clients,
+                      const convserve::v1::ForwardRequest& request, double rate,
                       const PerfSettings& settings);
 
 // Human-readable table, one row per point.

@@ -1,8 +1,11 @@
 // The echo server and the client library against it: the wire contract's shapes, errors, and
 // `convserve-cli perf` producing real numbers over a real socket.
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "client/client.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -122,6 +125,80 @@ TEST(EchoE2eTest, PerfMeasuresTheTransportFloor) {
     EXPECT_EQ(batches.begin()->first,
               absl::StrCat(static_cast<int>(fields.at("batch").number_value())));
   }
+}
+
+// Local ports of this machine's established TCP connections to 127.0.0.1:`port`, read from
+// /proc/net/tcp and tcp6 (gRPC dials IPv4 through IPv6 sockets with v4-mapped addresses).
+// Addresses are hex, "<address>:<port>"; state 01 is ESTABLISHED.
+std::set<int> ConnectionsTo(int port) {
+  std::set<int> local_ports;
+  const std::string loopback_port = absl::StrFormat("0100007F:%04X", port);
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state;
+      fields >> slot >> local >> remote >> state;
+      if (state != "01" || !absl::EndsWith(remote, loopback_port)) continue;
+      local_ports.insert(std::stoi(local.substr(local.find(':') + 1), nullptr, 16));
+    }
+  }
+  return local_ports;
+}
+
+TEST(EchoE2eTest, DistinctChannelTagsOpenDistinctConnectionsAndPerfUsesThem) {
+  std::unique_ptr<ServerProcess> server = StartEcho();
+  ASSERT_NE(server, nullptr);
+  // Connections already open (the start-up health check's may linger) are not counted.
+  const std::set<int> before = ConnectionsTo(server->port());
+  ClientOptions options;
+  options.target = server->address();
+  options.channel_tag = 1;
+  Client first(options);
+  Client same_tag(options);
+  options.channel_tag = 2;
+  Client second(options);
+  ASSERT_TRUE(first.LoadLayer(Spec("spread"), std::string(16 * 8 * 3 * 3 * 2, '\0')).ok());
+  for (Client* client : {&first, &same_tag, &second}) {
+    absl::StatusOr<v1::ForwardResponse> response = client->Forward(Request("spread", 1));
+    ASSERT_TRUE(response.ok()) << response.status();
+  }
+  std::set<int> opened;
+  for (int port : ConnectionsTo(server->port())) {
+    if (before.count(port) == 0) opened.insert(port);
+  }
+  EXPECT_EQ(opened.size(), 2u) << "equal tags share a connection, distinct tags do not";
+
+  // The CLI spreads a closed-loop level over min(concurrency, --connections) connections and
+  // says so; every call succeeds.
+  const std::string json_path = server->work_dir() + "/spread.json";
+  absl::StatusOr<CommandResult> perf =
+      RunCommand({CONVSERVE_CLI, "perf", "--target=" + server->address(), "--layer=spread",
+                  "--concurrency=1,4", "--connections=2", "--duration_s=0.5", "--warmup_s=0.1",
+                  "--out=" + json_path});
+  ASSERT_TRUE(perf.ok()) << perf.status();
+  ASSERT_EQ(perf->exit_code, 0) << perf->err;
+  std::ifstream in(json_path);
+  std::stringstream json;
+  json << in.rdbuf();
+  google::protobuf::ListValue rows;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.str(), &rows).ok()) << json.str();
+  ASSERT_EQ(rows.values_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    const auto& fields = rows.values(i).struct_value().fields();
+    EXPECT_EQ(fields.at("connections").number_value(), i == 0 ? 1 : 2) << json.str();
+    EXPECT_GT(fields.at("ok").number_value(), 0) << json.str();
+    EXPECT_EQ(fields.at("errors").number_value(), 0) << json.str();
+  }
+
+  absl::StatusOr<CommandResult> bad =
+      RunCommand({CONVSERVE_CLI, "perf", "--target=" + server->address(), "--layer=spread",
+                  "--connections=0"});
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_EQ(bad->exit_code, 2) << bad->err;
+  EXPECT_NE(bad->err.find("--connections"), std::string::npos) << bad->err;
 }
 
 TEST(EchoE2eTest, ServerStopsOnSigterm) {
