@@ -27,55 +27,7 @@ absl::StatusOr<T> Lookup(const char* what, absl::string_view name,
       "unknown ", what, " '", name, "' (want one of: ", absl::StrJoin(names, ", "), ")"));
 }
 
-int64_t OrOne(int64_t value) { return value == 0 ? 1 : value; }
-
 }  // namespace
-
-absl::StatusOr<DataType> DataTypeFromProto(v1::DataType dtype) {
-  switch (dtype) {
-    case v1::DATA_TYPE_FP32:
-      return DataType::kFloat32;
-    case v1::DATA_TYPE_FP16:
-      return DataType::kFloat16;
-    case v1::DATA_TYPE_BF16:
-      return DataType::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("dtype must be FP32, FP16 or BF16, got ", v1::DataType_Name(dtype)));
-  }
-}
-
-Layout LayoutFromProto(v1::Layout layout) {
-  return layout == v1::LAYOUT_NHWC ? Layout::kNhwc : Layout::kNchw;
-}
-
-absl::StatusOr<ConvParams> ParamsFromSpec(const v1::LayerSpec& spec) {
-  absl::StatusOr<DataType> dtype = DataTypeFromProto(spec.dtype());
-  if (!dtype.ok()) return dtype.status();
-  ConvParams params;
-  params.in_channels = spec.in_channels();
-  params.out_channels = spec.out_channels();
-  params.kernel_h = spec.kernel().h();
-  params.kernel_w = spec.kernel().w();
-  params.stride_h = OrOne(spec.stride().h());
-  params.stride_w = OrOne(spec.stride().w());
-  params.pad_h = spec.padding().h();
-  params.pad_w = spec.padding().w();
-  params.dilation_h = OrOne(spec.dilation().h());
-  params.dilation_w = OrOne(spec.dilation().w());
-  params.groups = OrOne(spec.groups());
-  params.dtype = *dtype;
-  params.fp32_math =
-      spec.precision() == v1::PRECISION_EXACT_FP32 ? Fp32Math::kExact : Fp32Math::kTf32;
-  params.has_bias = spec.has_bias();
-  params.activation = static_cast<Activation>(spec.activation());
-  if (spec.activation() < v1::ACTIVATION_NONE || spec.activation() > v1::ACTIVATION_TANH) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown activation ", spec.activation()));
-  }
-  absl::Status valid = ValidateParams(params);
-  if (!valid.ok()) return valid;
-  return params;
-}
 
 absl::StatusOr<v1::DataType> ParseDataType(absl::string_view name) {
   static constexpr std::pair<const char*, v1::DataType> kNames[] = {
@@ -151,8 +103,10 @@ absl::StatusOr<v1::Tensor> TensorFromNpy(NpyArray array, Layout layout) {
 }
 
 absl::StatusOr<NpyArray> NpyFromTensor(v1::Tensor tensor) {
-  absl::StatusOr<DataType> dtype = DataTypeFromProto(tensor.dtype());
+  absl::StatusOr<DataType> dtype = DataTypeFromProto(tensor.dtype(), "tensor dtype");
   if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<Layout> layout = LayoutFromProto(tensor.layout(), "tensor layout");
+  if (!layout.ok()) return layout.status();
   if (tensor.shape_size() != 4) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor shape must be [N, C, H, W], got ", tensor.shape_size(), " dims"));
@@ -160,9 +114,8 @@ absl::StatusOr<NpyArray> NpyFromTensor(v1::Tensor tensor) {
   NpyArray array;
   array.dtype = *dtype;
   const auto& s = tensor.shape();
-  array.shape = LayoutFromProto(tensor.layout()) == Layout::kNchw
-                    ? std::vector<int64_t>{s[0], s[1], s[2], s[3]}
-                    : std::vector<int64_t>{s[0], s[2], s[3], s[1]};
+  array.shape = *layout == Layout::kNchw ? std::vector<int64_t>{s[0], s[1], s[2], s[3]}
+                                         : std::vector<int64_t>{s[0], s[2], s[3], s[1]};
   for (int64_t d : array.shape) {
     if (d < 0) return absl::InvalidArgumentError("tensor shape has a negative dimension");
   }

@@ -1,6 +1,8 @@
 // Conversions between the wire types of convserve.v1 and the host-side types the client works
-// with (NpyArray, ConvParams), plus the names users type on command lines ("fp16", "nhwc",
-// "3x3"). Shared by the client library, convserve-cli and the echo server.
+// with (NpyArray), plus the names users type on command lines ("fp16", "nhwc", "3x3"). Shared by
+// the client library, convserve-cli and the echo server. The enum conversions and the
+// LayerSpec -> ConvParams rules are the server's own (common/wire_enums.h,
+// common/layer_spec_rules.h), included here for the client's callers.
 #pragma once
 
 #include <cstdint>
@@ -9,21 +11,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/layer_spec_rules.h"
 #include "common/npy.h"
 #include "common/wire_enums.h"
 #include "convserve/v1/conv2d.pb.h"
 #include "kernels/conv_problem.h"
 
 namespace convserve {
-
-// INVALID_ARGUMENT for DATA_TYPE_UNSPECIFIED or an unknown value.
-absl::StatusOr<DataType> DataTypeFromProto(convserve::v1::DataType dtype);
-// LAYOUT_DEFAULT is NCHW.
-Layout LayoutFromProto(convserve::v1::Layout layout);
-
-// The layer's fixed parameters with the spec's defaults applied (unset stride, dilation and
-// groups mean 1), validated by ValidateParams. INVALID_ARGUMENT naming the field.
-absl::StatusOr<ConvParams> ParamsFromSpec(const convserve::v1::LayerSpec& spec);
 
 // Command-line names, case-insensitive: "fp32" | "fp16" | "bf16"; "nchw" | "nhwc";
 // "none" | "relu" | "silu" | "gelu_tanh" | "sigmoid" | "tanh"; "tf32" | "exact_fp32".

@@ -1,12 +1,13 @@
-// Translation between the wire API's enums and specs and the conv library's plain structs, with
-// the validation that names the offending field. Shared by the native service, the model
-// repository loader and the serving core.
+// The server's side of a LayerSpec: its batching knobs. The conv parameters and the enum
+// conversions are the rules every side shares (common/layer_spec_rules.h, common/wire_enums.h),
+// included here so server code finds everything about a spec through one header.
 #pragma once
 
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/layer_spec_rules.h"
 #include "common/wire_enums.h"
 #include "convserve/v1/conv2d.pb.h"
 #include "kernels/conv_problem.h"
@@ -14,19 +15,6 @@
 #include "server/server_options.h"
 
 namespace convserve {
-
-// INVALID_ARGUMENT naming `field` unless `value` is a known, set enum value.
-absl::StatusOr<DataType> DataTypeFromProto(int value, const std::string& field);
-// LAYOUT_DEFAULT maps to `default_layout`.
-absl::StatusOr<Layout> LayoutFromProto(int value, const std::string& field,
-                                       Layout default_layout = Layout::kNchw);
-
-// [A-Za-z0-9_.-]{1,128}; INVALID_ARGUMENT naming `field` otherwise.
-absl::Status ValidateLayerName(const std::string& name, const std::string& field);
-
-// The layer's ConvParams from its spec (unset stride/dilation/groups mean 1), fully validated:
-// INVALID_ARGUMENT naming the "spec.*" field.
-absl::StatusOr<ConvParams> ParamsFromSpec(const convserve::v1::LayerSpec& spec);
 
 // The layer's batching knobs: spec.batching where set, else the server-wide defaults.
 // INVALID_ARGUMENT naming the "spec.batching.*" field for negative or oversized values.
