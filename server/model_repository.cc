@@ -36,9 +36,8 @@ absl::StatusOr<std::string> ReadTensor(const fs::path& path, DataType dtype,
                                        const std::vector<int64_t>& shape) {
   absl::StatusOr<NpyArray> array =
       ReadNpyFile(path.string(), /*bf16_from_uint16=*/dtype == DataType::kBFloat16);
-  if (!array.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", array.status().message()));
-  }
+  // ReadNpyFile's message already starts with the path.
+  if (!array.ok()) return absl::InvalidArgumentError(array.status().message());
   if (array->dtype != dtype) {
     return absl::InvalidArgumentError(
         absl::StrCat(path.string(), " holds ", DataTypeName(array->dtype),
