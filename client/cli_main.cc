@@ -27,6 +27,7 @@
 #include "client/convert.h"
 #include "client/layer_directory.h"
 #include "client/perf.h"
+#include "common/malloc_tuning.h"
 #include "common/npy.h"
 #include "common/tls_credentials.h"
 #include "kernels/host_numeric.h"
@@ -39,6 +40,9 @@ ABSL_FLAG(std::string, lb, "round_robin",
           "round_robin or pick_first");
 ABSL_FLAG(double, timeout_s, 60, "deadline of each call (load and tune: 30 minutes)");
 ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message sent or received, MiB");
+ABSL_FLAG(int32_t, grpc_stream_window_bytes, 1 << 20,
+          "fixed HTTP/2 stream receive window for replies, bytes, with BDP probing off "
+          "(0: gRPC's default, 64 KiB grown by probing); see docs/operations.md");
 ABSL_FLAG(std::string, tls_ca, "",
           "TLS: PEM CA bundle that signed the server (TLS on when any "
           "--tls_* flag is set; empty CA: the system roots)");
@@ -589,6 +593,7 @@ Result Perf(Client& client) {
 }
 
 int Main(int argc, char** argv) {
+  KeepLargeBuffersMapped();  // perf: 400 KB replies page-faulted in anew on every call otherwise
   absl::SetProgramUsageMessage(kUsage);
   // --help lists this file's flags (absl's default looks for a file named after the binary).
   absl::FlagsUsageConfig usage_config;
@@ -610,6 +615,7 @@ int Main(int argc, char** argv) {
   options.target = absl::GetFlag(FLAGS_target);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   options.call_timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  options.stream_window_bytes = absl::GetFlag(FLAGS_grpc_stream_window_bytes);
   const std::string lb = absl::GetFlag(FLAGS_lb);
   if (lb != "round_robin" && lb != "pick_first") {
     std::fprintf(stderr, "convserve-cli: --lb must be round_robin or pick_first, got '%s'\n",

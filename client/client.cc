@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/layer_directory.h"
 #include "common/grpc_status.h"
+#include "common/http2_window.h"
 
 namespace convserve {
 namespace {
@@ -26,6 +27,9 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   if (options_.round_robin) args.SetLoadBalancingPolicyName("round_robin");
   AddTlsChannelArguments(options_.tls, args);
   if (options_.channel_tag != 0) args.SetInt(kChannelTagArg, options_.channel_tag);
+  for (const auto& [name, value] : Http2WindowChannelArgs(options_.stream_window_bytes)) {
+    args.SetInt(name, value);
+  }
   // Unusable TLS files give null credentials, and gRPC then makes a channel whose every call
   // fails: never a silent fall-back to plaintext.
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =

@@ -48,6 +48,9 @@ struct ClientOptions {
   // arguments are equal, so Clients with distinct tags each open their own TCP connection
   // (a load generator spreading calls over several connections needs this).
   int channel_tag = 0;
+  // Fixed HTTP/2 stream receive window for replies, bytes (common/http2_window.h); 0: gRPC's
+  // default (64 KiB grown by BDP probing).
+  int stream_window_bytes = 0;
 };
 
 class Client {

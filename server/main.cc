@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/malloc_tuning.h"
 #include "server/log.h"
 #include "server/metrics/metrics.h"
 #include "server/server.h"
@@ -95,12 +96,16 @@ ABSL_FLAG(std::string, inference_token, "",
           "the inference token itself (prefer --inference_token_file)");
 ABSL_FLAG(int32_t, max_concurrent_streams, 0,
           "concurrent calls per client connection; 0: gRPC's default");
+ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_bytes,
+          "fixed HTTP/2 stream receive window for requests, bytes, with BDP probing off; 0: "
+          "gRPC's default (64 KiB grown by probing). See docs/operations.md");
 
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
 
 int main(int argc, char** argv) {
+  convserve::KeepLargeBuffersMapped();
   absl::SetProgramUsageMessage(
       "serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
       "health, reflection), batching concurrent requests into tuned GPU launches.");
@@ -137,6 +142,7 @@ int main(int argc, char** argv) {
   options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.transport.stream_window_bytes = absl::GetFlag(FLAGS_grpc_stream_window_bytes);
   if (!ReadToken("admin_token", absl::GetFlag(FLAGS_admin_token),
                  absl::GetFlag(FLAGS_admin_token_file), &options.security.admin_token) ||
       !ReadToken("inference_token", absl::GetFlag(FLAGS_inference_token),
@@ -159,6 +165,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "--max_batch_size, --max_queue_requests and --max_queue_bytes must be >= 1, "
                  "--max_queue_delay_us >= 0 and --max_message_bytes in [1, 2^31)\n");
+    return 2;
+  }
+  if (options.transport.stream_window_bytes != 0 && options.transport.stream_window_bytes < 65535) {
+    std::fprintf(stderr, "--grpc_stream_window_bytes must be 0 (gRPC's default) or >= 65535\n");
     return 2;
   }
 

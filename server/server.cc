@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/http2_window.h"
 #include "common/tls_credentials.h"
 #include "server/device.h"
 #include "server/log.h"
@@ -49,6 +50,9 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
   if (options_.security.max_concurrent_streams > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                                options_.security.max_concurrent_streams);
+  }
+  for (const auto& [name, value] : Http2WindowChannelArgs(options_.transport.stream_window_bytes)) {
+    builder.AddChannelArgument(name, value);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));

@@ -27,6 +27,13 @@ struct SecurityOptions {
   int max_concurrent_streams = 0;  // per connection; 0: gRPC's default
 };
 
+// HTTP/2 transport settings of the gRPC port (common/http2_window.h, docs/operations.md).
+struct TransportOptions {
+  // Fixed stream receive window for requests, bytes, BDP probing off; 0: gRPC's default (64 KiB
+  // grown by probing). 1 MiB lets a 1x64x56x56 fp16 tensor (401 KB) arrive in one burst.
+  int stream_window_bytes = 1 << 20;
+};
+
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";
   std::string metrics_listen = "0.0.0.0:9464";
@@ -44,6 +51,7 @@ struct ServerOptions {
   // How long graceful shutdown waits for accepted requests before cancelling the rest.
   int64_t shutdown_grace_ms = 30000;
   SecurityOptions security;
+  TransportOptions transport;
   // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
   int64_t occupancy_sample_interval_ms = 10000;
 };

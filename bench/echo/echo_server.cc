@@ -23,11 +23,16 @@
 #include "client/convert.h"
 #include "client/layer_directory.h"
 #include "common/grpc_status.h"
+#include "common/http2_window.h"
+#include "common/malloc_tuning.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC address to serve on (host:port)");
 ABSL_FLAG(std::string, model_repository, "", "layer directories to load at start (specs only)");
 ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message received or sent, MiB");
+ABSL_FLAG(int32_t, grpc_stream_window_bytes, 1 << 20,
+          "fixed HTTP/2 stream receive window for requests, bytes (0: gRPC's default); keep it "
+          "equal to convserve-server's (same default) so the floor pays the same transport costs");
 
 namespace convserve {
 namespace {
@@ -168,6 +173,7 @@ class EchoService final : public v1::Conv2d::CallbackService {
 };
 
 int Main(int argc, char** argv) {
+  KeepLargeBuffersMapped();  // as convserve-server does, so the floor is comparable
   absl::SetProgramUsageMessage(
       "convserve-echo-server: answers convserve.v1.Conv2d Forward calls with correctly sized, "
       "uncomputed outputs, to measure the transport floor with `convserve-cli perf`.");
@@ -204,6 +210,10 @@ int Main(int argc, char** argv) {
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  for (const auto& [name, value] :
+       Http2WindowChannelArgs(absl::GetFlag(FLAGS_grpc_stream_window_bytes))) {
+    builder.AddChannelArgument(name, value);
+  }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
