@@ -1,33 +1,112 @@
 #!/usr/bin/env bash
-# Batching proof on the lent GPU, from a gpu-bundle holding convserve-server, convserve-cli,
-# convserve-echo-server and gpu_server_test (see NOTES.md for how it is built and sent):
-#   . .gpu/b/env.sh; bash bench/batching/run_h100.sh
-# Serves the 1x64x56x56 FP16 3x3 layer three times, as "batched" (max_batch_size 32, 500 us
-# delay), "eager" (the same plus preferred batch size 1) and "unbatched" (max_batch_size 1),
-# sweeps closed-loop concurrency 1..128 on each with `convserve-cli perf`, then measures the
-# echo server (same bytes, no GPU work) at concurrency 1 as the transport floor. Logs and JSON
-# go to $OUT.
+# Batching proof on the lent GPU, in one device call (about 3 minutes with the defaults, plus
+# gpu_server_test unless SKIP_GPU_TEST=1), from a gpu-bundle holding convserve-server,
+# convserve-cli, convserve-echo-server and gpu_server_test (NOTES.md says how to build and send):
+#   . .gpu/b/env.sh; SKIP_GPU_TEST=1 COMMIT=<sha> bash bench/batching/run_h100.sh
+# 1. the echo floor: convserve-echo-server (same request and reply bytes, no GPU work) at
+#    concurrency 1 and 64;
+# 2. one convserve-server serving the 1x64x56x56 FP16 3x3 layer three times: "batched"
+#    (max_batch_size 32, 500 us delay), "eager" (the same plus preferred batch size 1) and
+#    "unbatched" (max_batch_size 1), each swept closed-loop over LEVELS;
+# 3. a summary: req/s at concurrency 64 batched / unbatched (target >= 4x) and p50 at
+#    concurrency 1 against the echo floor plus the server's compute time (target <= 15% over).
+# The client spreads calls over CONNECTIONS TCP connections. $OUT receives summary.txt,
+# results.json (every perf row, by variant) and logs.tgz (server logs, perf tables, metrics).
+#
+# Overrides (environment): DEVICE (cuda:0; "cpu" runs the whole script on the CPU backend, to
+# check it off the GPU machine), LAYER (demo layer to serve, demo_conv3x3), LEVELS
+# (1,8,32,64,128), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), SERVER_FLAGS, ECHO_FLAGS,
+# CLIENT_FLAGS (extra flags for the server, the echo server and every perf call), PORT (50051;
+# the echo uses PORT+1, metrics PORT+2), PYTHON (python3, with numpy), SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 work=$(mktemp -d)
+logs="$work/logs"
+mkdir -p "$logs"
+DEVICE=${DEVICE:-cuda:0}
+LAYER=${LAYER:-demo_conv3x3}
+LEVELS=${LEVELS:-1,8,32,64,128}
+DURATION_S=${DURATION_S:-4}
+WARMUP_S=${WARMUP_S:-1}
+CONNECTIONS=${CONNECTIONS:-8}
 SERVER_FLAGS=${SERVER_FLAGS:-}
-levels=${LEVELS:-1,2,4,8,16,32,64,128}
-duration=${DURATION_S:-3}
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv >"$out/env.txt" 2>&1
-nproc >>"$out/env.txt"
+ECHO_FLAGS=${ECHO_FLAGS:-}
+CLIENT_FLAGS=${CLIENT_FLAGS:-}
+PORT=${PORT:-50051}
+PYTHON=${PYTHON:-python3}
+target=127.0.0.1:$PORT
+echo_target=127.0.0.1:$((PORT + 1))
+variants="batched eager unbatched"
+# Longest a perf sweep may take: every level's warm-up and window plus a minute of slack.
+nlevels=$(($(tr -cd , <<<"$LEVELS" | wc -c) + 1))
+perf_limit=$((nlevels * (${DURATION_S%.*} + ${WARMUP_S%.*} + 2) + 60))
 
-echo "== gpu_server_test"
-[ -z "${SKIP_GPU_TEST:-}" ] && gpu_server_test --gtest_color=no >"$out/gpu_server_test.log" 2>&1
-echo "gpu_server_test rc=$?"
-grep -E "^\[  (FAILED|PASSED|  OK|SKIPPED) |Failure|Expected|Which" "$out/gpu_server_test.log" | head -20
+finish() {
+  tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
+  rm -rf "$work"
+}
+trap finish EXIT
 
-# The benchmark layer from the demo repository, under two names with different batching.
-python3 scripts/make-demo-repository.py "$work/demo" >/dev/null || exit 1
+{
+  echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
+  echo "levels: $LEVELS  duration_s: $DURATION_S  warmup_s: $WARMUP_S  connections: $CONNECTIONS"
+  echo "server flags: $SERVER_FLAGS  echo flags: $ECHO_FLAGS  client flags: $CLIENT_FLAGS"
+  { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv || true; } 2>&1
+} >"$logs/env.txt"
+cat "$logs/env.txt"
+
+# perf NAME TARGET LAYER LEVELS [FLAGS...]: one closed-loop sweep, table to the log, JSON to
+# $work; FLAGS come after the defaults and override them.
+perf() {
+  local name=$1 target=$2 layer=$3 levels=$4
+  shift 4
+  echo "== perf $name (concurrency $levels) $*"
+  timeout "$perf_limit" convserve-cli perf --target="$target" --layer="$layer" \
+    --concurrency="$levels" --duration_s="$DURATION_S" --warmup_s="$WARMUP_S" \
+    --connections="$CONNECTIONS" $CLIENT_FLAGS "$@" --out="$work/perf_$name.json" \
+    2>"$logs/perf_$name.err" | tee "$logs/perf_$name.txt"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { echo "perf $name failed (rc $rc):"; tail -3 "$logs/perf_$name.err"; }
+}
+
+# wait_healthy TARGET LAYER...: true once every layer ("" = the whole server) answers SERVING
+# (at most 240 s: the GPU server tunes its warm-up batch sizes before it is ready).
+wait_healthy() {
+  local target=$1
+  shift
+  for _ in $(seq 1 480); do
+    local all=1
+    for layer in "$@"; do
+      convserve-cli health --target="$target" --layer="$layer" >/dev/null 2>&1 || all=0
+    done
+    [ $all = 1 ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+# stop PID: SIGTERM, then the exit status.
+stop() {
+  kill -TERM "$1" 2>/dev/null
+  wait "$1"
+}
+
+if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
+  echo "== gpu_server_test"
+  timeout 300 gpu_server_test --gtest_color=no >"$logs/gpu_server_test.log" 2>&1
+  echo "gpu_server_test rc=$?"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure" "$logs/gpu_server_test.log" | head -10
+fi
+
+# The benchmark layer from the demo repository under three names with different batching.
+"$PYTHON" scripts/make-demo-repository.py "$work/demo" >/dev/null || exit 1
 mkdir -p "$work/repo"
-for name in batched eager unbatched; do
-  cp -r "$work/demo/demo_conv3x3" "$work/repo/$name"
+for name in $variants; do
+  cp -r "$work/demo/$LAYER" "$work/repo/$name"
   sed -i "s/^name: .*/name: \"$name\"/" "$work/repo/$name/config.pbtxt"
+  # The CPU backend cannot tune: drop the warm-up sizes there.
+  [ "$DEVICE" = cpu ] && sed -i '/^warmup_batch_sizes/d' "$work/repo/$name/config.pbtxt"
 done
 echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 }' >>"$work/repo/batched/config.pbtxt"
 echo 'batching { max_batch_size: 1 }' >>"$work/repo/unbatched/config.pbtxt"
@@ -35,38 +114,109 @@ echo 'batching { max_batch_size: 1 }' >>"$work/repo/unbatched/config.pbtxt"
 # every executor lane is busy.
 echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 preferred_batch_sizes: 1 }' \
   >>"$work/repo/eager/config.pbtxt"
-cat "$work/repo/batched/config.pbtxt" >"$out/layer_config.txt"
+cat "$work/repo/batched/config.pbtxt" >"$logs/layer_config.txt"
 
-convserve-server --device=cuda:0 --listen=127.0.0.1:50051 --metrics_listen=127.0.0.1:9464 \
-  --state_dir="$work/state" --model_repository="$work/repo" $SERVER_FLAGS >"$out/server.log" 2>&1 &
-server=$!
-ready=0
-for _ in $(seq 1 240); do
-  if convserve-cli health --target=127.0.0.1:50051 --layer=batched >/dev/null 2>&1 &&
-     convserve-cli health --target=127.0.0.1:50051 --layer=eager >/dev/null 2>&1 &&
-     convserve-cli health --target=127.0.0.1:50051 --layer=unbatched >/dev/null 2>&1; then
-    ready=1; break
-  fi
-  sleep 0.5
-done
-echo "server ready=$ready"; grep -E "serving on|loaded layer|tuned|warm|rror" "$out/server.log" | head -20
-convserve-cli list --target=127.0.0.1:50051 >"$out/list.txt" 2>&1
-
-for layer in batched eager unbatched; do
-  echo "== perf $layer"
-  convserve-cli perf --target=127.0.0.1:50051 --layer=$layer --concurrency=$levels \
-    --duration_s="$duration" --warmup_s=1 --out="$out/perf_$layer.json" 2>"$out/perf_$layer.err" |
-    tee "$out/perf_$layer.txt"
-done
-curl -s http://127.0.0.1:9464/metrics >"$out/metrics.txt" 2>/dev/null
-kill -TERM $server; wait $server; echo "server exit=$?"
-tail -3 "$out/server.log"
-
-echo "== echo floor"
-convserve-echo-server --listen=127.0.0.1:50052 --model_repository="$work/repo" >"$out/echo.log" 2>&1 &
+# 1. The echo floor, alone on the machine.
+convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
+  >"$logs/echo.log" 2>&1 &
 echo_pid=$!
-sleep 2
-convserve-cli perf --target=127.0.0.1:50052 --layer=batched --concurrency=1 --duration_s="$duration" \
-  --warmup_s=1 --out="$out/perf_echo.json" 2>"$out/perf_echo.err" | tee "$out/perf_echo.txt"
-kill -TERM $echo_pid; wait $echo_pid
-rm -rf "$work"
+if wait_healthy "$echo_target" ""; then
+  perf echo_c1 "$echo_target" batched 1
+  perf echo_c64 "$echo_target" batched 64
+else
+  echo "echo server did not come up:"; tail -5 "$logs/echo.log"
+fi
+stop $echo_pid
+echo "echo exit=$?"
+
+# 1b. What the transport settings buy (bench/batching/NOTES.md): the echo floor with gRPC's
+# default flow control (64 KiB windows grown by BDP probing) on both sides, and with one
+# connection. TRANSPORT_AB=0 skips it (about 20 s).
+if [ "${TRANSPORT_AB:-1}" = 1 ]; then
+  convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
+    --grpc_stream_window_bytes=0 >"$logs/echo_default_window.log" 2>&1 &
+  echo_pid=$!
+  if wait_healthy "$echo_target" ""; then
+    perf echo_defwin "$echo_target" batched 1,64 --grpc_stream_window_bytes=0
+    perf echo_defwin_1conn "$echo_target" batched 64 --grpc_stream_window_bytes=0 --connections=1
+  fi
+  stop $echo_pid
+  echo "echo (default window) exit=$?"
+fi
+
+# 2. The real server.
+convserve-server --device="$DEVICE" --listen="$target" --metrics_listen=127.0.0.1:$((PORT + 2)) \
+  --state_dir="$work/state" --model_repository="$work/repo" $SERVER_FLAGS >"$logs/server.log" 2>&1 &
+server=$!
+if wait_healthy "$target" $variants; then
+  echo "server ready"
+  convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
+  for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS"; done
+  curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics.txt" 2>/dev/null
+else
+  echo "server did not come up:"; tail -20 "$logs/server.log"
+fi
+stop $server
+echo "server exit=$?"
+grep -E "rror|WARN" "$logs/server.log" | head -5
+
+# 3. Everything in one JSON, and the summary.
+"$PYTHON" - "$work" "$out" "$logs/env.txt" <<'EOF'
+import json, os, sys
+work, out, env_path = sys.argv[1:4]
+results = {"env": open(env_path).read().splitlines()}
+names = ["echo_c1", "echo_c64", "echo_defwin", "echo_defwin_1conn", "batched", "eager",
+         "unbatched"]
+for name in names:
+    path = os.path.join(work, f"perf_{name}.json")
+    results[name] = json.load(open(path)) if os.path.exists(path) else []
+json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+def at(name, c):
+    rows = [r for r in results[name] if r["load"] == c]
+    return rows[0] if rows else None
+
+lines = ["variant            conc  conn     req/s    p50_us    p99_us  srv_compute_p50  meanN  "
+         "errors"]
+for name in names:
+    for r in results[name]:
+        lines.append(f"{name:<17} {r['load']:>5g} {r['connections']:>5} {r['throughput_rps']:>9.0f} "
+                     f"{r['latency_us']['p50']:>9.0f} {r['latency_us']['p99']:>9.0f} "
+                     f"{r['server_us']['compute_p50']:>16.0f} {r['mean_batch_size']:>6.2f} "
+                     f"{r['errors'] + r['not_sent']:>7}")
+lines.append("")
+unb = at("unbatched", 64)
+for name in ["batched", "eager"]:
+    r = at(name, 64)
+    if r and unb and unb["throughput_rps"] > 0:
+        ratio = r["throughput_rps"] / unb["throughput_rps"]
+        lines.append(f"c=64 throughput {name}/unbatched: {r['throughput_rps']:.0f}/"
+                     f"{unb['throughput_rps']:.0f} = {ratio:.2f}x (target >= 4x: "
+                     f"{'MET' if ratio >= 4 else 'NOT met'})")
+echo64 = at("echo_c64", 64)
+if echo64 and unb:
+    lines.append(f"c=64 echo floor {echo64['throughput_rps']:.0f} req/s: the transport's ceiling; "
+                 f"unbatched reaches {unb['throughput_rps'] / max(echo64['throughput_rps'], 1):.0%} of it")
+defwin1, defwin64 = at("echo_defwin", 1), at("echo_defwin", 64)
+onecon64 = at("echo_defwin_1conn", 64)
+if echo64 and defwin1 and defwin64 and onecon64 and at("echo_c1", 1):
+    lines.append(f"echo, gRPC default window: c=1 p50 {defwin1['latency_us']['p50']:.0f} us "
+                 f"(fixed window {at('echo_c1', 1)['latency_us']['p50']:.0f}); c=64 "
+                 f"{defwin64['throughput_rps']:.0f} req/s with {defwin64['connections']} "
+                 f"connections, {onecon64['throughput_rps']:.0f} with 1 (fixed window, "
+                 f"{echo64['connections']} connections: {echo64['throughput_rps']:.0f})")
+echo1 = at("echo_c1", 1)
+for name in ["batched", "eager", "unbatched"]:
+    r = at(name, 1)
+    if r and echo1:
+        floor = echo1["latency_us"]["p50"]
+        compute = r["server_us"]["compute_p50"]
+        allowance = floor + compute
+        over = r["latency_us"]["p50"] / allowance - 1 if allowance > 0 else float("nan")
+        lines.append(f"c=1 p50 {name}: {r['latency_us']['p50']:.0f} us vs echo {floor:.0f} + "
+                     f"server compute (copies + kernel) {compute:.0f} = {allowance:.0f} us: "
+                     f"{over:+.0%} (target <= +15%: {'MET' if over <= 0.15 else 'NOT met'})")
+summary = "\n".join(lines) + "\n"
+open(os.path.join(out, "summary.txt"), "w").write("\n".join(results["env"]) + "\n\n" + summary)
+print(summary, end="")
+EOF
