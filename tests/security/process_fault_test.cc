@@ -6,7 +6,10 @@
 //    call in flight at the kill ends with UNAVAILABLE (none hangs), the layers reload from the
 //    repository and compute correct results, and the tuning cache file in the state directory
 //    is intact and still serves its entries without measuring.
+//  - The same crash on a GPU server after tuning (skipped without the CUDA engine or a GPU):
+//    the restarted server lists the tuned choices from the file and re-tunes nothing.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -91,9 +94,11 @@ void WriteLayer(const std::string& root, const RepoLayer& layer) {
   }
 }
 
-std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> args) {
+std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> args,
+                                           const std::string& device = "cpu") {
   ServerProcessOptions options;
   options.binary = CONVSERVE_SERVER;
+  options.device = device;
   options.args = std::move(args);  // later flags win, so --state_dir here replaces the default
   options.startup_timeout = absl::Minutes(3);
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(options);
@@ -178,6 +183,86 @@ std::string ReadBytes(const std::string& path) {
   std::ostringstream bytes;
   bytes << in.rdbuf();
   return bytes.str();
+}
+
+// Sends `count` Forward calls on `layer` at once, SIGKILLs `server` as soon as the first is
+// answered, and checks that every call ends within a minute of the kill: computed correctly,
+// or UNAVAILABLE. Returns how many ended UNAVAILABLE (-1 on a failed check).
+int KillUnderLoad(ServerProcess& server, const RepoLayer& layer, int count,
+                  const std::vector<int64_t>& input_shape, std::mt19937& rng) {
+  Client client = MakeClient(server);
+  const DataType dtype = *DataTypeFromProto(layer.spec.dtype());
+  std::vector<NpyArray> inputs;
+  std::vector<v1::ForwardRequest> requests;
+  std::vector<v1::ForwardResponse> responses(count);
+  std::vector<absl::Status> statuses(count);
+  absl::Mutex mu;
+  struct Progress {
+    int answered = 0;
+    int count = 0;
+    bool Any() const { return answered >= 1; }
+    bool All() const { return answered == count; }
+  } progress{0, count};
+  for (int i = 0; i < count; ++i) {
+    inputs.push_back(RandomArray(dtype, input_shape, rng));
+    requests.push_back(MakeRequest(layer.spec.name(), inputs.back()));
+  }
+  for (int i = 0; i < count; ++i) {
+    // The deadline is far beyond the waits below: a call that never ends fails the test.
+    client.ForwardAsync(requests[i], &responses[i], absl::Minutes(10), [&, i](absl::Status s) {
+      absl::MutexLock lock(&mu);
+      statuses[i] = std::move(s);
+      ++progress.answered;
+    });
+  }
+  // The first answer proves the server took the calls; the rest are queued or computing.
+  {
+    absl::MutexLock lock(&mu);
+    if (!mu.AwaitWithTimeout(absl::Condition(&progress, &Progress::Any), absl::Minutes(5))) {
+      ADD_FAILURE() << "no answer in 5 minutes; log:\n" << server.Log();
+    }
+  }
+  if (!server.Signal(SIGKILL).ok()) {
+    ADD_FAILURE() << "cannot signal the server";
+    return -1;
+  }
+  absl::StatusOr<int> exit_code = server.Wait(absl::Minutes(1));
+  EXPECT_TRUE(exit_code.ok()) << exit_code.status();
+  if (exit_code.ok()) {
+    EXPECT_EQ(*exit_code, 128 + SIGKILL);
+  }
+  {
+    absl::MutexLock lock(&mu);
+    if (!mu.AwaitWithTimeout(absl::Condition(&progress, &Progress::All), absl::Minutes(1))) {
+      ADD_FAILURE() << progress.answered << " of " << count
+                    << " calls answered a minute after the kill";
+      return -1;
+    }
+  }
+  int unavailable = 0;
+  for (int i = 0; i < count; ++i) {
+    if (statuses[i].ok()) {
+      ExpectMatchesReference(layer, inputs[i], responses[i].output());
+    } else {
+      EXPECT_EQ(statuses[i].code(), absl::StatusCode::kUnavailable)
+          << "request " << i << ": " << statuses[i];
+      ++unavailable;
+    }
+  }
+  std::printf("at the kill: %d of %d calls answered, %d ended UNAVAILABLE\n", count - unavailable,
+              count, unavailable);
+  return unavailable;
+}
+
+// (batch bucket, config) of each tuned choice, sorted.
+[[maybe_unused]] std::vector<std::pair<int, std::string>> Choices(
+    const google::protobuf::RepeatedPtrField<v1::TunedChoice>& tuned) {
+  std::vector<std::pair<int, std::string>> choices;
+  for (const v1::TunedChoice& choice : tuned) {
+    choices.emplace_back(choice.batch_bucket(), choice.config());
+  }
+  std::sort(choices.begin(), choices.end());
+  return choices;
 }
 
 TEST(ProcessFaultTest, TruncatedWeightsFailOnlyThatLayer) {
@@ -283,61 +368,11 @@ TEST(ProcessFaultTest, SigkillUnderLoadThenRestartReloadsLayersAndKeepsTuningCac
     Client client = MakeClient(*first);
     ASSERT_EQ(LayerNames(client), (std::vector<std::string>{"alpha", "beta", "slow"}));
     ASSERT_TRUE(WaitLayerServing(client, "slow")) << first->Log();
-
-    // Traffic: kRequests on the slow layer, all sent at once.
-    constexpr int kRequests = 8;
-    std::vector<NpyArray> inputs;
-    std::vector<v1::ForwardRequest> requests;
-    std::vector<v1::ForwardResponse> responses(kRequests);
-    std::vector<absl::Status> statuses(kRequests);
-    absl::Mutex mu;
-    int answered = 0;
-    for (int i = 0; i < kRequests; ++i) {
-      inputs.push_back(RandomArray(DataType::kFloat32, {1, 64, 48, 48}, rng));
-      requests.push_back(MakeRequest("slow", inputs.back()));
-    }
-    for (int i = 0; i < kRequests; ++i) {
-      // The deadline is far beyond the waits below: a call that never ends fails this test.
-      client.ForwardAsync(requests[i], &responses[i], absl::Minutes(10), [&, i](absl::Status s) {
-        absl::MutexLock lock(&mu);
-        statuses[i] = std::move(s);
-        ++answered;
-      });
-    }
-    // The first answer proves the server took the calls; with one request per batch the rest
-    // are still queued or computing. Kill it then.
-    {
-      absl::MutexLock lock(&mu);
-      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
-                                          +[](int* n) { return *n >= 1; }, &answered),
-                                      absl::Minutes(5)))
-          << first->Log();
-    }
-    ASSERT_TRUE(first->Signal(SIGKILL).ok());
-    absl::StatusOr<int> exit_code = first->Wait(absl::Minutes(1));
-    ASSERT_TRUE(exit_code.ok()) << exit_code.status();
-    EXPECT_EQ(*exit_code, 128 + SIGKILL);
-    {
-      absl::MutexLock lock(&mu);
-      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
-                                          +[](int* n) { return *n == kRequests; }, &answered),
-                                      absl::Minutes(1)))
-          << answered << " of " << kRequests << " calls answered a minute after the kill";
-    }
-    int unavailable = 0;
-    for (int i = 0; i < kRequests; ++i) {
-      if (statuses[i].ok()) {
-        ExpectMatchesReference(slow, inputs[i], responses[i].output());
-      } else {
-        EXPECT_EQ(statuses[i].code(), absl::StatusCode::kUnavailable)
-            << "request " << i << ": " << statuses[i];
-        ++unavailable;
-      }
-    }
-    std::printf("at the kill: %d of %d calls answered, %d ended UNAVAILABLE\n",
-                kRequests - unavailable, kRequests, unavailable);
-    EXPECT_GE(unavailable, 1) << "no call was in flight at the kill";
   }
+  // One request per batch on the slow layer: after the first answer, the other seven are still
+  // queued or computing when the kill lands.
+  EXPECT_GE(KillUnderLoad(*first, slow, 8, {1, 64, 48, 48}, rng), 1)
+      << "no call was in flight at the kill";
 
   // Restart on the same state and repository: everything loads again and computes correctly.
   std::unique_ptr<ServerProcess> second = StartServer(args);
@@ -382,6 +417,70 @@ TEST(ProcessFaultTest, SigkillUnderLoadThenRestartReloadsLayersAndKeepsTuningCac
   EXPECT_TRUE(warnings.empty()) << warnings.front();
   second.reset();
   fs::remove_all(root);
+}
+
+TEST(ProcessFaultTest, GpuTuningCacheSurvivesSigkillAndIsReusedAfterRestart) {
+#ifndef CONVSERVE_SERVER_HAS_CUDA_ENGINE
+  GTEST_SKIP() << "convserve-server was built without the CUDA engine";
+#else
+  if (access("/dev/nvidiactl", F_OK) != 0) GTEST_SKIP() << "no GPU on this machine";
+  const std::string root = MakeTempDir("convserve-gpu-sigkill");
+  ASSERT_FALSE(root.empty());
+  const std::string repo = root + "/repo";
+  const std::string state = root + "/state";
+  std::mt19937 rng(23);
+  const RepoLayer layer = MakeLayer("gpu_fp16", v1::DATA_TYPE_FP16, 64, 64, 3, true, rng);
+  WriteLayer(repo, layer);
+  const std::vector<std::string> args = {"--model_repository=" + repo, "--state_dir=" + state};
+
+  std::unique_ptr<ServerProcess> first = StartServer(args, "cuda:0");
+  ASSERT_NE(first, nullptr);
+  v1::TuneRequest tune;
+  tune.set_layer(layer.spec.name());
+  tune.add_batch_sizes(1);
+  tune.add_batch_sizes(8);
+  tune.mutable_input_size()->set_h(28);
+  tune.mutable_input_size()->set_w(28);
+  std::vector<std::pair<int, std::string>> tuned;
+  {
+    Client client = MakeClient(*first);
+    absl::StatusOr<v1::TuneResponse> response = client.Tune(tune);
+    ASSERT_TRUE(response.ok()) << response.status() << first->Log();
+    tuned = Choices(response->tuned());
+    ASSERT_EQ(tuned.size(), 2u);
+  }
+  const std::string cache_path = state + "/tuning_cache.tsv";
+  const std::string cache_before = ReadBytes(cache_path);
+  const tuning_cache::FileContents contents = tuning_cache::ReadFile(cache_path);
+  EXPECT_TRUE(contents.warnings.empty()) << contents.warnings.front();
+  EXPECT_GE(contents.records.size(), 2u);
+
+  // A GPU answers fast, so calls may all finish before the kill lands; each must end one way
+  // or the other, and none may hang.
+  EXPECT_GE(KillUnderLoad(*first, layer, 64, {8, 64, 28, 28}, rng), 0);
+
+  std::unique_ptr<ServerProcess> second = StartServer(args, "cuda:0");
+  ASSERT_NE(second, nullptr);
+  Client client = MakeClient(*second);
+  ASSERT_TRUE(WaitLayerServing(client, layer.spec.name())) << second->Log();
+  // The restarted server knows the tuned choices from the file alone...
+  absl::StatusOr<v1::LayerInfo> info = client.GetLayer(layer.spec.name());
+  ASSERT_TRUE(info.ok()) << info.status();
+  const std::vector<std::pair<int, std::string>> listed = Choices(info->tuned());
+  for (const auto& choice : tuned) {
+    EXPECT_NE(std::find(listed.begin(), listed.end(), choice), listed.end())
+        << "batch " << choice.first << " " << choice.second << " not reloaded from " << cache_path;
+  }
+  // ...tuning again returns them without measuring (a measurement would rewrite the file)...
+  absl::StatusOr<v1::TuneResponse> again = client.Tune(tune);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(Choices(again->tuned()), tuned);
+  EXPECT_EQ(ReadBytes(cache_path), cache_before);
+  // ...and serves correct results with them.
+  ExpectServesCorrectly(client, layer, rng);
+  second.reset();
+  fs::remove_all(root);
+#endif
 }
 
 }  // namespace
