@@ -40,13 +40,13 @@ def main():
             r["shape"], r["n"], r["best_config"], r["best_us"], tf, legacy, x_legacy,
             "%.1f" % t if t else "-", "%.2f" % x_torch if t else "-"))
     print()
-    print("| N | geo-mean x cuDNN legacy | geo-mean x cuDNN torch |")
-    print("|---|---|---|")
+    print("| N | geo-mean x cuDNN legacy | geo-mean x cuDNN torch | worst x cuDNN torch |")
+    print("|---|---|---|---|")
     for n, rs in sorted(ratios.items()):
         gl = math.exp(sum(math.log(a) for a, _ in rs) / len(rs))
         tt = [b for _, b in rs if not math.isnan(b)]
         gt = math.exp(sum(math.log(b) for b in tt) / len(tt)) if tt else float("nan")
-        print("| %d | %.3f | %.3f |" % (n, gl, gt))
+        print("| %d | %.3f | %.3f | %.3f |" % (n, gl, gt, min(tt) if tt else float("nan")))
 
 
 if __name__ == "__main__":

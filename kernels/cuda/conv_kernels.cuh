@@ -237,6 +237,138 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     out[row.base + (channel + 1) * row.step] = FinishValue<T, kActivation>(p, channel + 1, v1);
 }
 
+// The epilogue for NHWC outputs without split-K (KernelParams::vector_store): a tile's threads
+// write their finished values (bias, activation, rounding) into a [kRows][kCols] staging tile in
+// shared memory, then copy it out row by row in 16-byte stores, so each warp store covers whole
+// 128-byte lines instead of 8 rows x 16 bytes. Rows are padded by 16 bytes: the fragment
+// writes of one warp (8 rows x 4 column pairs) then fall in distinct banks.
+template <typename T, int kRows, int kCols>
+struct StagedTile {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  static constexpr int kChunksPerRow = kCols / kVec;
+  static constexpr int kRowBytes = kCols * static_cast<int>(sizeof(T)) + 16;
+  static constexpr int kBytes = kRows * kRowBytes;
+  static_assert(kCols % kVec == 0, "whole 16-byte chunks per row");
+
+  // Columns c and c + 1 of row r (c even).
+  __device__ __forceinline__ static void Put(uint8_t* tile, int r, int c, T v0, T v1) {
+    T* dst = reinterpret_cast<T*>(tile + r * kRowBytes) + c;
+    dst[0] = v0;
+    dst[1] = v1;
+  }
+
+  // Copies the tile to the output: row r is output pixel m0 + r, column c is channel
+  // channel0 + c, which exists while n0 + c < group_k (group_k is a multiple of kVec).
+  __device__ __forceinline__ static void Store(const uint8_t* tile, const KernelParams& p, int m0,
+                                               int n0, int channel0, int thread, int threads) {
+    T* out = static_cast<T*>(p.output);
+    for (int i = thread; i < kRows * kChunksPerRow; i += threads) {
+      const int r = i / kChunksPerRow;
+      const int c = (i - r * kChunksPerRow) * kVec;
+      if (m0 + r >= p.gemm_m || n0 + c >= p.group_k) continue;
+      const uint4 v = *reinterpret_cast<const uint4*>(tile + r * kRowBytes + c * sizeof(T));
+      *reinterpret_cast<uint4*>(out + static_cast<int64_t>(m0 + r) * p.out_channels + channel0 +
+                                c) = v;
+    }
+  }
+};
+
+// ---- operand loaders -----------------------------------------------------------------------
+
+// The A operand (the implicit im2col of the NHWC input) as one thread loads it: column `vcol`
+// (kVec reduction elements, 16 bytes) of rows row0, row0 + kRowsPerPass, ... of the block's M
+// tile. Each row's output pixel is decoded once; the thread's (r, s, c) advances per k tile.
+// The 16-byte copies need C/groups to be a multiple of kVec, so that a vector never straddles
+// two filter taps; the element-gather kinds use only the decoded rows.
+template <typename T, int kRows, int kRowsPerPass>
+struct InputRows {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  int64_t image[kRows];  // element offset of the row's image and group
+  int ih[kRows];         // input origin of the row's output pixel
+  int iw[kRows];
+  int c, s, r;  // this thread's reduction position (filter tap r, s; channel c)
+
+  __device__ __forceinline__ void Init(const KernelParams& p, int m_first, int group, int k) {
+    const int pq_count = p.out_h * p.out_w;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int m = m_first + i * kRowsPerPass;
+      if (m < p.gemm_m) {
+        const int img = m / pq_count;
+        const int pq = m - img * pq_count;
+        const int op = pq / p.out_w;
+        const int oq = pq - op * p.out_w;
+        image[i] = static_cast<int64_t>(img) * p.height * p.width * p.channels +
+                   static_cast<int64_t>(group) * p.group_c;
+        ih[i] = op * p.stride_h - p.pad_h;
+        iw[i] = oq * p.stride_w - p.pad_w;
+      } else {
+        image[i] = 0;
+        ih[i] = -(1 << 29);  // never in range
+        iw[i] = 0;
+      }
+    }
+    c = k % p.group_c;
+    s = (k / p.group_c) % p.kernel_w;
+    r = k / p.group_c / p.kernel_w;
+  }
+
+  // Issues this thread's 16-byte copies of one k tile, row i to dst + i * row_stride (shared
+  // memory bytes); padding, rows past M and inactive tiles (past the last) are zero-filled.
+  __device__ __forceinline__ void Load(const KernelParams& p, const T* input, bool active,
+                                       uint32_t dst, int row_stride, int block_k) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int h = ih[i] + r * p.dil_h;
+      const int w = iw[i] + s * p.dil_w;
+      const bool ok = active && r < p.kernel_h &&
+                      static_cast<unsigned>(h) < static_cast<unsigned>(p.height) &&
+                      static_cast<unsigned>(w) < static_cast<unsigned>(p.width);
+      const T* src =
+          ok ? input + image[i] + (static_cast<int64_t>(h) * p.width + w) * p.channels + c : input;
+      CpAsync16(dst + i * row_stride, src, ok ? 16 : 0);
+    }
+    c += block_k;
+    while (c >= p.group_c) {
+      c -= p.group_c;
+      if (++s == p.kernel_w) {
+        s = 0;
+        ++r;
+      }
+    }
+  }
+};
+
+// The B operand as one thread loads it: 16-byte column of rows row0, row0 + kRowsPerPass, ...
+// of the block's N tile in the packed weight [groups][K/groups][k_pad].
+template <typename T, int kRows, int kRowsPerPass>
+struct WeightRows {
+  int64_t offset[kRows];
+  bool valid[kRows];
+  int k;  // this thread's reduction position
+
+  __device__ __forceinline__ void Init(const KernelParams& p, int n_first, int group, int k0) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int n = n_first + i * kRowsPerPass;
+      valid[i] = n < p.group_k;
+      offset[i] = (static_cast<int64_t>(group) * p.group_k + (valid[i] ? n : 0)) * p.k_pad;
+    }
+    k = k0;
+  }
+
+  __device__ __forceinline__ void Load(const KernelParams& p, const T* weight, bool active,
+                                       uint32_t dst, int row_stride, int block_k) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      // Inactive (past the last tile) or out of range: a zero-byte copy, no branch.
+      const bool ok = active && valid[i] && k < p.k_pad;
+      CpAsync16(dst + i * row_stride, weight + offset[i] + (ok ? k : 0), ok ? 16 : 0);
+    }
+    k += block_k;
+  }
+};
+
 // ---- implicit GEMM -------------------------------------------------------------------------
 
 template <typename T, int kBlockM, int kBlockN, int kBlockKBytes, int kWarpM, int kWarpN,
@@ -295,45 +427,11 @@ __global__ void __launch_bounds__(
   const int vcol = tid % Shape::kVecPerRow;
   const int row0 = tid / Shape::kVecPerRow;
 
-  // A rows: the output pixel each loaded row belongs to, as an input origin.
-  int64_t a_image[Shape::kARows];
-  int a_ih[Shape::kARows];
-  int a_iw[Shape::kARows];
-  const int pq_count = p.out_h * p.out_w;
-#pragma unroll
-  for (int i = 0; i < Shape::kARows; ++i) {
-    const int m = m_block + row0 + i * Shape::kRowsPerPass;
-    if (m < p.gemm_m) {
-      const int image = m / pq_count;
-      const int pq = m - image * pq_count;
-      const int op = pq / p.out_w;
-      const int oq = pq - op * p.out_w;
-      a_image[i] = static_cast<int64_t>(image) * p.height * p.width * p.channels +
-                   static_cast<int64_t>(group) * p.group_c;
-      a_ih[i] = op * p.stride_h - p.pad_h;
-      a_iw[i] = oq * p.stride_w - p.pad_w;
-    } else {
-      a_image[i] = 0;
-      a_ih[i] = -(1 << 29);  // never in range
-      a_iw[i] = 0;
-    }
-  }
-  // A's reduction position (r, s, c) for this thread's column; vector kind only.
-  int a_k = kt_begin * kBlockK + vcol * kVec;
-  int a_c = a_k % p.group_c;
-  int a_s = (a_k / p.group_c) % p.kernel_w;
-  int a_r = a_k / p.group_c / p.kernel_w;
-
-  // B rows: packed weight rows (output channels of this group).
-  int64_t b_offset[Shape::kBRows];
-  bool b_valid[Shape::kBRows];
-#pragma unroll
-  for (int i = 0; i < Shape::kBRows; ++i) {
-    const int n = n_block + row0 + i * Shape::kRowsPerPass;
-    b_valid[i] = n < p.group_k;
-    b_offset[i] = (static_cast<int64_t>(group) * p.group_k + (b_valid[i] ? n : 0)) * p.k_pad;
-  }
-  int b_k = kt_begin * kBlockK + vcol * kVec;
+  InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
+  a_rows.Init(p, m_block + row0, group, kt_begin * kBlockK + vcol * kVec);
+  WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
+  b_rows.Init(p, n_block + row0, group, kt_begin * kBlockK + vcol * kVec);
+  int a_k = kt_begin * kBlockK + vcol * kVec;  // element gather's reduction position
 
   const uint32_t smem_base = SmemAddress(smem);
 
@@ -341,26 +439,7 @@ __global__ void __launch_bounds__(
     const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + row0 * kRowBytes + vcol * 16;
     const uint32_t b_dst = a_dst + kBlockM * kRowBytes;
     if constexpr (!Shape::kGather) {
-#pragma unroll
-      for (int i = 0; i < Shape::kARows; ++i) {
-        const int ih = a_ih[i] + a_r * p.dil_h;
-        const int iw = a_iw[i] + a_s * p.dil_w;
-        const bool ok = active && a_r < p.kernel_h &&
-                        static_cast<unsigned>(ih) < static_cast<unsigned>(p.height) &&
-                        static_cast<unsigned>(iw) < static_cast<unsigned>(p.width);
-        const T* src =
-            ok ? input + a_image[i] + (static_cast<int64_t>(ih) * p.width + iw) * p.channels + a_c
-               : input;
-        CpAsync16(a_dst + i * Shape::kRowsPerPass * kRowBytes, src, ok ? 16 : 0);
-      }
-      a_c += kBlockK;
-      while (a_c >= p.group_c) {
-        a_c -= p.group_c;
-        if (++a_s == p.kernel_w) {
-          a_s = 0;
-          ++a_r;
-        }
-      }
+      a_rows.Load(p, input, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
     } else if (active) {
       // Element gather: decode each of this thread's kVec reduction indices once, then read
       // every row's element with a bounds check. Plain loads, stored to shared memory.
@@ -385,13 +464,13 @@ __global__ void __launch_bounds__(
       }
 #pragma unroll
       for (int i = 0; i < Shape::kARows; ++i) {
-        const T* base =
-            input + a_image[i] + (static_cast<int64_t>(a_ih[i]) * p.width + a_iw[i]) * p.channels;
+        const T* base = input + a_rows.image[i] +
+                        (static_cast<int64_t>(a_rows.ih[i]) * p.width + a_rows.iw[i]) * p.channels;
         alignas(16) T vals[kVec];
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
-          const int ih = a_ih[i] + tap_h[j];
-          const int iw = a_iw[i] + tap_w[j];
+          const int ih = a_rows.ih[i] + tap_h[j];
+          const int iw = a_rows.iw[i] + tap_w[j];
           const bool ok = static_cast<unsigned>(ih) < static_cast<unsigned>(p.height) &&
                           static_cast<unsigned>(iw) < static_cast<unsigned>(p.width);
           vals[j] = ok ? base[tap_off[j]] : FromFloat<T>(0.f);
@@ -403,14 +482,7 @@ __global__ void __launch_bounds__(
       }
     }
     a_k += kBlockK;
-#pragma unroll
-    for (int i = 0; i < Shape::kBRows; ++i) {
-      // Inactive (past the last tile) or out of range: a zero-byte copy, no branch.
-      const bool ok = active && b_valid[i] && b_k < p.k_pad;
-      CpAsync16(b_dst + i * Shape::kRowsPerPass * kRowBytes, weight + b_offset[i] + (ok ? b_k : 0),
-                ok ? 16 : 0);
-    }
-    b_k += kBlockK;
+    b_rows.Load(p, weight, active, b_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
   };
 
   const int warp = tid / 32;
@@ -507,8 +579,35 @@ __global__ void __launch_bounds__(
   }
   CpAsyncWait<0>();
 
-  // Epilogue straight from registers; split-K slices store raw sums (the reduction finishes).
   const int channel0 = group * p.group_k;
+  // Staged epilogue where the block's tile fits in the pipeline's shared memory.
+  using Staged = StagedTile<T, kBlockM, kBlockN>;
+  if constexpr (!Shape::kSimt && Staged::kBytes <= Shape::kSmemBytes) {
+    if (p.vector_store) {
+      __syncthreads();  // every warp is done reading the last stage
+      DispatchActivation(p.activation, [&](auto tag) {
+        constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+        for (int mi = 0; mi < kMi; ++mi)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int r = warp_m * kWarpM + mi * 16 + lane / 4 + half * 8;
+#pragma unroll
+            for (int ni = 0; ni < kNi; ++ni) {
+              const int c = warp_n * kWarpN + ni * 8 + 2 * (lane % 4);
+              if (n_block + c >= p.group_k) continue;
+              const int channel = channel0 + n_block + c;
+              Staged::Put(smem, r, c, FinishValue<T, kAct>(p, channel, acc[mi][ni][half * 2]),
+                          FinishValue<T, kAct>(p, channel + 1, acc[mi][ni][half * 2 + 1]));
+            }
+          }
+      });
+      __syncthreads();
+      Staged::Store(smem, p, m_block, n_block, channel0 + n_block, tid, Shape::kThreads);
+      return;
+    }
+  }
+  // Epilogue straight from registers; split-K slices store raw sums (the reduction finishes).
   DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
     constexpr int kAct = decltype(tag)::value;
     if constexpr (!Shape::kSimt) {

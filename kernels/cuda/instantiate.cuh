@@ -6,6 +6,8 @@
 
 #include "kernels/cuda/conv_kernels.cuh"
 #include "kernels/cuda/kernel_registry.h"
+#include "kernels/cuda/wgmma_kernel.cuh"
+#include "kernels/cuda/wgmma_ws_kernel.cuh"
 
 namespace convserve {
 namespace cuda {
@@ -19,6 +21,28 @@ cudaError_t LaunchGemm(const KernelParams& p, cudaStream_t stream) {
   const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
                   p.groups * p.split_k);
   ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>
+      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+  return cudaPeekAtLastError();
+}
+
+template <typename T, int kIndex>
+cudaError_t LaunchWgmma(const KernelParams& p, cudaStream_t stream) {
+  constexpr TileConfig c = kConfigTable[kIndex];
+  using Shape = WgmmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
+                  p.groups * p.split_k);
+  ConvWgmmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>
+      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+  return cudaPeekAtLastError();
+}
+
+template <typename T, int kIndex>
+cudaError_t LaunchWgmmaWs(const KernelParams& p, cudaStream_t stream) {
+  constexpr TileConfig c = kConfigTable[kIndex];
+  using Shape = WgmmaWsShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
+                  p.groups * p.split_k);
+  ConvWgmmaWsKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>
       <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
   return cudaPeekAtLastError();
 }
@@ -41,6 +65,24 @@ KernelHandle MakeHandle() {
     h.threads = c.block_m;
     h.smem_bytes = 0;
     h.launch = &LaunchDepthwise<T, kIndex>;
+  } else if constexpr (c.kind == KernelKind::kWgmma) {
+    static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
+    {
+      using Shape = WgmmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+      h.func = reinterpret_cast<const void*>(
+          &ConvWgmmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
+      h.threads = Shape::kThreads;
+      h.smem_bytes = Shape::kSmemBytes;
+      h.launch = &LaunchWgmma<T, kIndex>;
+    }
+  } else if constexpr (c.kind == KernelKind::kWgmmaWs) {
+    static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
+    using Shape = WgmmaWsShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+    h.func = reinterpret_cast<const void*>(
+        &ConvWgmmaWsKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
+    h.threads = Shape::kThreads;
+    h.smem_bytes = Shape::kSmemBytes;
+    h.launch = &LaunchWgmmaWs<T, kIndex>;
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {
     // Exact fp32 only.
   } else if constexpr (std::is_same_v<T, float> && c.kind != KernelKind::kSimt &&
@@ -58,6 +100,13 @@ KernelHandle MakeHandle() {
     h.launch = &LaunchGemm<T, kIndex>;
   }
   return h;
+}
+
+// True when every listed row is of `kind`: guards the hand-written row lists of the
+// instantiation files against table edits.
+template <KernelKind kKind, int... kIndices>
+constexpr bool AllOfKind() {
+  return ((kConfigTable[kIndices].kind == kKind) && ...);
 }
 
 template <typename T, int... kIndices>

@@ -30,6 +30,9 @@ struct KernelParams {
   int k_tiles_per_split = 0;
   int activation = 0;  // convserve::Activation
   int output_nchw = 0;
+  // NHWC output, no split-K, channel counts and the output pointer 16-byte aligned: the GEMM
+  // kinds stage their tile in shared memory and store 16-byte vectors (StagedTile).
+  int vector_store = 0;
   int depth_multiplier = 1;  // depthwise: K / C
 };
 

@@ -31,6 +31,11 @@ void FillKernelsBf16A(KernelTable& table);
 void FillKernelsBf16B(KernelTable& table);
 void FillKernelsFp32A(KernelTable& table);
 void FillKernelsFp32B(KernelTable& table);
+// The kWgmma rows; built only when the build targets sm_90 (CONVSERVE_HAVE_WGMMA), as sm_90a
+// code that runs on compute capability 9.0 devices alone.
+void FillKernelsWgmmaFp16(KernelTable& table);
+void FillKernelsWgmmaBf16(KernelTable& table);
+void FillKernelsWgmmaFp32(KernelTable& table);
 
 }  // namespace cuda
 }  // namespace convserve

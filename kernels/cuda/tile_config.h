@@ -21,6 +21,13 @@ enum class KernelKind : uint8_t {
   kSimt,
   // Direct depthwise convolution (groups == C), memory-bound, one output per thread.
   kDepthwise,
+  // Hopper only (sm_90a): the kTensorOp GEMM on warpgroup MMA (wgmma) from 128-byte-swizzled
+  // shared memory. warp_m x warp_n is one warpgroup's tile (warp_m = 64); block_k must be 64.
+  // Same vector-width condition as kTensorOp.
+  kWgmma,
+  // kWgmma with warp specialisation: one producer warpgroup copies, the others multiply,
+  // synchronised by mbarriers instead of block-wide barriers.
+  kWgmmaWs,
 };
 
 // One row of the table. block_k counts 16-bit elements: fp32 kernels move the same bytes per
@@ -30,13 +37,16 @@ struct TileConfig {
   int block_m;  // output pixels per block (threads per block for kDepthwise)
   int block_n;  // output channels per block
   int block_k;  // reduction slice per pipeline stage, in 16-bit elements
-  int warp_m;
+  int warp_m;   // a warp's tile (a warpgroup's for kWgmma)
   int warp_n;
   int stages;   // cp.async pipeline depth
   int split_k;  // > 1: the reduction is cut into this many slices, summed by a second kernel
 
   constexpr int warps() const {
-    return kind == KernelKind::kDepthwise ? block_m / 32 : (block_m / warp_m) * (block_n / warp_n);
+    if (kind == KernelKind::kDepthwise) return block_m / 32;
+    const int tiles = (block_m / warp_m) * (block_n / warp_n);
+    if (kind == KernelKind::kWgmmaWs) return 4 * tiles + 4;  // + the producer warpgroup
+    return kind == KernelKind::kWgmma ? 4 * tiles : tiles;
   }
   constexpr int threads() const { return warps() * 32; }
 };
@@ -70,15 +80,30 @@ inline constexpr TileConfig kConfigTable[] = {
     // Depthwise, direct.
     {KernelKind::kDepthwise,    128,   1,   1,  1,  1, 1, 1},
     {KernelKind::kDepthwise,    256,   1,   1,  1,  1, 1, 1},
+    // Hopper warpgroup MMA: one warpgroup per 64 x warp_n tile.
+    {KernelKind::kWgmma,         64,  64,  64, 64,  64, 6, 1},
+    {KernelKind::kWgmma,         64, 128,  64, 64, 128, 5, 1},
+    {KernelKind::kWgmma,        128,  64,  64, 64,  64, 5, 1},
+    {KernelKind::kWgmma,        128, 128,  64, 64, 128, 4, 1},
+    {KernelKind::kWgmma,        128, 128,  64, 64, 128, 3, 1},
+    {KernelKind::kWgmma,        128, 256,  64, 64, 256, 4, 1},
+    {KernelKind::kWgmma,         64, 128,  64, 64, 128, 5, 4},
+    {KernelKind::kWgmma,         64,  64,  64, 64,  64, 6, 8},
+    {KernelKind::kWgmma,        128, 128,  64, 64, 128, 4, 2},
+    // Hopper, warp-specialised.
+    {KernelKind::kWgmmaWs,      128, 128,  64, 64, 128, 4, 1},
+    {KernelKind::kWgmmaWs,      128, 128,  64, 64, 128, 6, 1},
+    {KernelKind::kWgmmaWs,      128,  64,  64, 64,  64, 6, 1},
 };
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-3";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-4";
 
-// "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt"; "b256_dw" for depthwise.
+// "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_ws"; "b256_dw"
+// for depthwise.
 std::string ConfigName(const TileConfig& config);
 
 }  // namespace cuda

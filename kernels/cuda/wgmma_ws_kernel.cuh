@@ -1,0 +1,212 @@
+// The warp-specialised Hopper kind (KernelKind::kWgmmaWs): ConvWgmmaKernel's operands,
+// swizzle and wgmma, with the copies and the multiplies on different warpgroups so that
+// neither waits for the other at a block-wide barrier. Warpgroup 0 produces: it gathers A and
+// B tiles into the stage ring with cp.async and, once a tile's copies have landed, fences them
+// to the async proxy and arrives on the stage's "full" mbarrier. The other warpgroups consume:
+// each waits for "full", runs its wgmma batch, and once that batch is retired (wgmma.wait_group
+// leaves only the next one in flight) arrives on the stage's "empty" mbarrier, which the
+// producer waits for before reusing the stage.
+#pragma once
+
+#include <type_traits>
+
+#include "kernels/cuda/wgmma_kernel.cuh"
+
+namespace convserve {
+namespace cuda {
+
+template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
+struct WgmmaWsShape : WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages> {
+  using Base = WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages>;
+  static constexpr int kConsumerThreads = Base::kWgsM * Base::kWgsN * 128;
+  static constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
+  // The producer's 128 threads copy every row: 16 rows per pass of 8 16-byte chunks.
+  static constexpr int kRowsPerPass = 128 / (Base::kRowBytes / 16);
+  static constexpr int kARows = kBlockM / kRowsPerPass;
+  static constexpr int kBRows = kBlockN / kRowsPerPass;
+  // Tiles a producer thread keeps in flight before it publishes the oldest. At most
+  // kStages - 2: the producer waits for the release of tile i - kStages before copying tile i,
+  // and the consumers release it only after they received tile i - kStages + 1.
+  static constexpr int kLag = kStages - 2 < 3 ? kStages - 2 : 3;
+  // Stage ring, then 2 mbarriers (full, empty) per stage.
+  static constexpr int kBarrierOffset = kStages * Base::kStageBytes;
+  static constexpr int kSmemBytes = kBarrierOffset + kStages * 16 + 1024;
+  static_assert(kStages >= 3, "a stage being released, one being read, one being filled");
+};
+
+__device__ __forceinline__ void MbarrierInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarrierArrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar)
+               : "memory");
+}
+// Waits until the phase of parity `parity` of the barrier has completed.
+__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
+__global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStages>::kThreads), 1)
+    ConvWgmmaWsKernel(const __grid_constant__ KernelParams p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Shape = WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStages>;
+  constexpr int kBlockK = Shape::kBlockK;
+  constexpr int kRowBytes = Shape::kRowBytes;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  const uint32_t smem_base = (SmemAddress(smem_raw) + 1023u) & ~1023u;
+  const uint32_t full_bar = smem_base + Shape::kBarrierOffset;  // + 8 * stage
+  const uint32_t empty_bar = full_bar + kStages * 8;
+
+  const int tid = threadIdx.x;
+  const int m_block = blockIdx.x * kBlockM;
+  const int n_block = blockIdx.y * kBlockN;
+  const int group = blockIdx.z / p.split_k;
+  const int split = blockIdx.z - group * p.split_k;
+  const int total_k_tiles = (p.k_pad + kBlockK - 1) / kBlockK;
+  const int kt_begin = split * p.k_tiles_per_split;
+  const int tiles = max(0, min(total_k_tiles, kt_begin + p.k_tiles_per_split) - kt_begin);
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      MbarrierInit(full_bar + 8 * s, 128);
+      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads);
+    }
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // Producer warpgroup.
+    const int vcol = tid % (kRowBytes / 16);
+    const int row0 = tid / (kRowBytes / 16);
+    const uint32_t chunk_offset = row0 * kRowBytes + ((vcol ^ (row0 % 8)) * 16);
+    InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
+    a_rows.Init(p, m_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
+    WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
+    b_rows.Init(p, n_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
+    const T* input = static_cast<const T*>(p.input);
+    const T* weight = static_cast<const T*>(p.weight);
+    constexpr int kPass = Shape::kRowsPerPass * kRowBytes;
+    // Publishes tile i: its copies have landed (the caller waited), so round fp32 to TF32,
+    // fence to the async proxy and arrive.
+    auto publish = [&](int i) {
+      const int stage = i % kStages;
+      if constexpr (std::is_same_v<T, float>) {
+        const uint32_t mine = smem_base + stage * Shape::kStageBytes + chunk_offset;
+        RoundChunksToTf32<Shape::kARows>(mine, kPass);
+        RoundChunksToTf32<Shape::kBRows>(mine + kBlockM * kRowBytes, kPass);
+      }
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      MbarrierArrive(full_bar + 8 * stage);
+    };
+#pragma unroll 1
+    for (int i = 0; i < tiles; ++i) {
+      const int stage = i % kStages;
+      if (i >= kStages) MbarrierWait(empty_bar + 8 * stage, ((i / kStages) - 1) & 1);
+      const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + chunk_offset;
+      a_rows.Load(p, input, true, a_dst, kPass, kBlockK);
+      b_rows.Load(p, weight, true, a_dst + kBlockM * kRowBytes, kPass, kBlockK);
+      CpAsyncCommit();
+      if (i >= Shape::kLag) {
+        CpAsyncWait<Shape::kLag>();
+        publish(i - Shape::kLag);
+      }
+    }
+    CpAsyncWait<0>();
+#pragma unroll 1
+    for (int i = max(0, tiles - Shape::kLag); i < tiles; ++i) publish(i);
+    return;
+  }
+
+  // Consumer warpgroups.
+  const int ctid = tid - 128;
+  const int warpgroup = ctid / 128;
+  const int wg_m = warpgroup % Shape::kWgsM;
+  const int wg_n = warpgroup / Shape::kWgsM;
+  float acc[Shape::kAccumulators];
+#pragma unroll
+  for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
+
+#pragma unroll 1
+  for (int i = 0; i < tiles; ++i) {
+    const int stage = i % kStages;
+    MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
+    const uint32_t stage_base = smem_base + stage * Shape::kStageBytes;
+    const uint32_t a_tile = stage_base + wg_m * Shape::kWgM * kRowBytes;
+    const uint32_t b_tile = stage_base + kBlockM * kRowBytes + wg_n * kWgN * kRowBytes;
+    FenceAccumulators(acc);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
+      Wgmma<T, kWgN>::Run(acc, Sw128KMajorDescriptor(a_tile + ks * 32),
+                          Sw128KMajorDescriptor(b_tile + ks * 32));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    FenceAccumulators(acc);
+    // The batch of tile i - 1 is retired: its stage may be refilled.
+    if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  FenceAccumulators(acc);
+
+  const int warp = (ctid % 128) / 32;
+  const int lane = tid % 32;
+  const int channel0 = group * p.group_k;
+  if (p.vector_store) {
+    using Staged = StagedTile<T, Shape::kWgM, kWgN>;
+    static_assert(Staged::kBytes * Shape::kWgsM * Shape::kWgsN <= kStages * Shape::kStageBytes,
+                  "the staged tiles must fit in the pipeline buffers");
+    uint8_t* tile = smem_raw + (smem_base - SmemAddress(smem_raw)) + warpgroup * Staged::kBytes;
+    const int n0 = n_block + wg_n * kWgN;
+    // Every consumer's wgmma is done reading the ring (the producer wrote its last tile before
+    // the last "full" arrival, which every consumer has passed).
+    asm volatile("bar.sync 1, %0;\n" ::"n"(Shape::kConsumerThreads) : "memory");
+    DispatchActivation(p.activation, [&](auto tag) {
+      constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp * 16 + lane / 4 + half * 8;
+#pragma unroll
+        for (int j = 0; j < kWgN / 8; ++j) {
+          const int c = j * 8 + 2 * (lane % 4);
+          if (n0 + c >= p.group_k) continue;
+          const int channel = channel0 + n0 + c;
+          Staged::Put(tile, r, c, FinishValue<T, kAct>(p, channel, acc[4 * j + 2 * half]),
+                      FinishValue<T, kAct>(p, channel + 1, acc[4 * j + 2 * half + 1]));
+        }
+      }
+    });
+    asm volatile("bar.sync %0, 128;\n" ::"r"(2 + warpgroup) : "memory");
+    Staged::Store(tile, p, m_block + wg_m * Shape::kWgM, n0, channel0 + n0, ctid % 128, 128);
+    return;
+  }
+  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+    constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int m = m_block + wg_m * Shape::kWgM + warp * 16 + lane / 4 + half * 8;
+      const OutputRow row = MakeOutputRow(p, m, split);
+      if (!row.valid) continue;
+#pragma unroll
+      for (int j = 0; j < kWgN / 8; ++j) {
+        const int n = n_block + wg_n * kWgN + j * 8 + 2 * (lane % 4);
+        if (n >= p.group_k) continue;
+        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
+                           n + 1 < p.group_k);
+      }
+    }
+  });
+#endif
+}
+
+}  // namespace cuda
+}  // namespace convserve
