@@ -29,33 +29,29 @@ Batcher::~Batcher() {
 
 absl::Status Batcher::Enqueue(InferenceRequest& request) {
   const int64_t bytes = static_cast<int64_t>(request.input.size());
-  int64_t depth = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    if (draining_) {
-      return absl::UnavailableError(
-          absl::StrCat("layer '", layer_->name, "' is being replaced or unloaded"));
-    }
-    const BatchingConfig& config = layer_->batching;
-    if (queued_requests_ + 1 > config.max_queue_requests) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("layer '", layer_->name, "' queue is full (", queued_requests_,
-                       " requests queued, bound ", config.max_queue_requests, "); retry later"));
-    }
-    if (queued_bytes_ + bytes > config.max_queue_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "layer '", layer_->name, "' queue is full (", queued_bytes_, " input bytes queued + ",
-          bytes, " over the bound ", config.max_queue_bytes, "); retry later"));
-    }
-    const ShapeKey key{request.shape[2], request.shape[3], request.input_layout,
-                       request.output_layout};
-    queues_[key].requests.push_back(std::move(request));
-    ++queued_requests_;
-    queued_bytes_ += bytes;
-    depth = queued_requests_;
-    wake_.Signal();
+  absl::MutexLock lock(&mu_);
+  if (draining_) {
+    return absl::UnavailableError(
+        absl::StrCat("layer '", layer_->name, "' is being replaced or unloaded"));
   }
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
+  const BatchingConfig& config = layer_->batching;
+  if (queued_requests_ + 1 > config.max_queue_requests) {
+    return absl::ResourceExhaustedError(absl::StrCat("layer '", layer_->name, "' queue is full (",
+                                                     queued_requests_, " requests queued, bound ",
+                                                     config.max_queue_requests, "); retry later"));
+  }
+  if (queued_bytes_ + bytes > config.max_queue_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "layer '", layer_->name, "' queue is full (", queued_bytes_, " input bytes queued + ",
+        bytes, " over the bound ", config.max_queue_bytes, "); retry later"));
+  }
+  const ShapeKey key{request.shape[2], request.shape[3], request.input_layout,
+                     request.output_layout};
+  queues_[key].requests.push_back(std::move(request));
+  ++queued_requests_;
+  queued_bytes_ += bytes;
+  PublishDepthLocked();
+  wake_.Signal();
   return absl::OkStatus();
 }
 
@@ -73,6 +69,11 @@ bool Batcher::drained() const {
 int64_t Batcher::queued_requests() const {
   absl::MutexLock lock(&mu_);
   return queued_requests_;
+}
+
+void Batcher::PublishDepthLocked() {
+  // The gauge is a relaxed atomic store: cheap enough to hold mu_ for.
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, queued_requests_);
 }
 
 void Batcher::SweepLocked(absl::Time now,
@@ -179,11 +180,10 @@ void Batcher::SchedulerLoop() {
     absl::Time now = absl::Now();
     SweepLocked(now, ended);
     if (!ended.empty()) {
-      const int64_t depth = queued_requests_;
+      PublishDepthLocked();
       mu_.Unlock();
       for (auto& [request, status] : ended) AnswerRequest(request, status, metrics_);
       ended.clear();
-      if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
       mu_.Lock();
       continue;
     }
@@ -212,9 +212,8 @@ void Batcher::SchedulerLoop() {
       continue;
     }
     Batch batch = TakeBatchLocked(chosen, now);
-    const int64_t depth = queued_requests_;
+    PublishDepthLocked();
     mu_.Unlock();
-    if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, depth);
     executor->Execute(std::move(batch));
     mu_.Lock();
   }

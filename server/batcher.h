@@ -65,6 +65,11 @@ class Batcher {
   Executor* AcquireExecutor(absl::Duration timeout);
   Batch TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the queue-depth gauge to queued_requests_. Called under mu_ after every change so the
+  // gauge sees the changes in the order they happened: set after unlocking, a thread preempted
+  // in between would overwrite a newer depth with its stale one, and the gauge would stay wrong
+  // until the queue next changed (with a long batching delay, for that whole delay).
+  void PublishDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const LoadedLayer> layer_;
   const std::vector<Executor*> executors_;

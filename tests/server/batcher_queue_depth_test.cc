@@ -1,0 +1,159 @@
+// The queue-depth gauge under concurrent submits: once the submitters stop, the exported
+// convserve_queue_depth of a layer equals what its batcher holds. The batcher used to set the
+// gauge after unlocking its queue, so a submitter preempted in between could overwrite a newer
+// depth with its stale one, and the gauge stayed wrong until the queue next changed (a whole
+// batching delay; server_shutdown_test waited for a depth that never showed).
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "server/cpu_executor.h"
+#include "server/metrics/metrics.h"
+#include "server/serving_core_impl.h"
+#include "tests/server/test_util.h"
+
+namespace convserve {
+namespace {
+
+using ::convserve::testing::LoadRequestFor;
+using ::convserve::testing::RandomTensor;
+using ::convserve::testing::SmallSpec;
+using ::convserve::testing::TestServerOptions;
+
+constexpr int kChannels = 8;
+constexpr int kSize = 5;
+
+// The real metrics, with a random pause of up to half a millisecond before each queue-depth
+// update: a stand-in for the submitter being preempted there, which on an idle machine is rare.
+class PreemptedDepthMetrics : public Metrics {
+ public:
+  explicit PreemptedDepthMetrics(std::unique_ptr<Metrics> real) : real_(std::move(real)) {}
+
+  void SetQueueDepth(std::string_view layer, int64_t requests) override {
+    thread_local std::minstd_rand random(std::hash<std::thread::id>()(std::this_thread::get_id()));
+    absl::SleepFor(absl::Microseconds(random() % 500));
+    real_->SetQueueDepth(layer, requests);
+  }
+
+  void RequestFinished(std::string_view layer, Api api, absl::StatusCode code, double total_seconds,
+                       double queue_seconds) override {
+    real_->RequestFinished(layer, api, code, total_seconds, queue_seconds);
+  }
+  void Rejected(std::string_view layer, RejectReason reason) override {
+    real_->Rejected(layer, reason);
+  }
+  void Expired(std::string_view layer) override { real_->Expired(layer); }
+  void Cancelled(std::string_view layer) override { real_->Cancelled(layer); }
+  void BatchExecuted(std::string_view layer, std::string_view device,
+                     std::string_view kernel_config, int batch_size, double compute_seconds,
+                     double kernel_seconds) override {
+    real_->BatchExecuted(layer, device, kernel_config, batch_size, compute_seconds, kernel_seconds);
+  }
+  void SetLayerResidentBytes(std::string_view layer, std::string_view device,
+                             int64_t bytes) override {
+    real_->SetLayerResidentBytes(layer, device, bytes);
+  }
+  void SetDeviceMemory(std::string_view device, int64_t used_bytes, int64_t total_bytes) override {
+    real_->SetDeviceMemory(device, used_bytes, total_bytes);
+  }
+  void SetTunerCounters(std::string_view device, int64_t runs, int64_t cache_hits,
+                        int64_t cache_misses, double seconds) override {
+    real_->SetTunerCounters(device, runs, cache_hits, cache_misses, seconds);
+  }
+  void SetOccupancy(std::string_view device, std::string_view kernel_config, double theoretical,
+                    double achieved) override {
+    real_->SetOccupancy(device, kernel_config, theoretical, achieved);
+  }
+  void SetOccupancySamplerEnabled(std::string_view device, bool enabled) override {
+    real_->SetOccupancySamplerEnabled(device, enabled);
+  }
+  std::string Scrape() const override { return real_->Scrape(); }
+
+ private:
+  const std::unique_ptr<Metrics> real_;
+};
+
+// The value of convserve_queue_depth{layer="`layer`"} in `text`, or "absent".
+std::string QueueDepthIn(const std::string& text, const std::string& layer) {
+  const std::string key = absl::StrCat("convserve_queue_depth{layer=\"", layer, "\"} ");
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return "absent";
+  const size_t begin = at + key.size();
+  return text.substr(begin, text.find('\n', begin) - begin);
+}
+
+TEST(BatcherQueueDepthTest, GaugeMatchesTheQueueAfterConcurrentSubmits) {
+  absl::StatusOr<std::unique_ptr<Metrics>> real = Metrics::Create("");
+  ASSERT_TRUE(real.ok()) << real.status();
+  PreemptedDepthMetrics metrics(*std::move(real));
+  std::vector<std::unique_ptr<Executor>> executors;
+  executors.push_back(std::make_unique<CpuExecutor>(0, 1, &metrics));
+  ServingCoreImpl core(TestServerOptions(), std::move(executors), &metrics);
+
+  // Each round: a fresh layer whose batcher holds everything (the batch never fills and the
+  // delay is the longest allowed), threads that submit at once, then the gauge is compared
+  // with the queue.
+  constexpr int kRounds = 10;
+  constexpr int kThreads = 8;
+  constexpr int kEach = 8;
+  constexpr int kQueued = kThreads * kEach;
+  const std::string input = RandomTensor(kChannels * kSize * kSize, DataType::kFloat32, 1);
+  std::atomic<int> answered{0};
+  std::atomic<int> answered_ok{0};
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string layer = absl::StrCat("depth", round);
+    v1::LayerSpec spec = SmallSpec(layer, kChannels);
+    spec.mutable_batching()->set_max_batch_size(4096);
+    spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+    ASSERT_TRUE(core.LoadLayer(LoadRequestFor(spec, round)).ok());
+
+    absl::Notification start;
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < kThreads; ++t) {
+      submitters.emplace_back([&] {
+        start.WaitForNotification();
+        for (int i = 0; i < kEach; ++i) {
+          InferenceRequest request;
+          request.layer = layer;
+          request.shape[0] = 1;
+          request.shape[1] = kChannels;
+          request.shape[2] = kSize;
+          request.shape[3] = kSize;
+          request.input = input;
+          request.deadline = absl::Now() + absl::Minutes(5);
+          request.done = [&answered, &answered_ok](absl::StatusOr<InferenceResult> result) {
+            if (result.ok()) ++answered_ok;
+            ++answered;
+          };
+          core.Submit(std::move(request));
+        }
+      });
+    }
+    start.Notify();
+    for (std::thread& t : submitters) t.join();
+
+    std::optional<LayerSnapshot> snapshot = core.FindLayer(layer);
+    ASSERT_TRUE(snapshot.has_value());
+    ASSERT_EQ(snapshot->queued_requests, kQueued) << "round " << round;
+    ASSERT_EQ(QueueDepthIn(metrics.Scrape(), layer), absl::StrCat(kQueued))
+        << "round " << round << ": the gauge lags the queue";
+    // Unloading drains the layer: its requests run now and the gauge returns to 0.
+    ASSERT_TRUE(core.UnloadLayer(layer).ok());
+  }
+  core.Shutdown();
+  EXPECT_EQ(answered.load(), kRounds * kQueued);
+  EXPECT_EQ(answered_ok.load(), kRounds * kQueued);
+}
+
+}  // namespace
+}  // namespace convserve
