@@ -273,6 +273,25 @@ struct StagedTile {
   }
 };
 
+// Where a GEMM block works: grid = (M tiles, N tiles, groups x split-K slices); its k tiles
+// are [kt_begin, kt_end) of the slice.
+struct GemmBlock {
+  int m_block, n_block, group, split, kt_begin, kt_end;
+
+  __device__ __forceinline__ static GemmBlock Locate(const KernelParams& p, int block_m,
+                                                     int block_n, int block_k) {
+    GemmBlock b;
+    b.m_block = blockIdx.x * block_m;
+    b.n_block = blockIdx.y * block_n;
+    b.group = blockIdx.z / p.split_k;
+    b.split = blockIdx.z - b.group * p.split_k;
+    const int total_k_tiles = (p.k_pad + block_k - 1) / block_k;
+    b.kt_begin = b.split * p.k_tiles_per_split;
+    b.kt_end = min(total_k_tiles, b.kt_begin + p.k_tiles_per_split);
+    return b;
+  }
+};
+
 // ---- operand loaders -----------------------------------------------------------------------
 
 // The A operand (the implicit im2col of the NHWC input) as one thread loads it: column `vcol`
@@ -412,13 +431,11 @@ __global__ void __launch_bounds__(
   extern __shared__ __align__(128) uint8_t smem[];
 
   const int tid = threadIdx.x;
-  const int m_block = blockIdx.x * kBlockM;
-  const int n_block = blockIdx.y * kBlockN;
-  const int group = blockIdx.z / p.split_k;
-  const int split = blockIdx.z - group * p.split_k;
-  const int total_k_tiles = (p.k_pad + kBlockK - 1) / kBlockK;
-  const int kt_begin = split * p.k_tiles_per_split;
-  const int kt_end = min(total_k_tiles, kt_begin + p.k_tiles_per_split);
+  const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
+  // Named copies: lambdas below capture them (C++17 lambdas cannot capture structured bindings).
+  const int m_block = block.m_block, n_block = block.n_block;
+  const int group = block.group, split = block.split;
+  const int kt_begin = block.kt_begin, kt_end = block.kt_end;
 
   const T* input = static_cast<const T*>(p.input);
   const T* weight = static_cast<const T*>(p.weight);

@@ -12,16 +12,20 @@
 namespace convserve {
 namespace cuda {
 
+// The grid of the GEMM kinds: (M tiles, N tiles, groups x split-K slices).
+inline dim3 GemmGrid(const TileConfig& c, const KernelParams& p) {
+  return dim3((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
+              p.groups * p.split_k);
+}
+
 template <typename T, int kIndex>
 cudaError_t LaunchGemm(const KernelParams& p, cudaStream_t stream) {
   constexpr TileConfig c = kConfigTable[kIndex];
   constexpr int kBlockKBytes = c.block_k * 2;
   using Shape =
       GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
-  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
-                  p.groups * p.split_k);
   ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>
-      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+      <<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
   return cudaPeekAtLastError();
 }
 
@@ -29,10 +33,8 @@ template <typename T, int kIndex>
 cudaError_t LaunchWgmma(const KernelParams& p, cudaStream_t stream) {
   constexpr TileConfig c = kConfigTable[kIndex];
   using Shape = WgmmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
-  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
-                  p.groups * p.split_k);
   ConvWgmmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>
-      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+      <<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
   return cudaPeekAtLastError();
 }
 
@@ -40,10 +42,8 @@ template <typename T, int kIndex>
 cudaError_t LaunchWgmmaWs(const KernelParams& p, cudaStream_t stream) {
   constexpr TileConfig c = kConfigTable[kIndex];
   using Shape = WgmmaWsShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
-  const dim3 grid((p.gemm_m + c.block_m - 1) / c.block_m, (p.group_k + c.block_n - 1) / c.block_n,
-                  p.groups * p.split_k);
   ConvWgmmaWsKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>
-      <<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+      <<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
   return cudaPeekAtLastError();
 }
 

@@ -50,6 +50,8 @@ struct WgmmaShape {
   static_assert(kBlockM % kRowsPerPass == 0 && kBlockN % kRowsPerPass == 0,
                 "every thread loads the same number of rows");
   static_assert(kStages >= 3, "two stages are busy (computed, being freed) besides the loads");
+  static_assert(StagedTile<T, kWgM, kWgN>::kBytes * kWgsM * kWgsN <= kStages * kStageBytes,
+                "the staged epilogue tiles must fit in the pipeline buffers");
 };
 
 // Shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address,
@@ -85,6 +87,58 @@ __device__ __forceinline__ void FenceAccumulators(float (&acc)[kCount]) {
   for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(acc[i])::"memory");
 }
 
+// Stores one warpgroup's 64 x kWgN accumulator tile (the kinds' common epilogue). Accumulator
+// layout of m64nN: warp w of the warpgroup holds rows 16w..16w+15; register 4j + 2h + e is row
+// 16w + lane/4 + 8h, column 8j + 2(lane%4) + e (as mma.sync's m16n8). With p.vector_store the
+// tile is staged in slice `slot` of `buffers` (the caller has made sure no warpgroup still
+// reads them) and synchronised on named barrier `barrier` by this warpgroup's 128 threads;
+// otherwise it is stored from registers (NCHW, split-K partials).
+template <typename T, int kWgN>
+__device__ __forceinline__ void WgmmaStoreTile(const KernelParams& p, const float (&acc)[kWgN / 2],
+                                               uint8_t* buffers, int slot, int barrier, int m0,
+                                               int n0, int group, int split, int wg_thread) {
+  const int warp = wg_thread / 32;
+  const int lane = wg_thread % 32;
+  const int channel0 = group * p.group_k;
+  if (p.vector_store) {
+    using Staged = StagedTile<T, 64, kWgN>;
+    uint8_t* tile = buffers + slot * Staged::kBytes;
+    DispatchActivation(p.activation, [&](auto tag) {
+      constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp * 16 + lane / 4 + half * 8;
+#pragma unroll
+        for (int j = 0; j < kWgN / 8; ++j) {
+          const int c = j * 8 + 2 * (lane % 4);
+          if (n0 + c >= p.group_k) continue;
+          const int channel = channel0 + n0 + c;
+          Staged::Put(tile, r, c, FinishValue<T, kAct>(p, channel, acc[4 * j + 2 * half]),
+                      FinishValue<T, kAct>(p, channel + 1, acc[4 * j + 2 * half + 1]));
+        }
+      }
+    });
+    asm volatile("bar.sync %0, 128;\n" ::"r"(barrier) : "memory");
+    Staged::Store(tile, p, m0, n0, channel0 + n0, wg_thread, 128);
+    return;
+  }
+  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+    constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const OutputRow row = MakeOutputRow(p, m0 + warp * 16 + lane / 4 + half * 8, split);
+      if (!row.valid) continue;
+#pragma unroll
+      for (int j = 0; j < kWgN / 8; ++j) {
+        const int n = n0 + j * 8 + 2 * (lane % 4);
+        if (n >= p.group_k) continue;
+        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
+                           n + 1 < p.group_k);
+      }
+    }
+  });
+}
+
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
 __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages>::kThreads),
                                   (WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages>::kMinBlocks))
@@ -97,13 +151,9 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   const uint32_t smem_base = (SmemAddress(smem_raw) + 1023u) & ~1023u;
 
   const int tid = threadIdx.x;
-  const int m_block = blockIdx.x * kBlockM;
-  const int n_block = blockIdx.y * kBlockN;
-  const int group = blockIdx.z / p.split_k;
-  const int split = blockIdx.z - group * p.split_k;
-  const int total_k_tiles = (p.k_pad + kBlockK - 1) / kBlockK;
-  const int kt_begin = split * p.k_tiles_per_split;
-  const int kt_end = min(total_k_tiles, kt_begin + p.k_tiles_per_split);
+  const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
+  const int m_block = block.m_block, n_block = block.n_block;
+  const int group = block.group, kt_begin = block.kt_begin, kt_end = block.kt_end;
 
   // Each thread copies 16-byte chunk `vcol` of rows row0, row0 + kRowsPerPass, ...; the
   // swizzled chunk position is the same for all of them (kRowsPerPass is a multiple of 8).
@@ -173,55 +223,10 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   FenceAccumulators(acc);
   CpAsyncWait<0>();
 
-  // Accumulator layout of m64nN: warp w of the warpgroup holds rows 16w..16w+15; register
-  // 4j + 2h + e is row 16w + lane/4 + 8h, column 8j + 2(lane%4) + e (as mma.sync's m16n8).
-  const int warp = (tid % 128) / 32;
-  const int lane = tid % 32;
-  const int channel0 = group * p.group_k;
-  if (p.vector_store) {
-    // Each warpgroup stages its 64 x kWgN tile in its own slice of the pipeline buffers.
-    using Staged = StagedTile<T, Shape::kWgM, kWgN>;
-    static_assert(Staged::kBytes * Shape::kWgsM * Shape::kWgsN <= kStages * Shape::kStageBytes,
-                  "the staged tiles must fit in the pipeline buffers");
-    uint8_t* tile = smem_raw + (smem_base - SmemAddress(smem_raw)) + warpgroup * Staged::kBytes;
-    const int n0 = n_block + wg_n * kWgN;
-    __syncthreads();  // every warpgroup's wgmma is done reading the pipeline buffers
-    DispatchActivation(p.activation, [&](auto tag) {
-      constexpr int kAct = decltype(tag)::value;
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = warp * 16 + lane / 4 + half * 8;
-#pragma unroll
-        for (int j = 0; j < kWgN / 8; ++j) {
-          const int c = j * 8 + 2 * (lane % 4);
-          if (n0 + c >= p.group_k) continue;
-          const int channel = channel0 + n0 + c;
-          Staged::Put(tile, r, c, FinishValue<T, kAct>(p, channel, acc[4 * j + 2 * half]),
-                      FinishValue<T, kAct>(p, channel + 1, acc[4 * j + 2 * half + 1]));
-        }
-      }
-    });
-    // Only this warpgroup's 128 threads wrote and read this tile (barrier 0 is __syncthreads).
-    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warpgroup) : "memory");
-    Staged::Store(tile, p, m_block + wg_m * Shape::kWgM, n0, channel0 + n0, tid % 128, 128);
-    return;
-  }
-  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
-    constexpr int kAct = decltype(tag)::value;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int m = m_block + wg_m * Shape::kWgM + warp * 16 + lane / 4 + half * 8;
-      const OutputRow row = MakeOutputRow(p, m, split);
-      if (!row.valid) continue;
-#pragma unroll
-      for (int j = 0; j < kWgN / 8; ++j) {
-        const int n = n_block + wg_n * kWgN + j * 8 + 2 * (lane % 4);
-        if (n >= p.group_k) continue;
-        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
-                           n + 1 < p.group_k);
-      }
-    }
-  });
+  if (p.vector_store) __syncthreads();  // every warpgroup's wgmma is done with the buffers
+  WgmmaStoreTile<T, kWgN>(p, acc, smem_raw + (smem_base - SmemAddress(smem_raw)), warpgroup,
+                          1 + warpgroup, m_block + wg_m * Shape::kWgM, n_block + wg_n * kWgN, group,
+                          block.split, tid % 128);
 #endif
 }
 

@@ -67,13 +67,10 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   const uint32_t empty_bar = full_bar + kStages * 8;
 
   const int tid = threadIdx.x;
-  const int m_block = blockIdx.x * kBlockM;
-  const int n_block = blockIdx.y * kBlockN;
-  const int group = blockIdx.z / p.split_k;
-  const int split = blockIdx.z - group * p.split_k;
-  const int total_k_tiles = (p.k_pad + kBlockK - 1) / kBlockK;
-  const int kt_begin = split * p.k_tiles_per_split;
-  const int tiles = max(0, min(total_k_tiles, kt_begin + p.k_tiles_per_split) - kt_begin);
+  const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
+  const int m_block = block.m_block, n_block = block.n_block;
+  const int group = block.group, kt_begin = block.kt_begin;
+  const int tiles = max(0, block.kt_end - kt_begin);
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -158,53 +155,12 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   FenceAccumulators(acc);
 
-  const int warp = (ctid % 128) / 32;
-  const int lane = tid % 32;
-  const int channel0 = group * p.group_k;
-  if (p.vector_store) {
-    using Staged = StagedTile<T, Shape::kWgM, kWgN>;
-    static_assert(Staged::kBytes * Shape::kWgsM * Shape::kWgsN <= kStages * Shape::kStageBytes,
-                  "the staged tiles must fit in the pipeline buffers");
-    uint8_t* tile = smem_raw + (smem_base - SmemAddress(smem_raw)) + warpgroup * Staged::kBytes;
-    const int n0 = n_block + wg_n * kWgN;
-    // Every consumer's wgmma is done reading the ring (the producer wrote its last tile before
-    // the last "full" arrival, which every consumer has passed).
-    asm volatile("bar.sync 1, %0;\n" ::"n"(Shape::kConsumerThreads) : "memory");
-    DispatchActivation(p.activation, [&](auto tag) {
-      constexpr int kAct = decltype(tag)::value;
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = warp * 16 + lane / 4 + half * 8;
-#pragma unroll
-        for (int j = 0; j < kWgN / 8; ++j) {
-          const int c = j * 8 + 2 * (lane % 4);
-          if (n0 + c >= p.group_k) continue;
-          const int channel = channel0 + n0 + c;
-          Staged::Put(tile, r, c, FinishValue<T, kAct>(p, channel, acc[4 * j + 2 * half]),
-                      FinishValue<T, kAct>(p, channel + 1, acc[4 * j + 2 * half + 1]));
-        }
-      }
-    });
-    asm volatile("bar.sync %0, 128;\n" ::"r"(2 + warpgroup) : "memory");
-    Staged::Store(tile, p, m_block + wg_m * Shape::kWgM, n0, channel0 + n0, ctid % 128, 128);
-    return;
-  }
-  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
-    constexpr int kAct = decltype(tag)::value;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int m = m_block + wg_m * Shape::kWgM + warp * 16 + lane / 4 + half * 8;
-      const OutputRow row = MakeOutputRow(p, m, split);
-      if (!row.valid) continue;
-#pragma unroll
-      for (int j = 0; j < kWgN / 8; ++j) {
-        const int n = n_block + wg_n * kWgN + j * 8 + 2 * (lane % 4);
-        if (n >= p.group_k) continue;
-        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
-                           n + 1 < p.group_k);
-      }
-    }
-  });
+  // Every consumer's wgmma is done reading the ring before any warpgroup stages its tile (the
+  // producer wrote its last tile before the last "full" arrival, which every consumer passed).
+  if (p.vector_store) asm volatile("bar.sync 1, %0;\n" ::"n"(Shape::kConsumerThreads) : "memory");
+  WgmmaStoreTile<T, kWgN>(p, acc, smem_raw + (smem_base - SmemAddress(smem_raw)), warpgroup,
+                          2 + warpgroup, m_block + wg_m * Shape::kWgM, n_block + wg_n * kWgN, group,
+                          block.split, ctid % 128);
 #endif
 }
 
