@@ -23,16 +23,18 @@
 namespace convserve {
 namespace cuda {
 
+// Shared-memory bytes of one operand row: one k tile, the width of the 128-byte swizzle.
+inline constexpr int kWgmmaRowBytes = 128;
+
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
 struct WgmmaShape {
   static constexpr int kWgM = 64;  // rows of one wgmma, and of one warpgroup's tile
   static constexpr int kWgsM = kBlockM / kWgM;
   static constexpr int kWgsN = kBlockN / kWgN;
   static constexpr int kThreads = kWgsM * kWgsN * 128;
-  static constexpr int kRowBytes = 128;  // one k tile per row: the 128-byte swizzle width
+  static constexpr int kRowBytes = kWgmmaRowBytes;
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   static constexpr int kBlockK = kRowBytes / static_cast<int>(sizeof(T));
-  static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of k
   static constexpr int kRowsPerPass = kThreads / (kRowBytes / 16);
   static constexpr int kARows = kBlockM / kRowsPerPass;
   static constexpr int kBRows = kBlockN / kRowsPerPass;
@@ -85,6 +87,27 @@ template <int kCount>
 __device__ __forceinline__ void FenceAccumulators(float (&acc)[kCount]) {
 #pragma unroll
   for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+}
+
+// One k tile of a warpgroup's wgmma: its 64-row slice of A and kWgN-row slice of B in the stage
+// at `stage` (A block_m rows, then B), one instruction per 32 bytes of k, committed as a group;
+// returns once only this group may still be in flight, so the previous tile's stage is free.
+template <typename T, int kWgN>
+__device__ __forceinline__ void WgmmaTile(float (&acc)[kWgN / 2], uint32_t stage, int block_m,
+                                          int wg_m, int wg_n) {
+  constexpr int kRowBytes = kWgmmaRowBytes;
+  const uint32_t a_tile = stage + wg_m * 64 * kRowBytes;
+  const uint32_t b_tile = stage + block_m * kRowBytes + wg_n * kWgN * kRowBytes;
+  FenceAccumulators(acc);
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+  for (int ks = 0; ks < kRowBytes / 32; ++ks) {
+    Wgmma<T, kWgN>::Run(acc, Sw128KMajorDescriptor(a_tile + ks * 32),
+                        Sw128KMajorDescriptor(b_tile + ks * 32));
+  }
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+  FenceAccumulators(acc);
 }
 
 // Stores one warpgroup's 64 x kWgN accumulator tile (the kinds' common epilogue). Accumulator
@@ -203,19 +226,7 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
     load_tile(write_stage, kt + Shape::kPrefetch < kt_end);
     CpAsyncCommit();
 
-    const uint32_t stage = smem_base + read_stage * Shape::kStageBytes;
-    const uint32_t a_tile = stage + wg_m * Shape::kWgM * kRowBytes;
-    const uint32_t b_tile = stage + kBlockM * kRowBytes + wg_n * kWgN * kRowBytes;
-    FenceAccumulators(acc);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
-      Wgmma<T, kWgN>::Run(acc, Sw128KMajorDescriptor(a_tile + ks * 32),
-                          Sw128KMajorDescriptor(b_tile + ks * 32));
-    }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-    FenceAccumulators(acc);
+    WgmmaTile<T, kWgN>(acc, smem_base + read_stage * Shape::kStageBytes, kBlockM, wg_m, wg_n);
     read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
     write_stage = write_stage + 1 == kStages ? 0 : write_stage + 1;
   }

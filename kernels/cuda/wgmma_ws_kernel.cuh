@@ -136,19 +136,7 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   for (int i = 0; i < tiles; ++i) {
     const int stage = i % kStages;
     MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
-    const uint32_t stage_base = smem_base + stage * Shape::kStageBytes;
-    const uint32_t a_tile = stage_base + wg_m * Shape::kWgM * kRowBytes;
-    const uint32_t b_tile = stage_base + kBlockM * kRowBytes + wg_n * kWgN * kRowBytes;
-    FenceAccumulators(acc);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
-      Wgmma<T, kWgN>::Run(acc, Sw128KMajorDescriptor(a_tile + ks * 32),
-                          Sw128KMajorDescriptor(b_tile + ks * 32));
-    }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-    FenceAccumulators(acc);
+    WgmmaTile<T, kWgN>(acc, smem_base + stage * Shape::kStageBytes, kBlockM, wg_m, wg_n);
     // The batch of tile i - 1 is retired: its stage may be refilled.
     if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
   }
