@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
+#include "tests/e2e/random_npy.h"
 #include "tests/e2e/server_process.h"
 
 namespace convserve {
@@ -44,18 +45,6 @@ CommandResult Cli(const ServerProcess* server, std::vector<std::string> args) {
   absl::StatusOr<CommandResult> result = RunCommand(argv);
   EXPECT_TRUE(result.ok()) << result.status();
   return result.ok() ? *result : CommandResult{};
-}
-
-NpyArray RandomArray(DataType dtype, std::vector<int64_t> shape, std::mt19937& rng) {
-  NpyArray array;
-  array.dtype = dtype;
-  array.shape = std::move(shape);
-  array.data.resize(static_cast<size_t>(array.elements() * DataTypeSize(dtype)));
-  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
-  for (int64_t i = 0; i < array.elements(); ++i) {
-    StoreFromDouble(dtype, array.data.data(), i, uniform(rng));
-  }
-  return array;
 }
 
 void WriteNpy(const std::string& path, const NpyArray& array) {

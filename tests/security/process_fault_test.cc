@@ -33,6 +33,7 @@
 #include "kernels/host_numeric.h"
 #include "kernels/tuner.h"
 #include "kernels/tuning_cache_file.h"
+#include "tests/e2e/random_npy.h"
 #include "tests/e2e/server_process.h"
 
 namespace convserve {
@@ -47,18 +48,6 @@ struct RepoLayer {
   NpyArray weights;
   NpyArray bias;  // empty unless spec.has_bias
 };
-
-NpyArray RandomArray(DataType dtype, std::vector<int64_t> shape, std::mt19937& rng) {
-  NpyArray array;
-  array.dtype = dtype;
-  array.shape = std::move(shape);
-  array.data.resize(static_cast<size_t>(array.elements() * DataTypeSize(dtype)));
-  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
-  for (int64_t i = 0; i < array.elements(); ++i) {
-    StoreFromDouble(dtype, array.data.data(), i, uniform(rng));
-  }
-  return array;
-}
 
 RepoLayer MakeLayer(const std::string& name, v1::DataType dtype, int64_t in_channels,
                     int64_t out_channels, int64_t kernel, bool bias, std::mt19937& rng) {
