@@ -384,6 +384,10 @@ class Tuner::Impl {
     if (options_.cache_path.empty()) return absl::OkStatus();
     absl::MutexLock save_lock(&save_mu_);
     if (saved_generation_ >= generation) return absl::OkStatus();
+    // Other Tuners on this file (one per GPU of a server, other processes) merge and write one
+    // at a time: without it, two saves that read the file before either wrote drop each other's
+    // new entries.
+    tuning_cache::DirectoryLock file_lock(options_.cache_path);
     // Its warnings were given at load.
     tuning_cache::FileContents file = tuning_cache::ReadFile(options_.cache_path);
     std::string contents = tuning_cache::Header();

@@ -2,6 +2,7 @@
 #include "kernels/tuning_cache_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -400,6 +401,27 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     ::close(dir_fd);
   }
   return absl::OkStatus();
+}
+
+DirectoryLock::DirectoryLock(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) return;
+  // Each DirectoryLock opens its own descriptor, so two in one process exclude each other too.
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    ::close(fd_);
+    fd_ = -1;
+    return;
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 // Removes temporary files that a writer of `path` left behind when it died between creating and

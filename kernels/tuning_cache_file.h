@@ -53,6 +53,25 @@ FileContents ReadFile(const std::string& path);
 // directory when missing. UNAVAILABLE naming the step and the reason; no temporary file is left.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
+// Holds an exclusive advisory lock (flock) on the directory of `path` while alive, so that the
+// writers of one cache file (the engines of a server with several GPUs, each with its own
+// Tuner, and other processes on the same state directory) do their read-merge-write one at a
+// time and none drops another's new entries. The directory, not the file, because the file is
+// replaced by rename at every write; and no lock file is left beside it. Creates the directory
+// when missing. Where locking is impossible (e.g. some network file systems) it holds nothing:
+// the write stays atomic, only a concurrent writer's newest entries could be missed.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::string& path);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  bool locked() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
 // Removes temporary files of `path` that a writer left when it died between creating and
 // renaming them; only ones older than ten minutes, since a live writer holds its own for
 // milliseconds.

@@ -401,6 +401,42 @@ TEST_F(TunerTest, TwoTunersSharingAFileKeepEachOthersEntries) {
   EXPECT_EQ(log.size(), 0u) << log.All();
 }
 
+// Several engines of one server (one per GPU) each have a Tuner on the one cache file, and
+// they save at the same time: each save re-reads the file and merges before writing, and the
+// file lock makes that read-merge-write one at a time, so no save drops another's new entries.
+TEST_F(TunerTest, TunersSavingAtOnceKeepEachOthersEntries) {
+  constexpr int kTuners = 2;
+  constexpr int kThreadsPerTuner = 6;
+  constexpr int kKeysPerThread = 3;
+  FakeMeasure measure;
+  LogSink log;
+  {
+    std::vector<std::unique_ptr<Tuner>> tuners;
+    for (int t = 0; t < kTuners; ++t) {
+      tuners.push_back(std::make_unique<Tuner>(Options(&log), measure.Fn()));
+    }
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kTuners; ++t) {
+      for (int i = 0; i < kThreadsPerTuner; ++i) {
+        threads.emplace_back([&, t, i] {
+          for (int k = 0; k < kKeysPerThread; ++k) {
+            const int64_t height = 8 + (t * kThreadsPerTuner + i) * kKeysPerThread + k;
+            EXPECT_TRUE(tuners[t]->Tune(Problem(1, height)).ok());
+          }
+        });
+      }
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+  FakeMeasure after;
+  Tuner reloaded(Options(&log), after.Fn());
+  for (int64_t height = 8; height < 8 + kTuners * kThreadsPerTuner * kKeysPerThread; ++height) {
+    EXPECT_TRUE(reloaded.Choose(Problem(1, height)).has_value()) << height;
+  }
+  EXPECT_EQ(after.calls(), 0);
+  EXPECT_EQ(log.size(), 0u) << log.All();
+}
+
 // A damaged file: a warning naming the path, the damaged entries tuned again, a clean file after.
 struct Corruption {
   const char* name;
