@@ -13,8 +13,9 @@ namespace convserve {
 namespace {
 
 // Translates a ForwardRequest into `out` (everything but `done`), checking the fields only the
-// wire format can get wrong; the core checks the rest against the layer.
-absl::Status FromProto(const v1::ForwardRequest& request, grpc::CallbackServerContext& context,
+// wire format can get wrong; the core checks the rest against the layer. On success the tensor
+// bytes have moved from `request` into `out.input`.
+absl::Status FromProto(v1::ForwardRequest& request, grpc::CallbackServerContext& context,
                        InferenceRequest& out) {
   out.layer = request.layer();
   if (!request.has_input()) return absl::InvalidArgumentError("input must be set");
@@ -38,7 +39,8 @@ absl::Status FromProto(const v1::ForwardRequest& request, grpc::CallbackServerCo
   out.dtype = *dtype;
   out.input_layout = *layout;
   out.output_layout = *output_layout;
-  out.input = input.data();
+  // Moved, not copied: a 401 KB tensor costs a memcpy of tens of microseconds per request.
+  out.input = std::move(*request.mutable_input()->mutable_data());
   out.accepted_at = absl::Now();
   if (context.deadline() != std::chrono::system_clock::time_point::max()) {
     out.deadline = absl::FromChrono(context.deadline());
@@ -72,10 +74,15 @@ void FillResponse(InferenceResult& result, v1::ForwardResponse& response) {
 grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* context,
                                                  const v1::ForwardRequest* request,
                                                  v1::ForwardResponse* response) {
+  // gRPC hands the request over as const, but the message belongs to this call until Finish;
+  // the allocator state is gRPC's sanctioned way to reach it mutably (as in the KServe
+  // front-end), which lets the tensor bytes move into the core instead of being copied.
+  auto* messages = static_cast<grpc::MessageHolder<v1::ForwardRequest, v1::ForwardResponse>*>(
+      context->GetRpcAllocatorState());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   InferenceRequest inference;
-  if (absl::Status s = FromProto(*request, *context, inference); !s.ok()) {
+  if (absl::Status s = FromProto(*messages->request(), *context, inference); !s.ok()) {
     if (metrics_ != nullptr) {
       metrics_->Rejected(request->layer(), RejectReason::kInvalid);
       metrics_->RequestFinished(request->layer(), Api::kNative, s.code(), 0, 0);
