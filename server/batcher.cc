@@ -16,9 +16,33 @@ constexpr absl::Duration kCancelPollInterval = absl::Milliseconds(20);
 
 }  // namespace
 
+size_t ChooseLeastLoaded(const std::vector<ExecutorLoad>& loads, size_t start) {
+  const size_t count = loads.size();
+  const bool any_healthy =
+      std::any_of(loads.begin(), loads.end(), [](const ExecutorLoad& l) { return l.healthy; });
+  size_t chosen = count;
+  int most_free = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const size_t position = (start + i) % count;
+    const ExecutorLoad& load = loads[position];
+    // Healthy executors take batches; when none is, all do (and fail them at once with their
+    // error rather than leave them queued for a device that will not come back).
+    if (any_healthy && !load.healthy) continue;
+    // Strictly more: ties go to the first in turn.
+    if (load.free_slots > most_free) {
+      chosen = position;
+      most_free = load.free_slots;
+    }
+  }
+  return chosen;
+}
+
 Batcher::Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
-                 Metrics* metrics)
-    : layer_(std::move(layer)), executors_(std::move(executors)), metrics_(metrics) {
+                 Metrics* metrics, const SlotSignal* slot_signal)
+    : layer_(std::move(layer)),
+      executors_(std::move(executors)),
+      metrics_(metrics),
+      slot_signal_(slot_signal) {
   scheduler_ = std::thread([this] { SchedulerLoop(); });
 }
 
@@ -132,19 +156,42 @@ std::map<Batcher::ShapeKey, Batcher::Queue>::iterator Batcher::ChooseLocked(absl
   return chosen;
 }
 
-Executor* Batcher::AcquireExecutor(absl::Duration timeout) {
-  // Prefer any executor with a free slot; else wait on the next one in turn.
-  for (size_t i = 0; i < executors_.size(); ++i) {
-    Executor* executor = executors_[(next_executor_ + i) % executors_.size()];
-    if (executor->AcquireSlot(absl::ZeroDuration())) {
-      next_executor_ = (next_executor_ + i + 1) % executors_.size();
-      return executor;
+Executor* Batcher::TryAcquireLeastLoaded() {
+  // Other layers' batchers take slots of the same executors, so a slot seen free may be gone
+  // by the time it is taken: look again until one is taken or none is free.
+  while (true) {
+    loads_.resize(executors_.size());
+    for (size_t i = 0; i < executors_.size(); ++i) {
+      loads_[i] = {executors_[i]->free_slots(), executors_[i]->healthy()};
+    }
+    const size_t chosen = ChooseLeastLoaded(loads_, next_executor_);
+    if (chosen == executors_.size()) return nullptr;
+    if (executors_[chosen]->AcquireSlot(absl::ZeroDuration())) {
+      next_executor_ = (chosen + 1) % executors_.size();
+      return executors_[chosen];
     }
   }
-  Executor* executor = executors_[next_executor_];
-  if (!executor->AcquireSlot(timeout)) return nullptr;
-  next_executor_ = (next_executor_ + 1) % executors_.size();
-  return executor;
+}
+
+Executor* Batcher::AcquireExecutor(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    // Read before looking, so that a slot freed after the look ends the wait below at once.
+    const uint64_t seen = slot_signal_ != nullptr ? slot_signal_->generation() : 0;
+    if (Executor* executor = TryAcquireLeastLoaded()) return executor;
+    if (slot_signal_ == nullptr || executors_.size() == 1) {
+      // One executor (or no signal): wait on the next eligible one in turn.
+      for (ExecutorLoad& load : loads_) load.free_slots = 1;
+      const size_t position = ChooseLeastLoaded(loads_, next_executor_);
+      Executor* executor = executors_[position];
+      if (!executor->AcquireSlot(std::max(absl::ZeroDuration(), deadline - absl::Now()))) {
+        return nullptr;
+      }
+      next_executor_ = (position + 1) % executors_.size();
+      return executor;
+    }
+    if (!slot_signal_->WaitForChange(seen, deadline)) return nullptr;
+  }
 }
 
 Batch Batcher::TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now) {

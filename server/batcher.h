@@ -2,6 +2,11 @@
 // scheduler thread that asks DecideBatch (batch_policy.h) when to launch, takes a launch slot
 // from an executor and hands the merged batch over. It never touches a device.
 //
+// With several executors a batch goes to the least-loaded healthy one (the most free slots;
+// ties in turn), so a broken GPU gets no batches while another executor is healthy. When every
+// executor is unhealthy, batches still go to them and fail at once with their error rather than
+// wait in the queue for a device that will not come back.
+//
 // Every request it accepts is answered exactly once: by the executor, or here when its deadline
 // passes or its client cancels before launch. Replacing or unloading the layer drains it: what
 // was queued still launches, on the generation it was accepted for.
@@ -25,11 +30,24 @@
 
 namespace convserve {
 
+// What the batcher knows of one executor when it picks where a batch goes.
+struct ExecutorLoad {
+  int free_slots = 0;
+  bool healthy = true;
+};
+
+// The executor a batch goes to: among the eligible ones (the healthy ones, or all when none is
+// healthy), the one with the most free slots, ties to the first in turn from `start`;
+// loads.size() when no eligible executor has a free slot. A pure function.
+size_t ChooseLeastLoaded(const std::vector<ExecutorLoad>& loads, size_t start);
+
 class Batcher {
  public:
-  // `executors` and `metrics` (may be null) must outlive this.
+  // `executors`, `metrics` (may be null) and `slot_signal` must outlive this. `slot_signal`,
+  // notified by every executor when a slot frees (Executor::set_slot_signal), lets the batcher
+  // wait for whichever executor frees a slot first; null, it waits on one executor at a time.
   Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
-          Metrics* metrics);
+          Metrics* metrics, const SlotSignal* slot_signal = nullptr);
   // Drains (launches everything queued) and joins the scheduler.
   ~Batcher();
   Batcher(const Batcher&) = delete;
@@ -62,7 +80,11 @@ class Batcher {
   // time a decision may change.
   std::map<ShapeKey, Queue>::iterator ChooseLocked(absl::Time now, absl::Time& wake_at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A launch slot of the least-loaded healthy executor, waiting up to `timeout` when none is
+  // free; null on timeout.
   Executor* AcquireExecutor(absl::Duration timeout);
+  // Takes a free slot of the eligible executor with the most free slots, without waiting.
+  Executor* TryAcquireLeastLoaded();
   Batch TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets the queue-depth gauge to queued_requests_. Called under mu_ after every change so the
@@ -74,6 +96,7 @@ class Batcher {
   const std::shared_ptr<const LoadedLayer> layer_;
   const std::vector<Executor*> executors_;
   Metrics* const metrics_;
+  const SlotSignal* const slot_signal_;
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
@@ -82,7 +105,8 @@ class Batcher {
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
-  size_t next_executor_ = 0;  // scheduler thread only
+  size_t next_executor_ = 0;         // scheduler thread only
+  std::vector<ExecutorLoad> loads_;  // scheduler thread only, reused
   std::thread scheduler_;
 };
 

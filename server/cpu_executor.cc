@@ -27,11 +27,12 @@ class HostWeights final : public DeviceWeights {
 
 }  // namespace
 
-CpuExecutor::CpuExecutor(int index, int threads, Metrics* metrics)
+CpuExecutor::CpuExecutor(int index, int threads, Metrics* metrics, bool numbered)
     : index_(index),
       threads_(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency())),
       metrics_(metrics),
-      device_name_(absl::StrCat("cpu (reference, ", threads_, " threads)")) {
+      device_name_(absl::StrCat(numbered ? absl::StrCat("cpu:", index) : "cpu", " (reference, ",
+                                threads_, " threads)")) {
   worker_ = std::thread([this] { WorkerLoop(); });
 }
 

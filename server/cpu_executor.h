@@ -17,7 +17,9 @@ namespace convserve {
 class CpuExecutor final : public Executor {
  public:
   // `threads` <= 0: one per hardware thread. `metrics` may be null; it must outlive this.
-  CpuExecutor(int index, int threads, Metrics* metrics);
+  // `numbered` puts the index in the device name ("cpu:1 (reference, 2 threads)"), which tells
+  // several CPU executors apart in the metrics' device label.
+  CpuExecutor(int index, int threads, Metrics* metrics, bool numbered = false);
   ~CpuExecutor() override;
 
   int index() const override { return index_; }
@@ -28,6 +30,8 @@ class CpuExecutor final : public Executor {
       const ConvParams& params, const std::string& weights, const std::string& bias) override;
   bool AcquireSlot(absl::Duration timeout) override { return slots_.Acquire(timeout); }
   void ReleaseSlot() override { slots_.Release(); }
+  int free_slots() const override { return slots_.free(); }
+  void set_slot_signal(SlotSignal* signal) override { slots_.set_signal(signal); }
   void Execute(Batch batch) override;
   absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
   std::vector<TuningResult> TunedFor(const ConvParams& params) const override { return {}; }

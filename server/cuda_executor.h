@@ -39,6 +39,8 @@ class CudaExecutor final : public Executor {
       const ConvParams& params, const std::string& weights, const std::string& bias) override;
   bool AcquireSlot(absl::Duration timeout) override { return slots_.Acquire(timeout); }
   void ReleaseSlot() override { slots_.Release(); }
+  int free_slots() const override { return slots_.free(); }
+  void set_slot_signal(SlotSignal* signal) override { slots_.set_signal(signal); }
   void Execute(Batch batch) override;
   absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
   std::vector<TuningResult> TunedFor(const ConvParams& params) const override;

@@ -61,7 +61,8 @@ struct LoadedLayer {
   ConvParams params;
   BatchingConfig batching;
   uint64_t generation = 0;
-  // One entry per executor, indexed by Executor::index().
+  // One entry per executor, indexed by Executor::index(); null for one that was broken when the
+  // layer loaded (it gets no batches while another executor is healthy).
   std::vector<std::shared_ptr<const DeviceWeights>> weights;
   int64_t resident_bytes = 0;  // summed over executors
   // Released when the last request holding this generation is done.

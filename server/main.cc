@@ -52,6 +52,10 @@ ABSL_FLAG(std::string, model_repository, "",
           "bias.npy) loaded at start; empty starts with no layers");
 ABSL_FLAG(std::string, device, kDefaults.device,
           "auto (GPU 0 when usable, else the CPU reference backend), cpu, or cuda:N");
+ABSL_FLAG(std::string, devices, "",
+          "several executors, replacing --device (which must then stay auto): all (every "
+          "visible CUDA GPU), or a comma list of GPUs (0,1 or cuda:0,cuda:2) or of CPU "
+          "reference executors (cpu,cpu); batches go to the least-loaded healthy one");
 ABSL_FLAG(int64_t, max_message_bytes, kDefaults.max_message_bytes,
           "largest gRPC message received or sent, in bytes");
 ABSL_FLAG(int64_t, max_input_bytes, kDefaults.max_input_bytes,
@@ -124,6 +128,7 @@ int main(int argc, char** argv) {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
   options.device = absl::GetFlag(FLAGS_device);
+  options.devices = absl::GetFlag(FLAGS_devices);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_input_bytes = absl::GetFlag(FLAGS_max_input_bytes);
   options.max_resident_bytes = absl::GetFlag(FLAGS_max_resident_bytes);
@@ -192,7 +197,8 @@ int main(int argc, char** argv) {
       convserve::ConvServer::Create(options, metrics->get());
   if (!server.ok()) {
     convserve::LogError("cannot start: ", server.status().ToString());
-    return 1;
+    // A bad flag value (e.g. --devices) is a usage error, like the checks above.
+    return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
 #ifdef CONVSERVE_HAVE_KSERVE
   extra_services.push_back(std::make_unique<convserve::KserveService>(

@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -75,15 +76,32 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
   return absl::OkStatus();
 }
 
-// The overall status follows the core (a broken device turns it NOT_SERVING); polled because
-// a device breaks inside a batch, far from any health code.
+// The overall status follows the core: SERVING while at least one device is healthy. Polled
+// because a device breaks inside a batch, far from any health code; each device's change is
+// logged once.
 void ConvServer::HealthLoop() {
+  const auto& executors = core_->executors();
+  std::vector<bool> device_healthy;
+  for (const auto& executor : executors) device_healthy.push_back(executor->healthy());
   bool last = core_->ready();
   while (!stop_health_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) {
+    for (size_t i = 0; i < executors.size(); ++i) {
+      if (executors[i]->healthy() == device_healthy[i]) continue;
+      device_healthy[i] = !device_healthy[i];
+      const size_t healthy =
+          static_cast<size_t>(std::count(device_healthy.begin(), device_healthy.end(), true));
+      if (device_healthy[i]) {
+        LogInfo(executors[i]->device_name(), " is healthy again; ", healthy, " of ",
+                executors.size(), " devices serve");
+      } else {
+        LogError(executors[i]->device_name(), " is unhealthy and gets no more batches; ", healthy,
+                 " of ", executors.size(), " devices serve");
+      }
+    }
     const bool now = core_->ready();
     if (now != last) {
       server_->GetHealthCheckService()->SetServingStatus("", now);
-      if (!now) LogError("the server is no longer ready (device failure or shutdown)");
+      if (!now) LogError("the server is no longer ready (every device failed, or shutdown)");
       last = now;
     }
   }

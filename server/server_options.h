@@ -39,6 +39,9 @@ struct ServerOptions {
   std::string metrics_listen = "0.0.0.0:9464";
   std::string model_repository;  // empty: start with no layers
   std::string device = "auto";   // auto | cpu | cuda:N
+  // Several executors: "all" GPUs, or a comma list ("0,1", "cuda:0,cuda:2", "cpu,cpu"); empty:
+  // one executor as `device` says. Set, `device` must stay "auto" (server/device.h).
+  std::string devices;
   // gRPC receive/send limit; fits a 1x64x224x224 fp32 tensor (12.25 MiB) with headroom.
   int64_t max_message_bytes = int64_t{64} << 20;
   int64_t max_input_bytes = int64_t{48} << 20;     // per Forward request

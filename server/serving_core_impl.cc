@@ -1,5 +1,6 @@
 #include "server/serving_core_impl.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +38,10 @@ ServingCoreImpl::ServingCoreImpl(const ServerOptions& options,
       executors_(std::move(executors)),
       metrics_(metrics),
       budget_(std::make_shared<ResidentBudget>(options.max_resident_bytes)) {
-  for (const auto& executor : executors_) executor_ptrs_.push_back(executor.get());
+  for (const auto& executor : executors_) {
+    executor->set_slot_signal(&slot_signal_);
+    executor_ptrs_.push_back(executor.get());
+  }
 }
 
 ServingCoreImpl::~ServingCoreImpl() { Shutdown(); }
@@ -55,9 +59,9 @@ void ServingCoreImpl::NotifyHealth(const std::string& service, bool serving) {
 bool ServingCoreImpl::ready() const {
   if (shutting_down_.load()) return false;
   for (const auto& executor : executors_) {
-    if (!executor->healthy()) return false;
+    if (executor->healthy()) return true;
   }
-  return true;
+  return false;
 }
 
 void ServingCoreImpl::Reject(InferenceRequest& request, RejectReason reason, absl::Status status) {
@@ -199,6 +203,13 @@ absl::StatusOr<v1::LayerInfo> ServingCoreImpl::LoadLayer(const v1::LoadLayerRequ
   layer->params = *params;
   layer->batching = *batching;
   for (const auto& executor : executors_) {
+    if (!executor->healthy() && ready()) {  // ready: another executor is healthy
+      // A broken device gets no batches while another is healthy: no weights for it either.
+      LogWarning("loading layer '", spec.name(), "': skipping ", executor->device_name(),
+                 ", which is broken");
+      layer->weights.push_back(nullptr);
+      continue;
+    }
     absl::StatusOr<std::shared_ptr<const DeviceWeights>> weights =
         executor->PrepareWeights(*params, request.weights(), request.bias());
     if (!weights.ok()) {
@@ -217,7 +228,7 @@ absl::StatusOr<v1::LayerInfo> ServingCoreImpl::LoadLayer(const v1::LoadLayerRequ
 
   auto entry = std::make_shared<LayerEntry>();
   entry->layer = layer;
-  entry->batcher = std::make_unique<Batcher>(layer, executor_ptrs_, metrics_);
+  entry->batcher = std::make_unique<Batcher>(layer, executor_ptrs_, metrics_, &slot_signal_);
   const bool needs_warmup = on_gpu() && spec.warmup_batch_sizes_size() > 0;
   entry->ready = !needs_warmup;
   entry->warmup_done = !needs_warmup;
@@ -225,8 +236,10 @@ absl::StatusOr<v1::LayerInfo> ServingCoreImpl::LoadLayer(const v1::LoadLayerRequ
   if (old != nullptr) Retire(std::move(old));
   NotifyHealth(layer->name, entry->ready.load());
   if (needs_warmup) StartWarmup(entry);
+  std::vector<std::string> devices;
+  for (const auto& executor : executors_) devices.push_back(executor->device_name());
   LogInfo("loaded layer '", layer->name, "' generation ", layer->generation, " (",
-          layer->resident_bytes, " resident bytes on ", executors_.front()->device_name(), ")",
+          layer->resident_bytes, " resident bytes on ", absl::StrJoin(devices, ", "), ")",
           needs_warmup ? ", warming up" : "");
   return InfoFor(*entry);
 }
@@ -236,6 +249,7 @@ void ServingCoreImpl::StartWarmup(const std::shared_ptr<LayerEntry>& entry) {
   entry->warmup = std::thread([this, weak, layer = entry->layer] {
     const v1::LayerSpec& spec = layer->spec;
     for (Executor* executor : executor_ptrs_) {
+      if (!executor->healthy()) continue;
       for (int batch : spec.warmup_batch_sizes()) {
         if (shutting_down_.load()) break;
         ConvProblem problem;
@@ -343,6 +357,10 @@ absl::StatusOr<v1::TuneResponse> ServingCoreImpl::Tune(const v1::TuneRequest& re
     return absl::FailedPreconditionError(
         "Tune needs a GPU; this server runs on the CPU reference backend");
   }
+  if (std::none_of(executors_.begin(), executors_.end(),
+                   [](const auto& executor) { return executor->healthy(); })) {
+    return absl::UnavailableError("every device of this server is broken; restart it");
+  }
   if (request.batch_sizes_size() == 0) {
     return absl::InvalidArgumentError("batch_sizes must list at least one batch size");
   }
@@ -374,6 +392,7 @@ absl::StatusOr<v1::TuneResponse> ServingCoreImpl::Tune(const v1::TuneRequest& re
       return absl::InvalidArgumentError(absl::StrCat("input_size: ", s.message()));
     }
     for (const auto& executor : executors_) {
+      if (!executor->healthy()) continue;  // it serves nothing
       absl::StatusOr<TuningResult> tuned = executor->Tune(problem);
       if (!tuned.ok()) return tuned.status();
       *response.add_tuned() = ToTunedChoice(*tuned);

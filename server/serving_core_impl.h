@@ -41,6 +41,9 @@ class ServingCoreImpl final : public ServingCore {
   std::optional<LayerSnapshot> FindLayer(const std::string& name) const override;
   absl::StatusOr<convserve::v1::TuneResponse> Tune(
       const convserve::v1::TuneRequest& request) override;
+  // True while not shutting down and at least one executor is healthy: a server with several
+  // GPUs keeps serving on the healthy ones when one breaks (as Triton does); the batchers send
+  // the broken one nothing. Per-device health: executors()[i]->healthy().
   bool ready() const override;
 
   // New requests get UNAVAILABLE from now on; queued ones launch without waiting for company
@@ -63,6 +66,8 @@ class ServingCoreImpl final : public ServingCore {
   void NotifyHealth(const std::string& service, bool serving);
 
   const ServerOptions options_;
+  // Declared before the executors, which notify it until they are destroyed.
+  SlotSignal slot_signal_;
   const std::vector<std::unique_ptr<Executor>> executors_;
   std::vector<Executor*> executor_ptrs_;
   Metrics* const metrics_;
