@@ -38,9 +38,6 @@ PYTHON=${PYTHON:-python3}
 target=127.0.0.1:$PORT
 echo_target=127.0.0.1:$((PORT + 1))
 variants="batched eager unbatched"
-# Longest a perf sweep may take: every level's warm-up and window plus a minute of slack.
-nlevels=$(($(tr -cd , <<<"$LEVELS" | wc -c) + 1))
-perf_limit=$((nlevels * (${DURATION_S%.*} + ${WARMUP_S%.*} + 2) + 60))
 
 finish() {
   tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
@@ -56,41 +53,10 @@ trap finish EXIT
 } >"$logs/env.txt"
 cat "$logs/env.txt"
 
-# perf NAME TARGET LAYER LEVELS [FLAGS...]: one closed-loop sweep, table to the log, JSON to
-# $work; FLAGS come after the defaults and override them.
-perf() {
-  local name=$1 target=$2 layer=$3 levels=$4
-  shift 4
-  echo "== perf $name (concurrency $levels) $*"
-  timeout "$perf_limit" convserve-cli perf --target="$target" --layer="$layer" \
-    --concurrency="$levels" --duration_s="$DURATION_S" --warmup_s="$WARMUP_S" \
-    --connections="$CONNECTIONS" $CLIENT_FLAGS "$@" --out="$work/perf_$name.json" \
-    2>"$logs/perf_$name.err" | tee "$logs/perf_$name.txt"
-  local rc=${PIPESTATUS[0]}
-  [ "$rc" = 0 ] || { echo "perf $name failed (rc $rc):"; tail -3 "$logs/perf_$name.err"; }
-}
-
-# wait_healthy TARGET LAYER...: true once every layer ("" = the whole server) answers SERVING
-# (at most 240 s: the GPU server tunes its warm-up batch sizes before it is ready).
-wait_healthy() {
-  local target=$1
-  shift
-  for _ in $(seq 1 480); do
-    local all=1
-    for layer in "$@"; do
-      convserve-cli health --target="$target" --layer="$layer" >/dev/null 2>&1 || all=0
-    done
-    [ $all = 1 ] && return 0
-    sleep 0.5
-  done
-  return 1
-}
-
-# stop PID: SIGTERM, then the exit status.
-stop() {
-  kill -TERM "$1" 2>/dev/null
-  wait "$1"
-}
+# perf, wait_healthy, stop, bench_layer.
+. "$(dirname "$0")/../lib/serving.sh"
+# Longest a perf sweep may take.
+perf_limit=$(perf_limit_for "$LEVELS")
 
 if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
   echo "== gpu_server_test"
@@ -100,13 +66,8 @@ if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
 fi
 
 # The benchmark layer from the demo repository under three names with different batching.
-"$PYTHON" scripts/make-demo-repository.py "$work/demo" >/dev/null || exit 1
-mkdir -p "$work/repo"
 for name in $variants; do
-  cp -r "$work/demo/$LAYER" "$work/repo/$name"
-  sed -i "s/^name: .*/name: \"$name\"/" "$work/repo/$name/config.pbtxt"
-  # The CPU backend cannot tune: drop the warm-up sizes there.
-  [ "$DEVICE" = cpu ] && sed -i '/^warmup_batch_sizes/d' "$work/repo/$name/config.pbtxt"
+  bench_layer "$PYTHON" "$work/demo" "$LAYER" "$name" "$work/repo" "$DEVICE" || exit 1
 done
 echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 }' >>"$work/repo/batched/config.pbtxt"
 echo 'batching { max_batch_size: 1 }' >>"$work/repo/unbatched/config.pbtxt"

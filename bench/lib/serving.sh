@@ -1,0 +1,60 @@
+# Shell pieces shared by the serving benchmarks (bench/batching/run_h100.sh,
+# bench/multi_gpu/run.sh): source it after setting the variables below. Not a script itself.
+#
+# perf() reads DURATION_S, WARMUP_S, CONNECTIONS, CLIENT_FLAGS, perf_limit (seconds one sweep
+# may take), work (where the JSON goes) and logs (where tables and errors go).
+
+# perf NAME TARGET LAYER LEVELS [FLAGS...]: one closed-loop sweep, table to the log, JSON to
+# $work/perf_NAME.json; FLAGS come after the defaults and override them.
+perf() {
+  local name=$1 target=$2 layer=$3 levels=$4
+  shift 4
+  echo "== perf $name (concurrency $levels) $*"
+  timeout "$perf_limit" convserve-cli perf --target="$target" --layer="$layer" \
+    --concurrency="$levels" --duration_s="$DURATION_S" --warmup_s="$WARMUP_S" \
+    --connections="$CONNECTIONS" $CLIENT_FLAGS "$@" --out="$work/perf_$name.json" \
+    2>"$logs/perf_$name.err" | tee "$logs/perf_$name.txt"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { echo "perf $name failed (rc $rc):"; tail -3 "$logs/perf_$name.err"; }
+}
+
+# perf_limit_for LEVELS: seconds a sweep over LEVELS may take (every level's warm-up and window
+# plus a minute of slack).
+perf_limit_for() {
+  local nlevels=$(($(tr -cd , <<<"$1" | wc -c) + 1))
+  echo $((nlevels * (${DURATION_S%.*} + ${WARMUP_S%.*} + 2) + 60))
+}
+
+# wait_healthy TARGET LAYER...: true once every layer ("" = the whole server) answers SERVING
+# (at most 240 s: the GPU server tunes its warm-up batch sizes before it is ready).
+wait_healthy() {
+  local target=$1
+  shift
+  for _ in $(seq 1 480); do
+    local all=1
+    for layer in "$@"; do
+      convserve-cli health --target="$target" --layer="$layer" >/dev/null 2>&1 || all=0
+    done
+    [ $all = 1 ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+# stop PID: SIGTERM, then the exit status.
+stop() {
+  kill -TERM "$1" 2>/dev/null
+  wait "$1"
+}
+
+# bench_layer PYTHON DEMO_DIR LAYER NAME REPO DEVICE: copies demo layer LAYER (made by
+# scripts/make-demo-repository.py into DEMO_DIR when missing) into REPO/NAME under that name.
+# The CPU backend cannot tune: DEVICE "cpu" drops the warm-up sizes.
+bench_layer() {
+  local python=$1 demo=$2 layer=$3 name=$4 repo=$5 device=$6
+  [ -d "$demo/$layer" ] || "$python" scripts/make-demo-repository.py "$demo" >/dev/null || return 1
+  mkdir -p "$repo"
+  cp -r "$demo/$layer" "$repo/$name"
+  sed -i "s/^name: .*/name: \"$name\"/" "$repo/$name/config.pbtxt"
+  if [ "$device" = cpu ]; then sed -i '/^warmup_batch_sizes/d' "$repo/$name/config.pbtxt"; fi
+}

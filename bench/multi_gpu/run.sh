@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Several GPUs in one server (issue 11), in one device call on a machine with >= 2 GPUs, from a
+# gpu-bundle holding convserve-server, convserve-cli, convserve-echo-server and
+# multi_gpu_server_test (bench/multi_gpu/NOTES.md says how to build and send):
+#   . .gpu/b/env.sh; COMMIT=<sha> bash bench/multi_gpu/run.sh
+# 1. multi_gpu_server_test (--devices=all: every reply checked against the fp64 reference,
+#    batches on every GPU), unless SKIP_GPU_TEST=1;
+# 2. the echo floor at LEVELS (convserve-echo-server: the same bytes, no GPU work), the most
+#    any number of GPUs can reach through one gRPC front-end; SKIP_ECHO=1 skips it;
+# 3. one convserve-server per device set serving the 1x64x56x56 FP16 3x3 layer (max_batch_size
+#    32, 500 us delay): --devices=$ONE (one GPU) and --devices=$ALL (every GPU), each swept
+#    closed-loop at LEVELS;
+# 4. a summary: req/s with every GPU / one GPU at each level (target >= 1.8x with two GPUs),
+#    the echo floor / one GPU (the ceiling of that ratio), and how the batches of the
+#    many-GPU run spread over the GPUs (from its /metrics).
+# $OUT receives summary.txt, results.json and logs.tgz (server logs, perf tables, metrics).
+#
+# Overrides (environment): DEVICE (cuda; "cpu" runs the whole script on CPU reference executors,
+# --devices=cpu against --devices=cpu,cpu, to check it off the GPU machine), ONE (0), ALL (all),
+# LAYER (demo_conv3x3), LEVELS (64,256), DURATION_S (5), WARMUP_S (2), CONNECTIONS (16),
+# SERVER_FLAGS, CLIENT_FLAGS, PORT (50051; metrics PORT+2), PYTHON (python3, with numpy),
+# SKIP_GPU_TEST, COMMIT.
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+work=$(mktemp -d)
+logs="$work/logs"
+mkdir -p "$logs"
+DEVICE=${DEVICE:-cuda}
+if [ "$DEVICE" = cpu ]; then
+  ONE=${ONE:-cpu}
+  ALL=${ALL:-cpu,cpu}
+else
+  ONE=${ONE:-0}
+  ALL=${ALL:-all}
+fi
+LAYER=${LAYER:-demo_conv3x3}
+LEVELS=${LEVELS:-64,256}
+DURATION_S=${DURATION_S:-5}
+WARMUP_S=${WARMUP_S:-2}
+CONNECTIONS=${CONNECTIONS:-16}
+SERVER_FLAGS=${SERVER_FLAGS:-}
+CLIENT_FLAGS=${CLIENT_FLAGS:-}
+PORT=${PORT:-50051}
+PYTHON=${PYTHON:-python3}
+target=127.0.0.1:$PORT
+metrics_port=$((PORT + 2))
+
+finish() {
+  tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
+  rm -rf "$work"
+}
+trap finish EXIT
+
+gpus=0
+if [ "$DEVICE" != cpu ]; then gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); fi
+{
+  echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  gpus: $gpus" \
+    " cores: $(nproc)"
+  echo "one: --devices=$ONE  all: --devices=$ALL  levels: $LEVELS  duration_s: $DURATION_S" \
+    " warmup_s: $WARMUP_S  connections: $CONNECTIONS"
+  echo "server flags: $SERVER_FLAGS  client flags: $CLIENT_FLAGS"
+  { [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=index,name,driver_version,clocks.sm \
+    --format=csv; } 2>&1
+} >"$logs/env.txt"
+cat "$logs/env.txt"
+if [ "$DEVICE" != cpu ] && [ "$gpus" -lt 2 ]; then
+  echo "WARNING: $gpus GPU(s) visible: the all/one ratio needs at least 2 (running anyway)"
+fi
+
+# perf, perf_limit_for, wait_healthy, stop, bench_layer.
+. "$(dirname "$0")/../lib/serving.sh"
+perf_limit=$(perf_limit_for "$LEVELS")
+
+if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
+  echo "== multi_gpu_server_test"
+  timeout 300 multi_gpu_server_test --gtest_color=no >"$logs/multi_gpu_server_test.log" 2>&1
+  echo "multi_gpu_server_test rc=$?"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure" "$logs/multi_gpu_server_test.log" | head -10
+fi
+
+bench_layer "$PYTHON" "$work/demo" "$LAYER" conv "$work/repo" "$DEVICE" || exit 1
+echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 }' >>"$work/repo/conv/config.pbtxt"
+cat "$work/repo/conv/config.pbtxt" >"$logs/layer_config.txt"
+
+if [ -z "${SKIP_ECHO:-}" ]; then
+  convserve-echo-server --listen="$target" --model_repository="$work/repo" \
+    >"$logs/echo.log" 2>&1 &
+  echo_pid=$!
+  if wait_healthy "$target" ""; then
+    perf echo "$target" conv "$LEVELS"
+  else
+    echo "echo server did not come up:"; tail -5 "$logs/echo.log"
+  fi
+  stop $echo_pid
+  echo "echo exit=$?"
+fi
+
+# One server per device set, the same state dir (the second run finds the first's tunings).
+for run in one all; do
+  devices=$ONE
+  [ $run = all ] && devices=$ALL
+  convserve-server --devices="$devices" --listen="$target" \
+    --metrics_listen=127.0.0.1:$metrics_port --state_dir="$work/state" \
+    --model_repository="$work/repo" $SERVER_FLAGS >"$logs/server_$run.log" 2>&1 &
+  server=$!
+  if wait_healthy "$target" conv; then
+    echo "server --devices=$devices ready"
+    convserve-cli list --target="$target" >"$logs/list_$run.txt" 2>&1
+    perf "$run" "$target" conv "$LEVELS"
+    curl -s "http://127.0.0.1:$metrics_port/metrics" >"$logs/metrics_$run.txt" 2>/dev/null
+  else
+    echo "server --devices=$devices did not come up:"; tail -20 "$logs/server_$run.log"
+  fi
+  stop $server
+  echo "server ($run) exit=$?"
+  grep -E "rror|WARN" "$logs/server_$run.log" | head -5
+done
+
+"$PYTHON" - "$work" "$out" "$logs" <<'PY'
+import json, os, re, sys
+work, out, logs = sys.argv[1:4]
+results = {"env": open(os.path.join(logs, "env.txt")).read().splitlines()}
+for run in ["echo", "one", "all"]:
+    path = os.path.join(work, f"perf_{run}.json")
+    results[run] = json.load(open(path)) if os.path.exists(path) else []
+
+# Batches and samples per device label, from a scraped page.
+def per_device(run):
+    path = os.path.join(logs, f"metrics_{run}.txt")
+    spread = {}
+    if not os.path.exists(path):
+        return spread
+    for line in open(path):
+        m = re.match(r'convserve_batch_size_(count|sum)\{(.*)\} (\S+)', line)
+        if not m or 'layer="conv"' not in m.group(2):
+            continue
+        device = re.search(r'device="([^"]*)"', m.group(2)).group(1)
+        entry = spread.setdefault(device, {"count": 0.0, "sum": 0.0})
+        entry[m.group(1)] += float(m.group(3))
+    return spread
+results["batches_per_device"] = {run: per_device(run) for run in ["one", "all"]}
+json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+lines = ["run  conc  conn     req/s    p50_us    p99_us  meanN  errors"]
+for run in ["echo", "one", "all"]:
+    for r in results[run]:
+        lines.append(f"{run:<4} {r['load']:>5g} {r['connections']:>5} {r['throughput_rps']:>9.0f} "
+                     f"{r['latency_us']['p50']:>9.0f} {r['latency_us']['p99']:>9.0f} "
+                     f"{r['mean_batch_size']:>6.2f} {r['errors'] + r['not_sent']:>7}")
+lines.append("")
+for r in results["all"]:
+    one = [o for o in results["one"] if o["load"] == r["load"]]
+    if one and one[0]["throughput_rps"] > 0:
+        ratio = r["throughput_rps"] / one[0]["throughput_rps"]
+        lines.append(f"c={r['load']:g} throughput all/one: {r['throughput_rps']:.0f}/"
+                     f"{one[0]['throughput_rps']:.0f} = {ratio:.2f}x (target >= 1.8x with two "
+                     f"GPUs: {'MET' if ratio >= 1.8 else 'NOT met'})")
+    echo = [e for e in results["echo"] if e["load"] == r["load"]]
+    if one and echo and one[0]["throughput_rps"] > 0:
+        lines.append(f"c={r['load']:g} echo floor {echo[0]['throughput_rps']:.0f} req/s = "
+                     f"{echo[0]['throughput_rps'] / one[0]['throughput_rps']:.2f}x one GPU: "
+                     f"the most the front-end lets any number of GPUs reach")
+for device, entry in sorted(results["batches_per_device"]["all"].items()):
+    mean = entry["sum"] / entry["count"] if entry["count"] else 0
+    lines.append(f"all: {device}: {entry['count']:.0f} batches, {entry['sum']:.0f} samples "
+                 f"(mean batch {mean:.1f})")
+summary = "\n".join(lines) + "\n"
+open(os.path.join(out, "summary.txt"), "w").write("\n".join(results["env"]) + "\n\n" + summary)
+print(summary, end="")
+PY
