@@ -156,7 +156,12 @@ CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> en
       metrics_(metrics),
       device_name_(engine_->device_name()) {}
 
-CudaExecutor::~CudaExecutor() { Shutdown(); }
+CudaExecutor::~CudaExecutor() {
+  Shutdown();
+  // The lanes' streams, events and buffers are destroyed after this body, on this thread: make
+  // this executor's device current, which with several GPUs may not be the one last selected.
+  cudaSetDevice(device_);
+}
 
 absl::StatusOr<std::shared_ptr<const DeviceWeights>> CudaExecutor::PrepareWeights(
     const ConvParams& params, const std::string& weights, const std::string& bias) {
