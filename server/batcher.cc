@@ -38,11 +38,15 @@ size_t ChooseLeastLoaded(const std::vector<ExecutorLoad>& loads, size_t start) {
 }
 
 Batcher::Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
-                 Metrics* metrics, const SlotSignal* slot_signal)
+                 Metrics* metrics, const SlotSignal* slot_signal,
+                 std::shared_ptr<QueueDepthGauge> depth_gauge)
     : layer_(std::move(layer)),
       executors_(std::move(executors)),
       metrics_(metrics),
-      slot_signal_(slot_signal) {
+      slot_signal_(slot_signal),
+      depth_gauge_(depth_gauge != nullptr
+                       ? std::move(depth_gauge)
+                       : std::make_shared<QueueDepthGauge>(layer_->name, metrics_)) {
   scheduler_ = std::thread([this] { SchedulerLoop(); });
 }
 
@@ -96,8 +100,8 @@ int64_t Batcher::queued_requests() const {
 }
 
 void Batcher::PublishDepthLocked() {
-  // The gauge is a relaxed atomic store: cheap enough to hold mu_ for.
-  if (metrics_ != nullptr) metrics_->SetQueueDepth(layer_->name, queued_requests_);
+  depth_gauge_->Add(queued_requests_ - published_depth_);
+  published_depth_ = queued_requests_;
 }
 
 void Batcher::SweepLocked(absl::Time now,

@@ -27,6 +27,7 @@
 #include "server/inference.h"
 #include "server/loaded_layer.h"
 #include "server/metrics/metrics.h"
+#include "server/queue_depth_gauge.h"
 
 namespace convserve {
 
@@ -46,8 +47,11 @@ class Batcher {
   // `executors`, `metrics` (may be null) and `slot_signal` must outlive this. `slot_signal`,
   // notified by every executor when a slot frees (Executor::set_slot_signal), lets the batcher
   // wait for whichever executor frees a slot first; null, it waits on one executor at a time.
+  // `depth_gauge` counts this batcher's queued requests together with those of the layer
+  // name's other batchers (a replaced generation still draining); null: a gauge of its own.
   Batcher(std::shared_ptr<const LoadedLayer> layer, std::vector<Executor*> executors,
-          Metrics* metrics, const SlotSignal* slot_signal = nullptr);
+          Metrics* metrics, const SlotSignal* slot_signal = nullptr,
+          std::shared_ptr<QueueDepthGauge> depth_gauge = nullptr);
   // Drains (launches everything queued) and joins the scheduler.
   ~Batcher();
   Batcher(const Batcher&) = delete;
@@ -87,16 +91,18 @@ class Batcher {
   Executor* TryAcquireLeastLoaded();
   Batch TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sets the queue-depth gauge to queued_requests_. Called under mu_ after every change so the
-  // gauge sees the changes in the order they happened: set after unlocking, a thread preempted
-  // in between would overwrite a newer depth with its stale one, and the gauge would stay wrong
-  // until the queue next changed (with a long batching delay, for that whole delay).
+  // Adds the change in queued_requests_ since the last call to the layer's queue-depth gauge.
+  // Called under mu_ after every change so the gauge sees the changes in the order they
+  // happened: published after unlocking, a thread preempted in between would apply a stale
+  // change late, and the gauge would be wrong until the queue next changed (with a long
+  // batching delay, for that whole delay).
   void PublishDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const LoadedLayer> layer_;
   const std::vector<Executor*> executors_;
   Metrics* const metrics_;
   const SlotSignal* const slot_signal_;
+  const std::shared_ptr<QueueDepthGauge> depth_gauge_;
 
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
@@ -105,8 +111,9 @@ class Batcher {
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
-  size_t next_executor_ = 0;         // scheduler thread only
-  std::vector<ExecutorLoad> loads_;  // scheduler thread only, reused
+  int64_t published_depth_ ABSL_GUARDED_BY(mu_) = 0;  // queued_requests_ the gauge has seen
+  size_t next_executor_ = 0;                          // scheduler thread only
+  std::vector<ExecutorLoad> loads_;                   // scheduler thread only, reused
   std::thread scheduler_;
 };
 

@@ -228,7 +228,8 @@ absl::StatusOr<v1::LayerInfo> ServingCoreImpl::LoadLayer(const v1::LoadLayerRequ
 
   auto entry = std::make_shared<LayerEntry>();
   entry->layer = layer;
-  entry->batcher = std::make_unique<Batcher>(layer, executor_ptrs_, metrics_, &slot_signal_);
+  entry->batcher = std::make_unique<Batcher>(layer, executor_ptrs_, metrics_, &slot_signal_,
+                                             DepthGaugeFor(layer->name));
   const bool needs_warmup = on_gpu() && spec.warmup_batch_sizes_size() > 0;
   entry->ready = !needs_warmup;
   entry->warmup_done = !needs_warmup;
@@ -242,6 +243,17 @@ absl::StatusOr<v1::LayerInfo> ServingCoreImpl::LoadLayer(const v1::LoadLayerRequ
           layer->resident_bytes, " resident bytes on ", absl::StrJoin(devices, ", "), ")",
           needs_warmup ? ", warming up" : "");
   return InfoFor(*entry);
+}
+
+std::shared_ptr<QueueDepthGauge> ServingCoreImpl::DepthGaugeFor(const std::string& name) {
+  absl::erase_if(depth_gauges_, [](const auto& entry) { return entry.second.expired(); });
+  std::weak_ptr<QueueDepthGauge>& slot = depth_gauges_[name];
+  std::shared_ptr<QueueDepthGauge> gauge = slot.lock();
+  if (gauge == nullptr) {
+    gauge = std::make_shared<QueueDepthGauge>(name, metrics_);
+    slot = gauge;
+  }
+  return gauge;
 }
 
 void ServingCoreImpl::StartWarmup(const std::shared_ptr<LayerEntry>& entry) {
@@ -308,7 +320,8 @@ absl::Status ServingCoreImpl::UnloadLayer(const std::string& name) {
     for (const auto& executor : executors_) {
       metrics_->SetLayerResidentBytes(name, executor->device_name(), -1);
     }
-    metrics_->SetQueueDepth(name, 0);
+    // The queue-depth gauge is left alone: the draining batcher still counts what it holds
+    // and brings the gauge to 0 as it launches.
   }
   Retire(std::move(old));
   LogInfo("unloaded layer '", name, "'");

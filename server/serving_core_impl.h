@@ -9,10 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "server/executor.h"
 #include "server/layer_store.h"
 #include "server/metrics/metrics.h"
+#include "server/queue_depth_gauge.h"
 #include "server/server_options.h"
 #include "server/serving_core.h"
 
@@ -64,6 +66,10 @@ class ServingCoreImpl final : public ServingCore {
   void Retire(std::shared_ptr<LayerEntry> entry);
   void ReapRetired();
   void NotifyHealth(const std::string& service, bool serving);
+  // The queue-depth gauge shared by every batcher of layer `name` (the serving generation and
+  // replaced ones still draining), created when none of them is left.
+  std::shared_ptr<QueueDepthGauge> DepthGaugeFor(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
 
   const ServerOptions options_;
   // Declared before the executors, which notify it until they are destroyed.
@@ -83,6 +89,9 @@ class ServingCoreImpl final : public ServingCore {
   absl::Mutex retired_mu_;
   std::vector<std::shared_ptr<LayerEntry>> retired_ ABSL_GUARDED_BY(retired_mu_);
   bool shut_down_ ABSL_GUARDED_BY(load_mu_) = false;
+  // Held by the batchers; an entry expires once the name's last batcher is gone.
+  absl::flat_hash_map<std::string, std::weak_ptr<QueueDepthGauge>> depth_gauges_
+      ABSL_GUARDED_BY(load_mu_);
 };
 
 }  // namespace convserve

@@ -155,5 +155,74 @@ TEST(BatcherQueueDepthTest, GaugeMatchesTheQueueAfterConcurrentSubmits) {
   EXPECT_EQ(answered_ok.load(), kRounds * kQueued);
 }
 
+// A replaced layer's old batcher drains while the new one queues: the one gauge series of the
+// layer name counts both. Each batcher used to set the gauge to its own count, so the series
+// showed whichever had changed last. The test holds the executor's only launch slot, so nothing
+// launches (and no queue empties) until it lets go: no timing involved.
+TEST(BatcherQueueDepthTest, GaugeSumsTheDrainingAndTheNewGenerationOfALayer) {
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::Create("");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  std::vector<std::unique_ptr<Executor>> executors;
+  executors.push_back(std::make_unique<CpuExecutor>(0, 1, metrics->get()));
+  ServingCoreImpl core(TestServerOptions(), std::move(executors), metrics->get());
+  Executor& executor = *core.executors().front();
+
+  const std::string layer = "replaced";
+  v1::LayerSpec spec = SmallSpec(layer, kChannels);
+  spec.mutable_batching()->set_max_batch_size(4096);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  ASSERT_TRUE(core.LoadLayer(LoadRequestFor(spec, 1)).ok());
+  ASSERT_TRUE(executor.AcquireSlot(absl::Seconds(10)));
+
+  const std::string input = RandomTensor(kChannels * kSize * kSize, DataType::kFloat32, 2);
+  std::atomic<int> answered{0};
+  std::atomic<int> answered_ok{0};
+  auto submit = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      InferenceRequest request;
+      request.layer = layer;
+      request.shape[0] = 1;
+      request.shape[1] = kChannels;
+      request.shape[2] = kSize;
+      request.shape[3] = kSize;
+      request.input = input;
+      request.deadline = absl::Now() + absl::Minutes(5);
+      request.done = [&answered, &answered_ok](absl::StatusOr<InferenceResult> result) {
+        if (result.ok()) ++answered_ok;
+        ++answered;
+      };
+      core.Submit(std::move(request));
+    }
+  };
+  constexpr int kOld = 3;
+  constexpr int kNew = 5;
+  submit(kOld);
+  EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), absl::StrCat(kOld));
+
+  // Replacing the layer drains the old generation: it wants to launch its requests now but
+  // cannot get the slot, so they stay queued while the new generation takes new requests.
+  ASSERT_TRUE(core.LoadLayer(LoadRequestFor(spec, 3)).ok());
+  submit(kNew);
+  std::optional<LayerSnapshot> snapshot = core.FindLayer(layer);
+  ASSERT_TRUE(snapshot.has_value());
+  EXPECT_EQ(snapshot->queued_requests, kNew);  // the serving generation alone
+  EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), absl::StrCat(kOld + kNew))
+      << "the gauge must count the draining generation's requests too";
+
+  // Unloading drains the new generation too; once the slot is free, everything runs and the
+  // gauge returns to 0 (not before: unloading no longer zeroes it while requests are queued).
+  ASSERT_TRUE(core.UnloadLayer(layer).ok());
+  EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), absl::StrCat(kOld + kNew));
+  executor.ReleaseSlot();
+  const absl::Time give_up = absl::Now() + absl::Minutes(1);
+  while (answered.load() < kOld + kNew && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(answered.load(), kOld + kNew);
+  EXPECT_EQ(answered_ok.load(), kOld + kNew);
+  EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), "0");
+  core.Shutdown();
+}
+
 }  // namespace
 }  // namespace convserve
