@@ -14,6 +14,18 @@ namespace {
 // has no wake-up of its own.
 constexpr absl::Duration kCancelPollInterval = absl::Milliseconds(20);
 
+// The merged problem of a batch whose first request is `first` and whose N sum is `samples`.
+ConvProblem BatchProblem(const LoadedLayer& layer, const InferenceRequest& first, int64_t samples) {
+  ConvProblem problem;
+  problem.params = layer.params;
+  problem.batch = samples;
+  problem.height = first.shape[2];
+  problem.width = first.shape[3];
+  problem.input_layout = first.input_layout;
+  problem.output_layout = first.output_layout;
+  return problem;
+}
+
 }  // namespace
 
 size_t ChooseLeastLoaded(const std::vector<ExecutorLoad>& loads, size_t start) {
@@ -57,7 +69,23 @@ Batcher::~Batcher() {
 
 absl::Status Batcher::Enqueue(InferenceRequest& request) {
   const int64_t bytes = static_cast<int64_t>(request.input.size());
+  std::optional<std::pair<Executor*, Batch>> alone;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnqueueLocked(request, bytes, alone); !s.ok() || !alone.has_value()) {
+      return s;
+    }
+  }
+  // Outside the lock: the executor may take a while to accept the batch (the CPU one hands it to
+  // its worker; the GPU one to a lane), and requests for other shapes must not wait for that.
+  alone->first->Execute(std::move(alone->second));
   absl::MutexLock lock(&mu_);
+  if (--handing_over_ == 0 && draining_) wake_.Signal();
+  return absl::OkStatus();
+}
+
+absl::Status Batcher::EnqueueLocked(InferenceRequest& request, int64_t bytes,
+                                    std::optional<std::pair<Executor*, Batch>>& alone) {
   if (draining_) {
     return absl::UnavailableError(
         absl::StrCat("layer '", layer_->name, "' is being replaced or unloaded"));
@@ -73,6 +101,11 @@ absl::Status Batcher::Enqueue(InferenceRequest& request) {
         "layer '", layer_->name, "' queue is full (", queued_bytes_, " input bytes queued + ",
         bytes, " over the bound ", config.max_queue_bytes, "); retry later"));
   }
+  alone = TryLaunchAloneLocked(request);
+  if (alone.has_value()) {
+    ++handing_over_;
+    return absl::OkStatus();
+  }
   const ShapeKey key{request.shape[2], request.shape[3], request.input_layout,
                      request.output_layout};
   queues_[key].requests.push_back(std::move(request));
@@ -87,6 +120,27 @@ void Batcher::BeginDrain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
   wake_.Signal();
+}
+
+std::optional<std::pair<Executor*, Batch>> Batcher::TryLaunchAloneLocked(
+    InferenceRequest& request) {
+  // Anything queued launches first (and the scheduler may be taking a slot for it right now).
+  if (!queues_.empty()) return std::nullopt;
+  const absl::Time now = absl::Now();
+  const int64_t samples = request.shape[0];
+  if (!DecideBatch({&samples, 1}, request.accepted_at, now, layer_->batching).launch) {
+    return std::nullopt;
+  }
+  // A client that already left is answered CANCELLED by the scheduler's sweep, as before.
+  if (request.is_cancelled && request.is_cancelled()) return std::nullopt;
+  Executor* executor = TryAcquireLeastLoaded();
+  if (executor == nullptr) return std::nullopt;
+  Batch batch;
+  batch.layer = layer_;
+  batch.launched_at = now;
+  batch.problem = BatchProblem(*layer_, request, samples);
+  batch.requests.push_back(std::move(request));
+  return std::make_pair(executor, std::move(batch));
 }
 
 bool Batcher::drained() const {
@@ -213,13 +267,7 @@ Batch Batcher::TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::
     batch.requests.push_back(std::move(requests.front()));
     requests.pop_front();
   }
-  const InferenceRequest& first = batch.requests.front();
-  batch.problem.params = layer_->params;
-  batch.problem.batch = samples;
-  batch.problem.height = first.shape[2];
-  batch.problem.width = first.shape[3];
-  batch.problem.input_layout = first.input_layout;
-  batch.problem.output_layout = first.output_layout;
+  batch.problem = BatchProblem(*layer_, batch.requests.front(), samples);
   if (requests.empty()) queues_.erase(queue);
   return batch;
 }
@@ -241,7 +289,7 @@ void Batcher::SchedulerLoop() {
     absl::Time wake_at;
     auto chosen = ChooseLocked(now, wake_at);
     if (chosen == queues_.end()) {
-      if (draining_ && queues_.empty()) break;
+      if (draining_ && queues_.empty() && handing_over_ == 0) break;
       wake_.WaitWithDeadline(&mu_, wake_at);
       continue;
     }

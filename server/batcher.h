@@ -7,6 +7,11 @@
 // executor is unhealthy, batches still go to them and fail at once with their error rather than
 // wait in the queue for a device that will not come back.
 //
+// A lone request skips the scheduler thread: when nothing is queued, the policy launches a batch
+// of that request alone (a preferred size, a full batch, or no delay) and a launch slot is free
+// now, Enqueue hands it to the executor itself, which saves one thread hand-off (the scheduler's
+// wake-up) per request at low load. Under load requests queue and batch as before.
+//
 // Every request it accepts is answered exactly once: by the executor, or here when its deadline
 // passes or its client cancels before launch. Replacing or unloading the layer drains it: what
 // was queued still launches, on the generation it was accepted for.
@@ -16,8 +21,10 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,14 +65,16 @@ class Batcher {
   Batcher& operator=(const Batcher&) = delete;
 
   // Queues a validated request (its shape and bytes match the layer), moving from `request` on
-  // success. RESOURCE_EXHAUSTED when the layer's queues are over their request or byte bound;
-  // UNAVAILABLE once draining (the caller may retry on the layer's new generation). On error
-  // `request` is untouched and the caller answers it.
+  // success; a lone request may instead launch from here (see above), on the calling thread,
+  // which then runs Executor::Execute (it never blocks on the device). RESOURCE_EXHAUSTED when the
+  // layer's queues are over their request or byte bound; UNAVAILABLE once draining (the caller may
+  // retry on the layer's new generation). On error `request` is untouched and the caller answers
+  // it.
   absl::Status Enqueue(InferenceRequest& request);
 
   // Stops accepting and launches what is queued without waiting for company.
   void BeginDrain();
-  // True once draining finished: nothing queued, the scheduler has exited.
+  // True once draining finished: nothing queued or being handed over, the scheduler has exited.
   bool drained() const;
   int64_t queued_requests() const;
 
@@ -77,6 +86,11 @@ class Batcher {
   };
 
   void SchedulerLoop();
+  // Enqueue's part under mu_: the admission checks, then either the lone-request launch (set in
+  // `alone`, counted in handing_over_) or the queue.
+  absl::Status EnqueueLocked(InferenceRequest& request, int64_t bytes,
+                             std::optional<std::pair<Executor*, Batch>>& alone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes expired and cancelled requests into `ended` with the status that ends them.
   void SweepLocked(absl::Time now, std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -90,6 +104,10 @@ class Batcher {
   // Takes a free slot of the eligible executor with the most free slots, without waiting.
   Executor* TryAcquireLeastLoaded();
   Batch TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lone-request launch (see above): a batch of `request` alone with a slot taken, when
+  // nothing is queued, the policy launches it now and a slot is free; nullopt otherwise.
+  std::optional<std::pair<Executor*, Batch>> TryLaunchAloneLocked(InferenceRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds the change in queued_requests_ since the last call to the layer's queue-depth gauge.
   // Called under mu_ after every change so the gauge sees the changes in the order they
@@ -112,8 +130,14 @@ class Batcher {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
   int64_t published_depth_ ABSL_GUARDED_BY(mu_) = 0;  // queued_requests_ the gauge has seen
-  size_t next_executor_ = 0;                          // scheduler thread only
-  std::vector<ExecutorLoad> loads_;                   // scheduler thread only, reused
+  // Lone-request batches taken under mu_ but not yet passed to Execute(); draining waits for
+  // them, so drained() still means every accepted request reached an executor.
+  int handing_over_ ABSL_GUARDED_BY(mu_) = 0;
+  // The scheduler's, used outside mu_ while a queue is due; and Enqueue's (TryLaunchAloneLocked),
+  // under mu_ while nothing is queued. Only the scheduler empties queues, so the two never
+  // overlap: the scheduler takes slots only while a queue is non-empty.
+  size_t next_executor_ = 0;
+  std::vector<ExecutorLoad> loads_;  // reused
   std::thread scheduler_;
 };
 
