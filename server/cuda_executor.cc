@@ -100,9 +100,14 @@ class CudaExecutor::Lane {
   GrowingBuffer device_input{GrowingBuffer::Kind::kDevice};
   GrowingBuffer device_output{GrowingBuffer::Kind::kDevice};
   GrowingBuffer workspace{GrowingBuffer::Kind::kDevice};
-  // Hand-over state, guarded by the executor's lanes_mu_.
+  // Hand-over state, guarded by the executor's lanes_mu_: `busy` from Execute() taking the lane
+  // until FreeLane(); `pending` once its batch is launched, until the lane thread takes it.
+  struct Launched {
+    Batch batch;
+    ConvLaunch launch;
+  };
   bool busy = false;
-  std::optional<Batch> pending;
+  std::optional<Launched> pending;
   std::thread thread;
 };
 
@@ -176,17 +181,40 @@ absl::StatusOr<std::shared_ptr<const DeviceWeights>> CudaExecutor::PrepareWeight
 }
 
 void CudaExecutor::Execute(Batch batch) {
-  absl::MutexLock lock(&lanes_mu_);
-  for (auto& lane : lanes_) {
-    if (!lane->busy) {
-      lane->busy = true;
-      lane->pending.emplace(std::move(batch));
-      return;
+  Lane* lane = nullptr;
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    for (auto& candidate : lanes_) {
+      if (!candidate->busy) {
+        candidate->busy = true;
+        lane = candidate.get();
+        break;
+      }
     }
   }
-  // Unreachable while callers hold a slot per batch (slots == lanes).
-  LogError(device_name_, ": Execute without a free lane");
-  FailBatch(batch, absl::InternalError("no free executor lane"), metrics_);
+  if (lane == nullptr) {
+    // Unreachable while callers hold a slot per batch (slots == lanes).
+    LogError(device_name_, ": Execute without a free lane");
+    FailBatch(batch, absl::InternalError("no free executor lane"), metrics_);
+    return;
+  }
+  // The caller may be any thread (a gRPC thread for a lone request, a batcher's scheduler).
+  cudaSetDevice(device_);
+  ConvLaunch launch;
+  if (!LaunchOnLane(*lane, batch, launch)) {
+    FreeLane(*lane);
+    return;
+  }
+  absl::MutexLock lock(&lanes_mu_);
+  lane->pending.emplace(Lane::Launched{std::move(batch), std::move(launch)});
+}
+
+void CudaExecutor::FreeLane(Lane& lane) {
+  {
+    absl::MutexLock lock(&lanes_mu_);
+    lane.busy = false;
+  }
+  slots_.Release();
 }
 
 absl::StatusOr<TuningResult> CudaExecutor::Tune(const ConvProblem& problem) {
@@ -217,23 +245,21 @@ void CudaExecutor::Shutdown() {
 void CudaExecutor::LaneLoop(Lane& lane) {
   cudaSetDevice(device_);
   while (true) {
-    std::optional<Batch> batch;
+    std::optional<Lane::Launched> launched;
     {
       absl::MutexLock lock(&lanes_mu_);
+      // A busy lane without a pending batch is being launched by Execute(): wait for it even
+      // when stopping, so a launched batch is always answered.
       auto has_work = [this, &lane]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lanes_mu_) {
-        return lane.pending.has_value() || stopping_;
+        return lane.pending.has_value() || (stopping_ && !lane.busy);
       };
       lanes_mu_.Await(absl::Condition(&has_work));
       if (!lane.pending.has_value()) return;
-      batch = std::move(lane.pending);
+      launched = std::move(lane.pending);
       lane.pending.reset();
     }
-    RunOnLane(lane, *batch);
-    {
-      absl::MutexLock lock(&lanes_mu_);
-      lane.busy = false;
-    }
-    slots_.Release();
+    FinishOnLane(lane, launched->batch, launched->launch);
+    FreeLane(lane);
   }
 }
 
@@ -246,19 +272,19 @@ void CudaExecutor::NoteError(int cuda_error) {
   }
 }
 
-void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
+bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& planned) {
   const ConvProblem& problem = batch.problem;
   if (broken_.load()) {
     FailBatch(
         batch,
         absl::UnavailableError(absl::StrCat(device_name_, " failed earlier; restart the server")),
         metrics_);
-    return;
+    return false;
   }
   absl::StatusOr<ConvLaunch> launch = engine_->Plan(problem);
   if (!launch.ok()) {
     FailBatch(batch, launch.status(), metrics_);
-    return;
+    return false;
   }
   const size_t input_bytes = static_cast<size_t>(problem.input_bytes());
   const size_t output_bytes = static_cast<size_t>(problem.output_bytes());
@@ -266,6 +292,7 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
   auto fail = [&](cudaError_t error, const char* what) {
     NoteError(error);
     FailBatch(batch, CudaStatus(error, device_name_, what), metrics_);
+    return false;
   };
   cudaError_t error = lane.host_input.Reserve(input_bytes);
   if (error != cudaSuccess) return fail(error, "cudaMallocHost (input staging)");
@@ -311,11 +338,12 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
     if (sticky != cudaSuccess) NoteError(sticky);
     FailBatch(batch, absl::Status(ran.code(), absl::StrCat(device_name_, ": ", ran.message())),
               metrics_);
-    return;
+    return false;
   }
   if ((error = cudaEventRecord(lane.kernel_end, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
+  // Waits for the stream only when this launch was sampled (now and then, see SampledLaunch).
   if (absl::StatusOr<double> achieved = sample.Finish(); achieved.ok() && metrics_ != nullptr) {
     metrics_->SetOccupancy(device_name_, launch->config_name,
                            engine_->Occupancy(problem, *launch).theoretical_occupancy, *achieved);
@@ -327,8 +355,15 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
   if ((error = cudaEventRecord(lane.end, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
-  if ((error = cudaEventSynchronize(lane.end)) != cudaSuccess) {
-    return fail(error, "the batch (copies and kernel)");
+  planned = *std::move(launch);
+  return true;
+}
+
+void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch) {
+  if (const cudaError_t error = cudaEventSynchronize(lane.end); error != cudaSuccess) {
+    NoteError(error);
+    FailBatch(batch, CudaStatus(error, device_name_, "the batch (copies and kernel)"), metrics_);
+    return;
   }
   float compute_ms = 0;
   float kernel_ms = 0;
@@ -336,11 +371,11 @@ void CudaExecutor::RunOnLane(Lane& lane, Batch& batch) {
   cudaEventElapsedTime(&kernel_ms, lane.kernel_start, lane.kernel_end);
   BatchRun run;
   run.device = device_name_;
-  run.kernel_config = launch->config_name;
+  run.kernel_config = launch.config_name;
   run.compute = absl::Microseconds(static_cast<double>(compute_ms) * 1000.0);
   run.kernel = absl::Microseconds(static_cast<double>(kernel_ms) * 1000.0);
   CompleteBatch(batch, static_cast<const char*>(lane.host_output.data()), run, metrics_);
-  PublishDeviceMetrics(problem, *launch);
+  PublishDeviceMetrics(batch.problem, launch);
 }
 
 void CudaExecutor::PublishDeviceMetrics(const ConvProblem& problem, const ConvLaunch& launch) {

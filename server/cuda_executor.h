@@ -1,7 +1,11 @@
 // The executor of one GPU, behind the ConvEngine seam (kernels/conv_engine.h). Two lanes, each
-// with its own stream, reused pinned host staging and device buffers, and a thread: a lane
-// stages its batch's inputs, copies them in, launches the tuned kernel and copies the output
-// back, so the next batch's copies on the other lane overlap this batch's kernel.
+// with its own stream, reused pinned host staging and device buffers, and a thread. Execute()
+// stages the batch's inputs into a free lane and enqueues the input copy, the tuned kernel and
+// the output copy on its stream, all asynchronous, on the caller's thread; the lane's thread
+// then waits for the device and answers the requests. So the lane thread's wake-up overlaps the
+// device work instead of preceding it, and the next batch's copies on the other lane overlap
+// this batch's kernel. Execute() waits for the device only for the launch the occupancy sampler
+// measures (one per configuration every sampling interval) and after a failed launch.
 #pragma once
 
 #include <atomic>
@@ -51,7 +55,13 @@ class CudaExecutor final : public Executor {
  private:
   CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics);
   void LaneLoop(Lane& lane);
-  void RunOnLane(Lane& lane, Batch& batch);
+  // On the caller's thread: stages `batch` into `lane` and enqueues its copies and kernel, setting
+  // `launch`. False when a step failed; the batch has then been answered with the error.
+  bool LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& launch);
+  // On the lane's thread: waits for the launched batch and answers its requests.
+  void FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch);
+  // Marks `lane` free and releases its launch slot.
+  void FreeLane(Lane& lane);
   // Marks the device broken after an error that poisons the context (not for out-of-memory).
   void NoteError(int cuda_error);
   void PublishDeviceMetrics(const ConvProblem& problem, const ConvLaunch& launch);
