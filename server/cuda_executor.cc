@@ -266,9 +266,9 @@ void CudaExecutor::LaneLoop(Lane& lane) {
 void CudaExecutor::NoteError(int cuda_error) {
   if (cuda_error == cudaErrorMemoryAllocation) return;
   if (!broken_.exchange(true)) {
-    LogError(device_name_, " is broken after ",
-             cudaGetErrorName(static_cast<cudaError_t>(cuda_error)),
-             "; failing its batches and reporting NOT_SERVING");
+    LogError(
+        device_name_, " is broken after ", cudaGetErrorName(static_cast<cudaError_t>(cuda_error)),
+        "; it gets no more batches while another device is healthy (NOT_SERVING when none is)");
   }
 }
 
