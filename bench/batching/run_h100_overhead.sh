@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The concurrency-1 overhead check on the lent GPU, in one device call (about 3-4 minutes):
-# run_h100.sh twice, once with the shipped transport (1 MiB stream window) and once with gRPC's
-# own flow control on server, echo server and client, each at concurrency 1, 8 and 64, then one
-# table of what the server adds over the echo floor at concurrency 1. From a gpu-bundle holding
+# The concurrency-1 overhead check on the lent GPU, in one device call (about 4 minutes):
+# run_h100.sh twice, once with the shipped transport (1 MiB stream window) at concurrency 1, 8
+# and 64, and once with gRPC's own flow control on server, echo server and client at 1 and 64
+# (DEFAULT_WINDOW_LEVELS), then one table of what the server adds over the echo floor at
+# concurrency 1. From a gpu-bundle holding
 # convserve-server, convserve-cli, convserve-echo-server and gpu_server_test (NOTES.md):
 #   . .gpu/b/env.sh; COMMIT=<sha> bash bench/batching/run_h100_overhead.sh
 # $OUT gets fixed-window/ and default-window/ (each summary.txt, results.json, logs.tgz) and
@@ -17,7 +18,7 @@ export LEVELS=${LEVELS:-1,8,64}
 OUT=$out/fixed-window bash "$here/run_h100.sh"
 echo "fixed-window exit=$?"
 window=--grpc_stream_window_bytes=0
-OUT=$out/default-window SKIP_GPU_TEST=1 TRANSPORT_AB=0 \
+LEVELS=${DEFAULT_WINDOW_LEVELS:-1,64} OUT=$out/default-window SKIP_GPU_TEST=1 TRANSPORT_AB=0 \
   SERVER_FLAGS="${SERVER_FLAGS:-} $window" ECHO_FLAGS="${ECHO_FLAGS:-} $window" \
   CLIENT_FLAGS="${CLIENT_FLAGS:-} $window" bash "$here/run_h100.sh"
 echo "default-window exit=$?"
@@ -48,4 +49,9 @@ for window in ("fixed-window", "default-window"):
         print(f"{window:<15} {name:<10} {p50:>6.0f} {floor:>6.0f} {compute:>8.0f} {queue:>6.0f} "
               f"{p50 - floor - compute:>6.0f} {over:>+8.0%}  (target <= +15%: "
               f"{'MET' if over <= 0.15 else 'NOT met'})")
+    # Throughput under load, to see that the c=1 changes cost nothing there.
+    at64 = {name: next((r for r in results.get(name, []) if r["load"] == 64), None)
+            for name in ("echo_c64", "batched", "eager", "unbatched")}
+    print(f"{window:<15} c=64 req/s: " + ", ".join(
+        f"{name} {r['throughput_rps']:.0f}" for name, r in at64.items() if r))
 EOF
