@@ -1,10 +1,19 @@
 #include "server/batch.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/time/clock.h"
 
 namespace convserve {
+
+AnswerThreads::AnswerThreads(int threads) {
+  for (int i = 0; i < std::max(threads, 1); ++i) queues_.push_back(std::make_unique<WorkQueue>());
+}
+
+void AnswerThreads::Post(absl::AnyInvocable<void() &&> work) {
+  queues_[next_.fetch_add(1, std::memory_order_relaxed) % queues_.size()]->Post(std::move(work));
+}
 
 void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> result,
                    Metrics* metrics) {
@@ -17,7 +26,8 @@ void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> re
   request.done = nullptr;
 }
 
-void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run, Metrics* metrics) {
+void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run, Metrics* metrics,
+                   AnswerThreads* helpers) {
   const ConvProblem& problem = batch.problem;
   if (metrics != nullptr) {
     metrics->BatchExecuted(batch.layer->name, run.device, run.kernel_config,
@@ -27,6 +37,8 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
   const int64_t sample_bytes = problem.output_bytes() / problem.batch;
   int64_t offset = 0;
   const absl::Time now = absl::Now();
+  std::vector<InferenceResult> results;
+  results.reserve(batch.requests.size());
   for (InferenceRequest& request : batch.requests) {
     const int64_t bytes = request.shape[0] * sample_bytes;
     InferenceResult result;
@@ -44,7 +56,28 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
     result.batch_size = static_cast<int>(problem.batch);
     result.kernel_config = run.kernel_config;
     result.device = run.device;
-    AnswerRequest(request, std::move(result), metrics);
+    results.push_back(std::move(result));
+  }
+  // Answer in parts: `parts` - 1 go to the helpers, the first is answered here.
+  const size_t count = batch.requests.size();
+  const size_t parts = helpers == nullptr
+                           ? 1
+                           : std::clamp<size_t>(count, 1, static_cast<size_t>(helpers->size()) + 1);
+  const size_t part_size = (count + parts - 1) / parts;
+  for (size_t begin = part_size; begin < count; begin += part_size) {
+    const size_t end = std::min(count, begin + part_size);
+    std::vector<InferenceRequest> requests(std::make_move_iterator(batch.requests.begin() + begin),
+                                           std::make_move_iterator(batch.requests.begin() + end));
+    std::vector<InferenceResult> part(std::make_move_iterator(results.begin() + begin),
+                                      std::make_move_iterator(results.begin() + end));
+    helpers->Post([requests = std::move(requests), part = std::move(part), metrics]() mutable {
+      for (size_t i = 0; i < requests.size(); ++i) {
+        AnswerRequest(requests[i], std::move(part[i]), metrics);
+      }
+    });
+  }
+  for (size_t i = 0; i < std::min(count, part_size); ++i) {
+    AnswerRequest(batch.requests[i], std::move(results[i]), metrics);
   }
 }
 

@@ -60,6 +60,7 @@ void CpuExecutor::Shutdown() {
     stopping_ = true;
   }
   if (worker_.joinable()) worker_.join();
+  answer_threads_.reset();
 }
 
 void CpuExecutor::WorkerLoop() {
@@ -105,7 +106,7 @@ void CpuExecutor::Run(Batch& batch) {
   run.kernel_config = "cpu_reference";
   run.compute = absl::Now() - start;
   run.kernel = run.compute;
-  CompleteBatch(batch, output.data(), run, metrics_);
+  CompleteBatch(batch, output.data(), run, metrics_, answer_threads_.get());
 }
 
 }  // namespace convserve

@@ -46,6 +46,9 @@ class CpuExecutor final : public Executor {
   Metrics* const metrics_;
   std::string device_name_;
   LaunchSlots slots_{1};  // the reference already uses every core for one batch
+  // Answer the requests of a batch in parallel (batch.h); released by Shutdown() once the worker
+  // has stopped, which waits for the answers they were given.
+  std::unique_ptr<AnswerThreads> answer_threads_ = std::make_unique<AnswerThreads>(2);
 
   absl::Mutex mu_;
   std::optional<Batch> pending_ ABSL_GUARDED_BY(mu_);

@@ -240,6 +240,7 @@ void CudaExecutor::Shutdown() {
   for (auto& lane : lanes_) {
     if (lane->thread.joinable()) lane->thread.join();
   }
+  answer_threads_.reset();
 }
 
 void CudaExecutor::LaneLoop(Lane& lane) {
@@ -374,7 +375,8 @@ void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& laun
   run.kernel_config = launch.config_name;
   run.compute = absl::Microseconds(static_cast<double>(compute_ms) * 1000.0);
   run.kernel = absl::Microseconds(static_cast<double>(kernel_ms) * 1000.0);
-  CompleteBatch(batch, static_cast<const char*>(lane.host_output.data()), run, metrics_);
+  CompleteBatch(batch, static_cast<const char*>(lane.host_output.data()), run, metrics_,
+                answer_threads_.get());
   PublishDeviceMetrics(batch.problem, launch);
 }
 

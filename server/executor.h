@@ -79,7 +79,9 @@ class Executor {
   // Notified whenever a slot is freed; set by the serving core before the first batch.
   virtual void set_slot_signal(SlotSignal* signal) = 0;
   // Runs `batch` on the slot taken before, asynchronously: answers every request of it
-  // (result or error) and then frees the slot. Never blocks on the device.
+  // (result or error) and frees the slot, possibly before the last answers of a large batch
+  // are delivered (they go out from helper threads; Shutdown() waits for them). Never blocks on
+  // the device.
   virtual void Execute(Batch batch) = 0;
 
   // Blocking auto-tune of one problem; FAILED_PRECONDITION where nothing is tuned (CPU).
