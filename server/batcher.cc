@@ -76,8 +76,8 @@ absl::Status Batcher::Enqueue(InferenceRequest& request) {
       return s;
     }
   }
-  // Outside the lock: the executor may take a while to accept the batch (the CPU one hands it to
-  // its worker; the GPU one to a lane), and requests for other shapes must not wait for that.
+  // Outside the lock: the executor may take a while to accept the batch (the GPU one stages the
+  // input and enqueues the copies and kernel), and requests for other shapes must not wait.
   alone->first->Execute(std::move(alone->second));
   absl::MutexLock lock(&mu_);
   if (--handing_over_ == 0 && draining_) wake_.Signal();
