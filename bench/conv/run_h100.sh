@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the kernel proof on the lent GPU from a gpu-bundle (see docs/kernels.md):
-#   . .gpu/b/env.sh; bash bench/conv/run_h100.sh quick|full|sanitize
+#   . .gpu/b/env.sh; bash bench/conv/run_h100.sh quick|full|sanitize|hopper
+# hopper: memcheck and racecheck on the Hopper kinds (one row of each), then Nsight Compute on
+# the shapes in $NCU (comma list of shape:N:config, e.g. l4_3x3_512:32:b64x128x64_w64x128_s6_wgmma_tma).
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 mode=${1:-quick}
@@ -40,5 +42,26 @@ case $mode in
     compute-sanitizer --tool racecheck --error-exitcode 7 conv_kernels_gpu_test --gtest_color=no \
       --gtest_filter="$one" >"$out/racecheck.log" 2>&1
     echo "racecheck rc=$?"; tail -3 "$out/racecheck.log"
+    ;;
+  hopper)
+    rows='*b128x128x64_w64x128_s6_wgmma_tma:*b64x128x64_w64x128_s4_wgmma_tma:*b128x128x64_w64x128_s6_sk2_wgmma_tma:*b128x128x64_w64x128_s4_wgmma_ws:*b64x64x64_w64x64_s6_wgmma'
+    compute-sanitizer --tool memcheck --error-exitcode 7 conv_kernels_gpu_test --gtest_color=no \
+      --gtest_filter="$rows" >"$out/memcheck.log" 2>&1
+    echo "memcheck rc=$?"; tail -3 "$out/memcheck.log"
+    compute-sanitizer --tool racecheck --error-exitcode 7 conv_kernels_gpu_test --gtest_color=no \
+      --gtest_filter="$rows" >"$out/racecheck.log" 2>&1
+    echo "racecheck rc=$?"; tail -3 "$out/racecheck.log"
+    for item in ${NCU//,/ }; do
+      IFS=: read -r shape batch config <<<"$item"
+      { grep "^#" "$data/resnet50.tsv"; grep -P "^$shape\t" "$data/resnet50.tsv"; } >"$out/ncu_shape.tsv"
+      ncu --section SpeedOfLight --section Occupancy --section SchedulerStats \
+        --section WarpStateStats --section MemoryWorkloadAnalysis --launch-skip 2 --launch-count 1 \
+        --kernel-name regex:Conv conv_bench --shapes="$out/ncu_shape.tsv" --batches="$batch" \
+        --dtypes=fp16 --reps=3 --configs="$config" --no-cudnn >"$out/ncu_${shape}_n$batch.txt" 2>&1
+      echo "ncu $shape N=$batch rc=$?"
+      grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|No Eligible|Issued Warp|Registers Per" \
+        "$out/ncu_${shape}_n$batch.txt" | head -12
+    done
+    rm -f "$out/ncu_shape.tsv"
     ;;
 esac

@@ -32,9 +32,16 @@ int64_t Align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 bool IsGemmKind(KernelKind kind) { return kind != KernelKind::kDepthwise; }
 
+// Split-K that sums in fp32 partials in the workspace and a second kernel; the TMA kind sums
+// inside a thread-block cluster instead.
+bool ReducesThroughWorkspace(KernelKind kind) {
+  return IsGemmKind(kind) && kind != KernelKind::kWgmmaTma;
+}
+
 // sm_90a code: runs on compute capability 9.0 devices only.
 bool IsHopperKind(KernelKind kind) {
-  return kind == KernelKind::kWgmma || kind == KernelKind::kWgmmaWs;
+  return kind == KernelKind::kWgmma || kind == KernelKind::kWgmmaWs ||
+         kind == KernelKind::kWgmmaTma;
 }
 
 // The reduction slice of one pipeline stage, in elements of the problem's dtype.
@@ -108,6 +115,8 @@ const KernelHandle& GetKernel(int config, DataType dtype) {
     FillKernelsWgmmaFp16((*t)[1]);
     FillKernelsWgmmaBf16((*t)[2]);
     FillKernelsWgmmaFp32((*t)[0]);
+    FillKernelsWgmmaTmaFp16((*t)[1]);
+    FillKernelsWgmmaTmaBf16((*t)[2]);
 #endif
     return t;
   }();
@@ -123,6 +132,7 @@ std::string ConfigName(const TileConfig& c) {
   if (c.kind == KernelKind::kSimt) absl::StrAppend(&name, "_simt");
   if (c.kind == KernelKind::kWgmma) absl::StrAppend(&name, "_wgmma");
   if (c.kind == KernelKind::kWgmmaWs) absl::StrAppend(&name, "_wgmma_ws");
+  if (c.kind == KernelKind::kWgmmaTma) absl::StrAppend(&name, "_wgmma_tma");
   return name;
 }
 
@@ -216,6 +226,25 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
         return absl::FailedPreconditionError("SIMT runs fp32 only");
       }
       break;
+    case KernelKind::kWgmmaTma: {
+      // The tensor maps' limits: a k tile is one filter tap's 64 channels; traversal strides
+      // up to 8; the 4-D im2col box corners within [-128, 127].
+      if (params.dtype == DataType::kFloat32) {
+        return absl::FailedPreconditionError("the TMA kind runs fp16 and bf16 only");
+      }
+      if (params.groups != 1 || params.in_channels % 64 != 0) {
+        return absl::FailedPreconditionError("the TMA kind needs groups == 1 and C % 64 == 0");
+      }
+      const auto corner_ok = [](int64_t v) { return v >= -128 && v <= 127; };
+      if (params.stride_h > 8 || params.stride_w > 8 || !corner_ok(-params.pad_h) ||
+          !corner_ok(-params.pad_w) ||
+          !corner_ok(params.pad_h - params.dilation_h * (params.kernel_h - 1)) ||
+          !corner_ok(params.pad_w - params.dilation_w * (params.kernel_w - 1))) {
+        return absl::FailedPreconditionError(
+            "stride, padding or dilation beyond the TMA im2col limits");
+      }
+    }
+      [[fallthrough]];
     case KernelKind::kWgmma:
     case KernelKind::kWgmmaWs:
       if (device.compute_capability != 90) {
@@ -244,7 +273,7 @@ int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
   int64_t bytes = 0;
   if (problem.input_layout == Layout::kNchw) bytes += Align256(problem.input_bytes());
   const TileConfig& c = kConfigTable[config];
-  if (IsGemmKind(c.kind)) {
+  if (ReducesThroughWorkspace(c.kind)) {
     const SplitPlan split = PlanSplit(c, problem);
     if (split.split > 1) {
       bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
@@ -267,7 +296,8 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
     input = scratch;
     scratch += Align256(problem.input_bytes());
   }
-  if (c.kind == KernelKind::kTensorOp && reinterpret_cast<uintptr_t>(input) % 16 != 0) {
+  if ((c.kind == KernelKind::kTensorOp || c.kind == KernelKind::kWgmmaTma) &&
+      reinterpret_cast<uintptr_t>(input) % 16 != 0) {
     return absl::InvalidArgumentError("input must be 16-byte aligned");
   }
   p.input = input;
@@ -275,12 +305,13 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   p.bias = weights.bias;
   p.output = output;
   const int vec = 16 / static_cast<int>(DataTypeSize(problem.params.dtype));
-  p.vector_store = !p.output_nchw && p.split_k == 1 && p.group_k % vec == 0 &&
+  const bool workspace_split = p.split_k > 1 && ReducesThroughWorkspace(c.kind);
+  p.vector_store = !p.output_nchw && !workspace_split && p.group_k % vec == 0 &&
                    p.out_channels % vec == 0 && reinterpret_cast<uintptr_t>(output) % 16 == 0;
-  if (p.split_k > 1) p.partials = reinterpret_cast<float*>(scratch);
+  if (workspace_split) p.partials = reinterpret_cast<float*>(scratch);
   if (p.weight == nullptr) return absl::FailedPreconditionError("weights not packed for kind");
   CONVSERVE_CUDA_RETURN_IF_ERROR(h.launch(p, stream));
-  if (p.split_k > 1) {
+  if (workspace_split) {
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchSplitKReduce(problem.params.dtype, p, stream));
   }
   return absl::OkStatus();
@@ -349,7 +380,7 @@ int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
     // wgmma tiles ran 1.3-1.7x faster than mma.sync tiles of the same shape on the H100
     // (bench/results/2026-11-24_h100_wgmma_v2_staged_epilogue).
     if (IsHopperKind(c.kind)) cost *= 0.65;
-    if (split.split > 1) {
+    if (split.split > 1 && ReducesThroughWorkspace(c.kind)) {
       cost += static_cast<double>(split.split) * problem.gemm_m() * params.out_channels * 8.0 /
               device.sm_count;
     }

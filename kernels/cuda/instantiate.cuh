@@ -7,6 +7,7 @@
 #include "kernels/cuda/conv_kernels.cuh"
 #include "kernels/cuda/kernel_registry.h"
 #include "kernels/cuda/wgmma_kernel.cuh"
+#include "kernels/cuda/wgmma_tma_kernel.cuh"
 #include "kernels/cuda/wgmma_ws_kernel.cuh"
 
 namespace convserve {
@@ -47,6 +48,36 @@ cudaError_t LaunchWgmmaWs(const KernelParams& p, cudaStream_t stream) {
   return cudaPeekAtLastError();
 }
 
+// Encodes the operands' tensor maps for this launch (the input moves with every batch).
+template <typename T, int kIndex>
+cudaError_t LaunchWgmmaTma(const KernelParams& p, cudaStream_t stream) {
+  constexpr TileConfig c = kConfigTable[kIndex];
+  using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  TmaOperands maps;
+  const cudaError_t encoded =
+      EncodeTmaOperands(p, std::is_same_v<T, __nv_bfloat16>, c.block_m, c.block_n, &maps);
+  if (encoded != cudaSuccess) return encoded;
+  auto* kernel = &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  if (p.split_k == 1) {
+    kernel<<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p, maps);
+    return cudaPeekAtLastError();
+  }
+  // Split-K: a tile's slices form one cluster and reduce in it (see wgmma_tma_kernel.cuh).
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = static_cast<unsigned>(p.split_k);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = GemmGrid(c, p);
+  config.blockDim = dim3(Shape::kThreads);
+  config.dynamicSmemBytes = Shape::kSmemBytes;
+  config.stream = stream;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, p, maps);
+}
+
 template <typename T, int kIndex>
 cudaError_t LaunchDepthwise(const KernelParams& p, cudaStream_t stream) {
   constexpr int kThreads = kConfigTable[kIndex].block_m;
@@ -83,6 +114,16 @@ KernelHandle MakeHandle() {
     h.threads = Shape::kThreads;
     h.smem_bytes = Shape::kSmemBytes;
     h.launch = &LaunchWgmmaWs<T, kIndex>;
+  } else if constexpr (c.kind == KernelKind::kWgmmaTma) {
+    static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
+    if constexpr (!std::is_same_v<T, float>) {  // 16-bit only: no fp32 kernel
+      using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+      h.func = reinterpret_cast<const void*>(
+          &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
+      h.threads = Shape::kThreads;
+      h.smem_bytes = Shape::kSmemBytes;
+      h.launch = &LaunchWgmmaTma<T, kIndex>;
+    }
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {
     // Exact fp32 only.
   } else if constexpr (std::is_same_v<T, float> && c.kind != KernelKind::kSimt &&

@@ -14,7 +14,7 @@ struct KernelParams {
   const void* weight = nullptr;  // packed: [groups][K/groups][k_pad] (GEMM kinds) or [R][S][K]
   const void* bias = nullptr;    // [K] in the dtype, or null
   void* output = nullptr;        // NHWC or NCHW, see output_nchw
-  float* partials = nullptr;     // split-K: [split_k][M][K] fp32
+  float* partials = nullptr;     // workspace split-K: [split_k][M][K] fp32 (not kWgmmaTma)
 
   int batch = 0, height = 0, width = 0, channels = 0;  // input N, H, W, C
   int out_channels = 0, out_h = 0, out_w = 0;          // K, P, Q
@@ -30,8 +30,8 @@ struct KernelParams {
   int k_tiles_per_split = 0;
   int activation = 0;  // convserve::Activation
   int output_nchw = 0;
-  // NHWC output, no split-K, channel counts and the output pointer 16-byte aligned: the GEMM
-  // kinds stage their tile in shared memory and store 16-byte vectors (StagedTile).
+  // NHWC output, no workspace split-K, channel counts and the output pointer 16-byte aligned: the
+  // GEMM kinds stage their tile in shared memory and store 16-byte vectors (StagedTile).
   int vector_store = 0;
   int depth_multiplier = 1;  // depthwise: K / C
 };

@@ -36,6 +36,9 @@ void FillKernelsFp32B(KernelTable& table);
 void FillKernelsWgmmaFp16(KernelTable& table);
 void FillKernelsWgmmaBf16(KernelTable& table);
 void FillKernelsWgmmaFp32(KernelTable& table);
+// The kWgmmaTma rows (fp16 and bf16 only), likewise sm_90a.
+void FillKernelsWgmmaTmaFp16(KernelTable& table);
+void FillKernelsWgmmaTmaBf16(KernelTable& table);
 
 }  // namespace cuda
 }  // namespace convserve

@@ -28,6 +28,10 @@ enum class KernelKind : uint8_t {
   // kWgmma with warp specialisation: one producer warpgroup copies, the others multiply,
   // synchronised by mbarriers instead of block-wide barriers.
   kWgmmaWs,
+  // kWgmmaWs fed by the tensor memory accelerator (im2col and tiled tensor maps) instead of
+  // cp.async, with the producer's registers handed to the consumers. fp16/bf16, groups == 1,
+  // C a multiple of 64.
+  kWgmmaTma,
 };
 
 // One row of the table. block_k counts 16-bit elements: fp32 kernels move the same bytes per
@@ -45,7 +49,9 @@ struct TileConfig {
   constexpr int warps() const {
     if (kind == KernelKind::kDepthwise) return block_m / 32;
     const int tiles = (block_m / warp_m) * (block_n / warp_n);
-    if (kind == KernelKind::kWgmmaWs) return 4 * tiles + 4;  // + the producer warpgroup
+    if (kind == KernelKind::kWgmmaWs || kind == KernelKind::kWgmmaTma) {
+      return 4 * tiles + 4;  // + the producer warpgroup
+    }
     return kind == KernelKind::kWgmma ? 4 * tiles : tiles;
   }
   constexpr int threads() const { return warps() * 32; }
@@ -94,16 +100,29 @@ inline constexpr TileConfig kConfigTable[] = {
     {KernelKind::kWgmmaWs,      128, 128,  64, 64, 128, 4, 1},
     {KernelKind::kWgmmaWs,      128, 128,  64, 64, 128, 6, 1},
     {KernelKind::kWgmmaWs,      128,  64,  64, 64,  64, 6, 1},
+    // Hopper, TMA-fed: two consumer warpgroups for the large tiles, one for the small.
+    {KernelKind::kWgmmaTma,     128, 128,  64, 64, 128, 6, 1},
+    {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 4, 1},
+    {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 8, 1},
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 1},
+    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 6, 1},
+    {KernelKind::kWgmmaTma,     128, 128,  64, 64, 128, 6, 2},
+    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 6, 8},
+    // Shallower rings, two blocks per SM: for short reductions (1x1, C <= 256), whose time is
+    // the output store. (Not 128 x 128: two blocks of 384 threads leave 80 registers at entry,
+    // and ptxas allocates for that cap, not for the consumers' setmaxnreg share.)
+    {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 4, 1},
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 4, 1},
 };
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-4";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-5";
 
-// "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_ws"; "b256_dw"
-// for depthwise.
+// "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
+// "_wgmma_tma"; "b256_dw" for depthwise.
 std::string ConfigName(const TileConfig& config);
 
 }  // namespace cuda

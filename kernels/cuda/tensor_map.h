@@ -1,0 +1,29 @@
+// TMA descriptors (CUtensorMap) of the Hopper TMA kind's operands: the NHWC input as an im2col
+// map (the copy engine gathers one filter tap's 128-byte channel slice for block_m output
+// pixels, zero-filling the padding) and the packed weights as a tiled map. Encoded per launch on
+// the host, since the input changes with every batch. Internal to kernels/cuda.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/kernel_params.h"
+
+namespace convserve {
+namespace cuda {
+
+// Both maps travel by value as one __grid_constant__ kernel argument.
+struct TmaOperands {
+  CUtensorMap input;   // im2col, dims {C, W, H, N}, box {128 bytes of C} x block_m pixels
+  CUtensorMap weight;  // tiled, dims {k_pad, K}, box {128 bytes of k} x block_n rows
+};
+
+// Encodes both maps for `p` (input, weight and the shape fields set) with 2-byte elements
+// (fp16 or bf16, `bf16` picks which). cudaErrorNotSupported when the driver has no tensor-map
+// entry points, cudaErrorInvalidValue when the driver refuses a map (CheckImplementable keeps
+// such problems away from the TMA kind).
+cudaError_t EncodeTmaOperands(const KernelParams& p, bool bf16, int block_m, int block_n,
+                              TmaOperands* maps);
+
+}  // namespace cuda
+}  // namespace convserve
