@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/http2_window.h"
@@ -39,6 +40,15 @@ ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
 ConvServer::~ConvServer() { Shutdown(); }
 
 absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services) {
+  // Each device's gauge is set before the server answers health checks, from the snapshot the
+  // health loop then compares against, so a device that breaks meanwhile is still a change.
+  std::vector<bool> device_healthy;
+  for (const auto& executor : core_->executors()) {
+    device_healthy.push_back(executor->healthy());
+    if (metrics_ != nullptr) {
+      metrics_->SetDeviceHealthy(executor->device_name(), device_healthy.back());
+    }
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
@@ -71,23 +81,26 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
     health->SetServingStatus(service, serving);
   });
   health->SetServingStatus("", core_->ready());
-  health_thread_ = std::thread([this] { HealthLoop(); });
+  health_thread_ = std::thread([this, device_healthy = std::move(device_healthy)]() mutable {
+    HealthLoop(std::move(device_healthy));
+  });
   LogInfo("listening on ", options_.listen, " (port ", port_, ")");
   return absl::OkStatus();
 }
 
 // The overall status follows the core: SERVING while at least one device is healthy. Polled
 // because a device breaks inside a batch, far from any health code; each device's change is
-// logged once.
-void ConvServer::HealthLoop() {
+// logged once and published as convserve_device_healthy.
+void ConvServer::HealthLoop(std::vector<bool> device_healthy) {
   const auto& executors = core_->executors();
-  std::vector<bool> device_healthy;
-  for (const auto& executor : executors) device_healthy.push_back(executor->healthy());
   bool last = core_->ready();
   while (!stop_health_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) {
     for (size_t i = 0; i < executors.size(); ++i) {
       if (executors[i]->healthy() == device_healthy[i]) continue;
       device_healthy[i] = !device_healthy[i];
+      if (metrics_ != nullptr) {
+        metrics_->SetDeviceHealthy(executors[i]->device_name(), device_healthy[i]);
+      }
       const size_t healthy =
           static_cast<size_t>(std::count(device_healthy.begin(), device_healthy.end(), true));
       if (device_healthy[i]) {

@@ -46,7 +46,8 @@ class ConvServer {
 
  private:
   ConvServer(const ServerOptions& options, Metrics* metrics, std::unique_ptr<ServingCoreImpl> core);
-  void HealthLoop();
+  // Polls the executors' health until Shutdown(); `device_healthy` is the state last published.
+  void HealthLoop(std::vector<bool> device_healthy);
 
   const ServerOptions options_;
   Metrics* const metrics_;

@@ -307,7 +307,12 @@ class PrometheusMetrics final : public Metrics {
                              .Name("convserve_occupancy_sampler_enabled")
                              .Help("1 while the CUPTI occupancy sampler runs on the device, 0 "
                                    "once it turned itself off (see the server log for why).")
-                             .Register(*registry_)) {
+                             .Register(*registry_)),
+        device_healthy_(prometheus::BuildGauge()
+                            .Name("convserve_device_healthy")
+                            .Help("1 while the device's executor is healthy, 0 once it broke "
+                                  "and gets no more batches (see the server log for why).")
+                            .Register(*registry_)) {
     build_info_.Add({{"version", CONVSERVE_VERSION}}).Set(1);
   }
 
@@ -406,6 +411,10 @@ class PrometheusMetrics final : public Metrics {
     sampler_enabled_.Add({{"device", std::string(device)}}).Set(enabled ? 1 : 0);
   }
 
+  void SetDeviceHealthy(std::string_view device, bool healthy) override {
+    device_healthy_.Add({{"device", std::string(device)}}).Set(healthy ? 1 : 0);
+  }
+
   std::string Scrape() const override {
     std::vector<MetricFamily> families = registry_->Collect();
     std::vector<MetricFamily> hot = hot_->Collect();
@@ -435,6 +444,7 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& theoretical_;
   prometheus::Family<prometheus::Gauge>& achieved_;
   prometheus::Family<prometheus::Gauge>& sampler_enabled_;
+  prometheus::Family<prometheus::Gauge>& device_healthy_;
   std::mutex cold_mutex_;  // read-modify-write updates of the registry's series
   // Last, so it stops serving before the collectables it reads go away.
   std::unique_ptr<prometheus::Exposer> exposer_;

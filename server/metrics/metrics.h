@@ -58,6 +58,10 @@ class Metrics {
                             double theoretical, double achieved) = 0;
   // 1 while the CUPTI occupancy sampler runs, 0 when it turned itself off.
   virtual void SetOccupancySamplerEnabled(std::string_view device, bool enabled) = 0;
+  // 1 while the executor of `device` is healthy, 0 once it broke (it then gets no batches while
+  // another device is healthy). Set for every executor when the server starts, and again by the
+  // server whenever one changes. Not pure, so implementations written before it still compile.
+  virtual void SetDeviceHealthy(std::string_view /*device*/, bool /*healthy*/) {}
 
   // The text exposition of everything registered (what /metrics serves).
   virtual std::string Scrape() const = 0;
