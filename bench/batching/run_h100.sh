@@ -19,11 +19,9 @@
 # CLIENT_FLAGS (extra flags for the server, the echo server and every perf call), PORT (50051;
 # the echo uses PORT+1, metrics PORT+2), PYTHON (python3, with numpy), SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-work=$(mktemp -d)
-logs="$work/logs"
-mkdir -p "$logs"
+# bench_workspace, gpu_test, perf, perf_limit_for, wait_healthy, stop, bench_layer.
+. "$(dirname "$0")/../lib/serving.sh"
+bench_workspace
 DEVICE=${DEVICE:-cuda:0}
 LAYER=${LAYER:-demo_conv3x3}
 LEVELS=${LEVELS:-1,8,32,64,128}
@@ -39,12 +37,6 @@ target=127.0.0.1:$PORT
 echo_target=127.0.0.1:$((PORT + 1))
 variants="batched eager unbatched"
 
-finish() {
-  tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
-  rm -rf "$work"
-}
-trap finish EXIT
-
 {
   echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
   echo "levels: $LEVELS  duration_s: $DURATION_S  warmup_s: $WARMUP_S  connections: $CONNECTIONS"
@@ -53,17 +45,9 @@ trap finish EXIT
 } >"$logs/env.txt"
 cat "$logs/env.txt"
 
-# perf, wait_healthy, stop, bench_layer.
-. "$(dirname "$0")/../lib/serving.sh"
 # Longest a perf sweep may take.
 perf_limit=$(perf_limit_for "$LEVELS")
-
-if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
-  echo "== gpu_server_test"
-  timeout 300 gpu_server_test --gtest_color=no >"$logs/gpu_server_test.log" 2>&1
-  echo "gpu_server_test rc=$?"
-  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure" "$logs/gpu_server_test.log" | head -10
-fi
+gpu_test gpu_server_test
 
 # The benchmark layer from the demo repository under three names with different batching.
 for name in $variants; do

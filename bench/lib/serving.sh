@@ -1,8 +1,34 @@
 # Shell pieces shared by the serving benchmarks (bench/batching/run_h100.sh,
-# bench/multi_gpu/run.sh): source it after setting the variables below. Not a script itself.
+# bench/multi_gpu/run.sh): source it, then set the variables below. Not a script itself.
 #
 # perf() reads DURATION_S, WARMUP_S, CONNECTIONS, CLIENT_FLAGS, perf_limit (seconds one sweep
-# may take), work (where the JSON goes) and logs (where tables and errors go).
+# may take), work (where the JSON goes) and logs (where tables and errors go); bench_workspace
+# sets out, work and logs.
+
+# bench_workspace: $out (OUT, default /tmp/out), a scratch dir $work holding $logs, and an exit
+# trap that packs $logs into $out/logs.tgz and removes $work.
+bench_workspace() {
+  out=${OUT:-/tmp/out}
+  mkdir -p "$out"
+  work=$(mktemp -d)
+  logs="$work/logs"
+  mkdir -p "$logs"
+  trap bench_finish EXIT
+}
+bench_finish() {
+  tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
+  rm -rf "$work"
+}
+
+# gpu_test BINARY: unless DEVICE is cpu or SKIP_GPU_TEST is set, runs the GoogleTest BINARY (at
+# most 300 s, log in $logs/BINARY.log) and shows its exit status and verdict lines.
+gpu_test() {
+  if [ "$DEVICE" = cpu ] || [ -n "${SKIP_GPU_TEST:-}" ]; then return 0; fi
+  echo "== $1"
+  timeout 300 "$1" --gtest_color=no >"$logs/$1.log" 2>&1
+  echo "$1 rc=$?"
+  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure" "$logs/$1.log" | head -10
+}
 
 # perf NAME TARGET LAYER LEVELS [FLAGS...]: one closed-loop sweep, table to the log, JSON to
 # $work/perf_NAME.json; FLAGS come after the defaults and override them.

@@ -21,11 +21,9 @@
 # SERVER_FLAGS, CLIENT_FLAGS, PORT (50051; metrics PORT+2), PYTHON (python3, with numpy),
 # SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-work=$(mktemp -d)
-logs="$work/logs"
-mkdir -p "$logs"
+# bench_workspace, gpu_test, perf, perf_limit_for, wait_healthy, stop, bench_layer.
+. "$(dirname "$0")/../lib/serving.sh"
+bench_workspace
 DEVICE=${DEVICE:-cuda}
 if [ "$DEVICE" = cpu ]; then
   ONE=${ONE:-cpu}
@@ -46,12 +44,6 @@ PYTHON=${PYTHON:-python3}
 target=127.0.0.1:$PORT
 metrics_port=$((PORT + 2))
 
-finish() {
-  tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null
-  rm -rf "$work"
-}
-trap finish EXIT
-
 gpus=0
 if [ "$DEVICE" != cpu ]; then gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); fi
 {
@@ -68,16 +60,8 @@ if [ "$DEVICE" != cpu ] && [ "$gpus" -lt 2 ]; then
   echo "WARNING: $gpus GPU(s) visible: the all/one ratio needs at least 2 (running anyway)"
 fi
 
-# perf, perf_limit_for, wait_healthy, stop, bench_layer.
-. "$(dirname "$0")/../lib/serving.sh"
 perf_limit=$(perf_limit_for "$LEVELS")
-
-if [ "$DEVICE" != cpu ] && [ -z "${SKIP_GPU_TEST:-}" ]; then
-  echo "== multi_gpu_server_test"
-  timeout 300 multi_gpu_server_test --gtest_color=no >"$logs/multi_gpu_server_test.log" 2>&1
-  echo "multi_gpu_server_test rc=$?"
-  grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure" "$logs/multi_gpu_server_test.log" | head -10
-fi
+gpu_test multi_gpu_server_test
 
 bench_layer "$PYTHON" "$work/demo" "$LAYER" conv "$work/repo" "$DEVICE" || exit 1
 echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 }' >>"$work/repo/conv/config.pbtxt"
