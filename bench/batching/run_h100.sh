@@ -19,7 +19,7 @@
 # CLIENT_FLAGS (extra flags for the server, the echo server and every perf call), PORT (50051;
 # the echo uses PORT+1, metrics PORT+2), PYTHON (python3, with numpy), SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
-# bench_workspace, gpu_test, perf, perf_limit_for, wait_healthy, stop, bench_layer.
+# bench_workspace, gpu_test, perf, perf_limit_for, serve, wait_healthy, stop, bench_layer.
 . "$(dirname "$0")/../lib/serving.sh"
 bench_workspace
 DEVICE=${DEVICE:-cuda:0}
@@ -62,47 +62,36 @@ echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 preferred_batch_size
 cat "$work/repo/batched/config.pbtxt" >"$logs/layer_config.txt"
 
 # 1. The echo floor, alone on the machine.
-convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
-  >"$logs/echo.log" 2>&1 &
-echo_pid=$!
-if wait_healthy "$echo_target" ""; then
+echo_floor() {
   perf echo_c1 "$echo_target" batched 1
   perf echo_c64 "$echo_target" batched 64
-else
-  echo "echo server did not come up:"; tail -5 "$logs/echo.log"
-fi
-stop $echo_pid
-echo "echo exit=$?"
+}
+serve echo "$echo_target" "" echo_floor \
+  convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS
 
 # 1b. What the transport settings buy (bench/batching/NOTES.md): the echo floor with gRPC's
 # default flow control (64 KiB windows grown by BDP probing) on both sides, and with one
 # connection. TRANSPORT_AB=0 skips it (about 20 s).
+echo_default_window() {
+  perf echo_defwin "$echo_target" batched 1,64 --grpc_stream_window_bytes=0
+  perf echo_defwin_1conn "$echo_target" batched 64 --grpc_stream_window_bytes=0 --connections=1
+}
 if [ "${TRANSPORT_AB:-1}" = 1 ]; then
-  convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
-    --grpc_stream_window_bytes=0 >"$logs/echo_default_window.log" 2>&1 &
-  echo_pid=$!
-  if wait_healthy "$echo_target" ""; then
-    perf echo_defwin "$echo_target" batched 1,64 --grpc_stream_window_bytes=0
-    perf echo_defwin_1conn "$echo_target" batched 64 --grpc_stream_window_bytes=0 --connections=1
-  fi
-  stop $echo_pid
-  echo "echo (default window) exit=$?"
+  serve echo_default_window "$echo_target" "" echo_default_window \
+    convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
+    --grpc_stream_window_bytes=0
 fi
 
 # 2. The real server.
-convserve-server --device="$DEVICE" --listen="$target" --metrics_listen=127.0.0.1:$((PORT + 2)) \
-  --state_dir="$work/state" --model_repository="$work/repo" $SERVER_FLAGS >"$logs/server.log" 2>&1 &
-server=$!
-if wait_healthy "$target" $variants; then
+server_sweeps() {
   echo "server ready"
   convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
   for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS"; done
   curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics.txt" 2>/dev/null
-else
-  echo "server did not come up:"; tail -20 "$logs/server.log"
-fi
-stop $server
-echo "server exit=$?"
+}
+serve server "$target" "$variants" server_sweeps \
+  convserve-server --device="$DEVICE" --listen="$target" --metrics_listen=127.0.0.1:$((PORT + 2)) \
+  --state_dir="$work/state" --model_repository="$work/repo" $SERVER_FLAGS
 grep -E "rror|WARN" "$logs/server.log" | head -5
 
 # 3. Everything in one JSON, and the summary.

@@ -67,6 +67,27 @@ wait_healthy() {
   return 1
 }
 
+# serve LOG TARGET LAYERS READY SERVER...: starts SERVER (a command and its flags) in the
+# background with its output in $logs/LOG.log; once every layer in LAYERS (space-separated, ""
+# = the server as a whole) answers SERVING on TARGET, runs READY (a function of the calling
+# script), or else shows the end of the log. Then stops SERVER and shows "LOG exit=STATUS".
+serve() {
+  local log=$1 target=$2 layers=$3 ready=$4
+  shift 4
+  "$@" >"$logs/$log.log" 2>&1 &
+  local pid=$!
+  local -a names=($layers)
+  [ ${#names[@]} -gt 0 ] || names=("")
+  if wait_healthy "$target" "${names[@]}"; then
+    "$ready"
+  else
+    echo "$log did not come up:"
+    tail -20 "$logs/$log.log"
+  fi
+  stop $pid
+  echo "$log exit=$?"
+}
+
 # stop PID: SIGTERM, then the exit status.
 stop() {
   kill -TERM "$1" 2>/dev/null

@@ -21,7 +21,7 @@
 # SERVER_FLAGS, CLIENT_FLAGS, PORT (50051; metrics PORT+2), PYTHON (python3, with numpy),
 # SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
-# bench_workspace, gpu_test, perf, perf_limit_for, wait_healthy, stop, bench_layer.
+# bench_workspace, gpu_test, perf, perf_limit_for, serve, wait_healthy, stop, bench_layer.
 . "$(dirname "$0")/../lib/serving.sh"
 bench_workspace
 DEVICE=${DEVICE:-cuda}
@@ -67,37 +67,26 @@ bench_layer "$PYTHON" "$work/demo" "$LAYER" conv "$work/repo" "$DEVICE" || exit 
 echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 }' >>"$work/repo/conv/config.pbtxt"
 cat "$work/repo/conv/config.pbtxt" >"$logs/layer_config.txt"
 
+echo_floor() { perf echo "$target" conv "$LEVELS"; }
 if [ -z "${SKIP_ECHO:-}" ]; then
-  convserve-echo-server --listen="$target" --model_repository="$work/repo" \
-    >"$logs/echo.log" 2>&1 &
-  echo_pid=$!
-  if wait_healthy "$target" ""; then
-    perf echo "$target" conv "$LEVELS"
-  else
-    echo "echo server did not come up:"; tail -5 "$logs/echo.log"
-  fi
-  stop $echo_pid
-  echo "echo exit=$?"
+  serve echo "$target" "" echo_floor \
+    convserve-echo-server --listen="$target" --model_repository="$work/repo"
 fi
 
 # One server per device set, the same state dir (the second run finds the first's tunings).
+server_sweep() {
+  echo "server --devices=$devices ready"
+  convserve-cli list --target="$target" >"$logs/list_$run.txt" 2>&1
+  perf "$run" "$target" conv "$LEVELS"
+  curl -s "http://127.0.0.1:$metrics_port/metrics" >"$logs/metrics_$run.txt" 2>/dev/null
+}
 for run in one all; do
   devices=$ONE
   [ $run = all ] && devices=$ALL
-  convserve-server --devices="$devices" --listen="$target" \
+  serve "server_$run" "$target" conv server_sweep \
+    convserve-server --devices="$devices" --listen="$target" \
     --metrics_listen=127.0.0.1:$metrics_port --state_dir="$work/state" \
-    --model_repository="$work/repo" $SERVER_FLAGS >"$logs/server_$run.log" 2>&1 &
-  server=$!
-  if wait_healthy "$target" conv; then
-    echo "server --devices=$devices ready"
-    convserve-cli list --target="$target" >"$logs/list_$run.txt" 2>&1
-    perf "$run" "$target" conv "$LEVELS"
-    curl -s "http://127.0.0.1:$metrics_port/metrics" >"$logs/metrics_$run.txt" 2>/dev/null
-  else
-    echo "server --devices=$devices did not come up:"; tail -20 "$logs/server_$run.log"
-  fi
-  stop $server
-  echo "server ($run) exit=$?"
+    --model_repository="$work/repo" $SERVER_FLAGS
   grep -E "rror|WARN" "$logs/server_$run.log" | head -5
 done
 
