@@ -2,7 +2,6 @@
 // ports: many concurrent clients with distinct inputs, every reply checked against the fp64
 // reference, and the server's own /metrics proving that batches ran on both executors. Also
 // the start-up errors of bad --device/--devices combinations.
-#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
@@ -12,13 +11,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "client/convert.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/cpu_reference.h"
-#include "kernels/host_numeric.h"
+#include "tests/e2e/concurrent_forward.h"
+#include "tests/e2e/conv3x3_spec.h"
 #include "tests/e2e/random_npy.h"
 #include "tests/e2e/server_process.h"
 #include "tests/metrics/http_get.h"
@@ -28,17 +26,6 @@ namespace {
 
 namespace v1 = convserve::v1;
 using ::testing::HasSubstr;
-
-// ||out - ref|| / ||ref|| for an NCHW output.
-double RelativeL2(const NpyArray& out, const std::vector<double>& ref) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double o = LoadAsDouble(out.dtype, out.data.data(), static_cast<int64_t>(i));
-    diff += (o - ref[i]) * (o - ref[i]);
-    norm += ref[i] * ref[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 // Per device label: the value of `family`{layer=`layer`} summed over kernel configurations.
 std::map<std::string, double> PerDevice(const std::string& page, const std::string& family,
@@ -70,15 +57,7 @@ TEST(MultiExecutorE2eTest, ConcurrentClientsAreServedCorrectlyOnBothExecutors) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
 
-  v1::LayerSpec spec;
-  spec.set_name("mconv");
-  spec.set_in_channels(16);
-  spec.set_out_channels(16);
-  spec.mutable_kernel()->set_h(3);
-  spec.mutable_kernel()->set_w(3);
-  spec.mutable_padding()->set_h(1);
-  spec.mutable_padding()->set_w(1);
-  spec.set_dtype(v1::DATA_TYPE_FP16);
+  const v1::LayerSpec spec = Conv3x3Spec("mconv", 16, v1::DATA_TYPE_FP16);
   std::mt19937 rng(11);
   const NpyArray weights = RandomArray(DataType::kFloat16, {16, 16, 3, 3}, rng);
   ClientOptions client_options;
@@ -95,47 +74,19 @@ TEST(MultiExecutorE2eTest, ConcurrentClientsAreServedCorrectlyOnBothExecutors) {
   constexpr int kClients = 8;
   constexpr int kCallsPerClient = 16;
   constexpr int kCalls = kClients * kCallsPerClient;
-  std::vector<std::unique_ptr<Client>> clients;
-  for (int c = 0; c < kClients; ++c) clients.push_back(std::make_unique<Client>(client_options));
-  std::vector<NpyArray> inputs;
-  std::vector<v1::ForwardRequest> requests(kCalls);
-  std::vector<v1::ForwardResponse> responses(kCalls);
-  std::vector<absl::Status> statuses(kCalls, absl::UnknownError("unanswered"));
-  for (int i = 0; i < kCalls; ++i) {
-    inputs.push_back(RandomArray(DataType::kFloat16, {1, 16, 16, 16}, rng));
-    absl::StatusOr<v1::Tensor> tensor = TensorFromNpy(inputs.back(), Layout::kNchw);
-    ASSERT_TRUE(tensor.ok()) << tensor.status();
-    requests[i].set_layer("mconv");
-    *requests[i].mutable_input() = *tensor;
-  }
-  absl::Mutex mu;
-  int answered = 0;
-  for (int i = 0; i < kCalls; ++i) {
-    clients[i % kClients]->ForwardAsync(requests[i], &responses[i], absl::Minutes(2),
-                                        [&, i](absl::Status s) {
-                                          absl::MutexLock lock(&mu);
-                                          statuses[i] = std::move(s);
-                                          ++answered;
-                                        });
-  }
-  {
-    absl::MutexLock lock(&mu);
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
-                                        +[](int* n) { return *n == kCalls; }, &answered),
-                                    absl::Minutes(3)))
-        << answered << " of " << kCalls << " answered";
-  }
+  absl::StatusOr<ConcurrentForwards> calls =
+      ForwardConcurrently(client_options, kClients, "mconv", DataType::kFloat16, {1, 16, 16, 16},
+                          kCalls, rng, absl::Minutes(3));
+  ASSERT_TRUE(calls.ok()) << calls.status();
 
   std::map<std::string, int> replies_per_device;
   for (int i = 0; i < kCalls; ++i) {
-    ASSERT_TRUE(statuses[i].ok()) << "call " << i << ": " << statuses[i];
-    ConvProblem problem{*params, 1, 16, 16, Layout::kNchw, Layout::kNchw};
-    const std::vector<double> ref =
-        ReferenceConv2dDouble(problem, inputs[i].data.data(), weights.data.data(), nullptr);
-    absl::StatusOr<NpyArray> out = NpyFromTensor(responses[i].output());
-    ASSERT_TRUE(out.ok()) << out.status();
-    EXPECT_LT(RelativeL2(*out, ref), 2e-3) << "call " << i;
-    ++replies_per_device[responses[i].device()];
+    ASSERT_TRUE(calls->statuses[i].ok()) << "call " << i << ": " << calls->statuses[i];
+    absl::StatusOr<double> error =
+        RelativeErrorToReference(*params, calls->inputs[i], weights, calls->responses[i].output());
+    ASSERT_TRUE(error.ok()) << "call " << i << ": " << error.status();
+    EXPECT_LT(*error, 2e-3) << "call " << i;
+    ++replies_per_device[calls->responses[i].device()];
   }
   EXPECT_EQ(replies_per_device.size(), 2u);
 
