@@ -202,6 +202,7 @@ TEST(MetricsTest, EveryFamilyIsNamedByTheConventions) {
   metrics->SetTunerCounters("cuda:0", 1, 1, 1, 1);
   metrics->SetOccupancy("cuda:0", "cfg", 0.5, 0.4);
   metrics->SetOccupancySamplerEnabled("cuda:0", true);
+  metrics->SetDeviceHealthy("cuda:0", true);
   std::istringstream in(metrics->Scrape());
   std::string line;
   std::vector<std::string> families;
@@ -222,6 +223,7 @@ TEST(MetricsTest, EveryFamilyIsNamedByTheConventions) {
       "convserve_batch_size",
       "convserve_build_info",
       "convserve_cancelled_requests_total",
+      "convserve_device_healthy",
       "convserve_device_memory_total_bytes",
       "convserve_device_memory_used_bytes",
       "convserve_expired_requests_total",
