@@ -25,6 +25,7 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::InferenceRequestFor;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::SmallSpec;
@@ -92,6 +93,36 @@ std::string QueueDepthIn(const std::string& text, const std::string& layer) {
   return text.substr(begin, text.find('\n', begin) - begin);
 }
 
+// Layer `layer` whose batcher holds every request until it drains: the batch never fills and
+// the delay is the longest allowed.
+v1::LayerSpec HoldingSpec(const std::string& layer) {
+  v1::LayerSpec spec = SmallSpec(layer, kChannels);
+  spec.mutable_batching()->set_max_batch_size(4096);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  return spec;
+}
+
+// How many of the requests SubmitCounted sent were answered, and answered with a result.
+struct AnswerCount {
+  std::atomic<int> answered{0};
+  std::atomic<int> ok{0};
+};
+
+// Submits `count` requests for `layer` with the [1, kChannels, kSize, kSize] `input`, five
+// minutes to answer each, counting their answers in `answers`.
+void SubmitCounted(ServingCoreImpl& core, const std::string& layer, const std::string& input,
+                   int count, AnswerCount& answers) {
+  for (int i = 0; i < count; ++i) {
+    InferenceRequest request = InferenceRequestFor(layer, input, 1, kChannels, kSize, kSize);
+    request.deadline = absl::Now() + absl::Minutes(5);
+    request.done = [&answers](absl::StatusOr<InferenceResult> result) {
+      if (result.ok()) ++answers.ok;
+      ++answers.answered;
+    };
+    core.Submit(std::move(request));
+  }
+}
+
 TEST(BatcherQueueDepthTest, GaugeMatchesTheQueueAfterConcurrentSubmits) {
   absl::StatusOr<std::unique_ptr<Metrics>> real = Metrics::Create("");
   ASSERT_TRUE(real.ok()) << real.status();
@@ -108,35 +139,17 @@ TEST(BatcherQueueDepthTest, GaugeMatchesTheQueueAfterConcurrentSubmits) {
   constexpr int kEach = 8;
   constexpr int kQueued = kThreads * kEach;
   const std::string input = RandomTensor(kChannels * kSize * kSize, DataType::kFloat32, 1);
-  std::atomic<int> answered{0};
-  std::atomic<int> answered_ok{0};
+  AnswerCount answers;
   for (int round = 0; round < kRounds; ++round) {
     const std::string layer = absl::StrCat("depth", round);
-    v1::LayerSpec spec = SmallSpec(layer, kChannels);
-    spec.mutable_batching()->set_max_batch_size(4096);
-    spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
-    ASSERT_TRUE(core.LoadLayer(LoadRequestFor(spec, round)).ok());
+    ASSERT_TRUE(core.LoadLayer(LoadRequestFor(HoldingSpec(layer), round)).ok());
 
     absl::Notification start;
     std::vector<std::thread> submitters;
     for (int t = 0; t < kThreads; ++t) {
       submitters.emplace_back([&] {
         start.WaitForNotification();
-        for (int i = 0; i < kEach; ++i) {
-          InferenceRequest request;
-          request.layer = layer;
-          request.shape[0] = 1;
-          request.shape[1] = kChannels;
-          request.shape[2] = kSize;
-          request.shape[3] = kSize;
-          request.input = input;
-          request.deadline = absl::Now() + absl::Minutes(5);
-          request.done = [&answered, &answered_ok](absl::StatusOr<InferenceResult> result) {
-            if (result.ok()) ++answered_ok;
-            ++answered;
-          };
-          core.Submit(std::move(request));
-        }
+        SubmitCounted(core, layer, input, kEach, answers);
       });
     }
     start.Notify();
@@ -151,8 +164,8 @@ TEST(BatcherQueueDepthTest, GaugeMatchesTheQueueAfterConcurrentSubmits) {
     ASSERT_TRUE(core.UnloadLayer(layer).ok());
   }
   core.Shutdown();
-  EXPECT_EQ(answered.load(), kRounds * kQueued);
-  EXPECT_EQ(answered_ok.load(), kRounds * kQueued);
+  EXPECT_EQ(answers.answered.load(), kRounds * kQueued);
+  EXPECT_EQ(answers.ok.load(), kRounds * kQueued);
 }
 
 // A replaced layer's old batcher drains while the new one queues: the one gauge series of the
@@ -168,32 +181,13 @@ TEST(BatcherQueueDepthTest, GaugeSumsTheDrainingAndTheNewGenerationOfALayer) {
   Executor& executor = *core.executors().front();
 
   const std::string layer = "replaced";
-  v1::LayerSpec spec = SmallSpec(layer, kChannels);
-  spec.mutable_batching()->set_max_batch_size(4096);
-  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  const v1::LayerSpec spec = HoldingSpec(layer);
   ASSERT_TRUE(core.LoadLayer(LoadRequestFor(spec, 1)).ok());
   ASSERT_TRUE(executor.AcquireSlot(absl::Seconds(10)));
 
   const std::string input = RandomTensor(kChannels * kSize * kSize, DataType::kFloat32, 2);
-  std::atomic<int> answered{0};
-  std::atomic<int> answered_ok{0};
-  auto submit = [&](int count) {
-    for (int i = 0; i < count; ++i) {
-      InferenceRequest request;
-      request.layer = layer;
-      request.shape[0] = 1;
-      request.shape[1] = kChannels;
-      request.shape[2] = kSize;
-      request.shape[3] = kSize;
-      request.input = input;
-      request.deadline = absl::Now() + absl::Minutes(5);
-      request.done = [&answered, &answered_ok](absl::StatusOr<InferenceResult> result) {
-        if (result.ok()) ++answered_ok;
-        ++answered;
-      };
-      core.Submit(std::move(request));
-    }
-  };
+  AnswerCount answers;
+  auto submit = [&](int count) { SubmitCounted(core, layer, input, count, answers); };
   constexpr int kOld = 3;
   constexpr int kNew = 5;
   submit(kOld);
@@ -215,11 +209,11 @@ TEST(BatcherQueueDepthTest, GaugeSumsTheDrainingAndTheNewGenerationOfALayer) {
   EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), absl::StrCat(kOld + kNew));
   executor.ReleaseSlot();
   const absl::Time give_up = absl::Now() + absl::Minutes(1);
-  while (answered.load() < kOld + kNew && absl::Now() < give_up) {
+  while (answers.answered.load() < kOld + kNew && absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(5));
   }
-  EXPECT_EQ(answered.load(), kOld + kNew);
-  EXPECT_EQ(answered_ok.load(), kOld + kNew);
+  EXPECT_EQ(answers.answered.load(), kOld + kNew);
+  EXPECT_EQ(answers.ok.load(), kOld + kNew);
   EXPECT_EQ(QueueDepthIn((*metrics)->Scrape(), layer), "0");
   core.Shutdown();
 }
