@@ -22,6 +22,7 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::InferenceRequestFor;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::ReferenceOutput;
@@ -108,13 +109,7 @@ constexpr int64_t kSize = 6;
 absl::StatusOr<InferenceResult> Forward(ServingCoreImpl& core, const std::string& layer,
                                         const std::string& input) {
   std::promise<absl::StatusOr<InferenceResult>> answer;
-  InferenceRequest request;
-  request.layer = layer;
-  request.shape[0] = 1;
-  request.shape[1] = kChannels;
-  request.shape[2] = kSize;
-  request.shape[3] = kSize;
-  request.input = input;
+  InferenceRequest request = InferenceRequestFor(layer, input, 1, kChannels, kSize, kSize);
   request.done = [&answer](absl::StatusOr<InferenceResult> result) {
     answer.set_value(std::move(result));
   };

@@ -18,6 +18,7 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::InferenceRequestFor;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::ReferenceOutput;
@@ -69,13 +70,8 @@ TEST(BatcherLoadTest, ConcurrentSubmitsWithDeadlinesCancelsAndOverflowAnswerEach
     submitters.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
         const int id = t * kEach + i;
-        InferenceRequest request;
-        request.layer = id % 2 == 0 ? "a" : "b";
-        request.shape[0] = batch[id];
-        request.shape[1] = kChannels;
-        request.shape[2] = kSize;
-        request.shape[3] = kSize;
-        request.input = inputs[id];
+        InferenceRequest request = InferenceRequestFor(id % 2 == 0 ? "a" : "b", inputs[id],
+                                                       batch[id], kChannels, kSize, kSize);
         // Every fifth request may wait 1 ms at most: some expire in the queue.
         if (id % 5 == 0) request.deadline = absl::Now() + absl::Milliseconds(1);
         std::atomic<bool>* flag = &cancelled[id];

@@ -16,6 +16,7 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::InferenceRequestFor;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::ReferenceOutput;
@@ -38,13 +39,7 @@ struct Ledger {
 
 InferenceRequest MakeRequest(const std::string& layer, const std::string& input, int id,
                              Ledger& ledger) {
-  InferenceRequest request;
-  request.layer = layer;
-  request.shape[0] = 1;
-  request.shape[1] = 8;
-  request.shape[2] = 5;
-  request.shape[3] = 5;
-  request.input = input;
+  InferenceRequest request = InferenceRequestFor(layer, input, 1, 8, 5, 5);
   request.done = [&ledger, id](absl::StatusOr<InferenceResult> result) {
     absl::MutexLock lock(&ledger.mu);
     ++ledger.answers[id];

@@ -3,26 +3,19 @@
 #include <grpcpp/grpcpp.h>
 
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
 #include "server/layer_spec.h"
+#include "tests/e2e/conv3x3_spec.h"
 
 namespace convserve::testing {
 
-
 v1::LayerSpec SmallSpec(const std::string& name, int64_t channels, v1::DataType dtype) {
-  v1::LayerSpec spec;
-  spec.set_name(name);
-  spec.set_in_channels(channels);
-  spec.set_out_channels(channels);
-  spec.mutable_kernel()->set_h(3);
-  spec.mutable_kernel()->set_w(3);
-  spec.mutable_padding()->set_h(1);
-  spec.mutable_padding()->set_w(1);
-  spec.set_dtype(dtype);
+  v1::LayerSpec spec = Conv3x3Spec(name, channels, dtype);
   spec.set_has_bias(true);
   spec.set_activation(v1::ACTIVATION_RELU);
   return spec;
@@ -74,6 +67,18 @@ std::string ReferenceOutput(const v1::LoadLayerRequest& load, const std::string&
                       params->has_bias ? load.bias().data() : nullptr, output.data(), 1);
   EXPECT_TRUE(status.ok()) << status;
   return output;
+}
+
+InferenceRequest InferenceRequestFor(const std::string& layer, std::string input, int64_t n,
+                                     int64_t channels, int64_t h, int64_t w) {
+  InferenceRequest request;
+  request.layer = layer;
+  request.shape[0] = n;
+  request.shape[1] = channels;
+  request.shape[2] = h;
+  request.shape[3] = w;
+  request.input = std::move(input);
+  return request;
 }
 
 v1::ForwardRequest ForwardFor(const std::string& layer, const v1::LayerSpec& spec, int64_t n,

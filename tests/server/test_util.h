@@ -9,6 +9,7 @@
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "convserve/v1/conv2d.pb.h"
 #include "kernels/conv_problem.h"
+#include "server/inference.h"
 #include "server/server.h"
 #include "server/server_options.h"
 
@@ -34,6 +35,11 @@ convserve::v1::ForwardRequest ForwardFor(const std::string& layer,
                                          const convserve::v1::LayerSpec& spec, int64_t n, int64_t h,
                                          int64_t w, uint64_t seed,
                                          convserve::v1::Layout layout = convserve::v1::LAYOUT_NCHW);
+
+// An in-process request for `layer` with the fp32 NCHW [n, channels, h, w] `input`: no
+// deadline, no cancellation and no `done` yet.
+InferenceRequest InferenceRequestFor(const std::string& layer, std::string input, int64_t n,
+                                     int64_t channels, int64_t h, int64_t w);
 
 // Options for a CPU server on 127.0.0.1:0 without metrics.
 ServerOptions TestServerOptions();
