@@ -196,16 +196,27 @@ __device__ __forceinline__ OutputRow MakeOutputRow(const KernelParams& p, int m,
   return row;
 }
 
-// Final value of one output element: bias, activation, rounding to T.
-// kActivation < 0: the run-time p.activation.
+// The bias of output channel `channel` (0 when the layer has none).
+template <typename T>
+__device__ __forceinline__ float BiasOf(const KernelParams& p, int channel) {
+  return p.bias != nullptr ? ToFloat(static_cast<const T*>(p.bias)[channel]) : 0.f;
+}
+
+// Activation and rounding to T of a value that has its bias. kActivation < 0: the run-time
+// p.activation (DispatchActivation compiles only some activations in).
 template <typename T, int kActivation = -1>
-__device__ __forceinline__ T FinishValue(const KernelParams& p, int channel, float v) {
-  if (p.bias != nullptr) v += ToFloat(static_cast<const T*>(p.bias)[channel]);
+__device__ __forceinline__ T ActivateToT(const KernelParams& p, float v) {
   if constexpr (kActivation < 0) {
     return FromFloat<T>(Activate(p.activation, v));
   } else {
     return FromFloat<T>(ActivateFixed<kActivation>(v));
   }
+}
+
+// Final value of one output element: bias, activation, rounding to T.
+template <typename T, int kActivation = -1>
+__device__ __forceinline__ T FinishValue(const KernelParams& p, int channel, float v) {
+  return ActivateToT<T, kActivation>(p, v + BiasOf<T>(p, channel));
 }
 
 // Stores channels `channel` and `channel + 1` (when `two`) of one row.

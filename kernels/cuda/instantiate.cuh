@@ -87,6 +87,18 @@ cudaError_t LaunchDepthwise(const KernelParams& p, cudaStream_t stream) {
   return cudaPeekAtLastError();
 }
 
+// The handle of a kernel whose launch shape `Shape` gives (threads, dynamic shared memory).
+template <typename Shape>
+KernelHandle GemmHandle(const void* func,
+                        cudaError_t (*launch)(const KernelParams&, cudaStream_t)) {
+  KernelHandle h;
+  h.func = func;
+  h.threads = Shape::kThreads;
+  h.smem_bytes = Shape::kSmemBytes;
+  h.launch = launch;
+  return h;
+}
+
 template <typename T, int kIndex>
 KernelHandle MakeHandle() {
   constexpr TileConfig c = kConfigTable[kIndex];
@@ -98,31 +110,23 @@ KernelHandle MakeHandle() {
     h.launch = &LaunchDepthwise<T, kIndex>;
   } else if constexpr (c.kind == KernelKind::kWgmma) {
     static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
-    {
-      using Shape = WgmmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
-      h.func = reinterpret_cast<const void*>(
-          &ConvWgmmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
-      h.threads = Shape::kThreads;
-      h.smem_bytes = Shape::kSmemBytes;
-      h.launch = &LaunchWgmma<T, kIndex>;
-    }
+    h = GemmHandle<WgmmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>>(
+        reinterpret_cast<const void*>(
+            &ConvWgmmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>),
+        &LaunchWgmma<T, kIndex>);
   } else if constexpr (c.kind == KernelKind::kWgmmaWs) {
     static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
-    using Shape = WgmmaWsShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
-    h.func = reinterpret_cast<const void*>(
-        &ConvWgmmaWsKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
-    h.threads = Shape::kThreads;
-    h.smem_bytes = Shape::kSmemBytes;
-    h.launch = &LaunchWgmmaWs<T, kIndex>;
+    h = GemmHandle<WgmmaWsShape<T, c.block_m, c.block_n, c.warp_n, c.stages>>(
+        reinterpret_cast<const void*>(
+            &ConvWgmmaWsKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>),
+        &LaunchWgmmaWs<T, kIndex>);
   } else if constexpr (c.kind == KernelKind::kWgmmaTma) {
     static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
     if constexpr (!std::is_same_v<T, float>) {  // 16-bit only: no fp32 kernel
-      using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
-      h.func = reinterpret_cast<const void*>(
-          &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>);
-      h.threads = Shape::kThreads;
-      h.smem_bytes = Shape::kSmemBytes;
-      h.launch = &LaunchWgmmaTma<T, kIndex>;
+      h = GemmHandle<WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>>(
+          reinterpret_cast<const void*>(
+              &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>),
+          &LaunchWgmmaTma<T, kIndex>);
     }
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {
     // Exact fp32 only.
@@ -132,13 +136,11 @@ KernelHandle MakeHandle() {
     // spilled 80 bytes): no fp32 kernel for this row.
   } else {
     constexpr int kBlockKBytes = c.block_k * 2;
-    using Shape =
-        GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
-    h.func = reinterpret_cast<const void*>(&ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes,
-                                                           c.warp_m, c.warp_n, c.stages, c.kind>);
-    h.threads = Shape::kThreads;
-    h.smem_bytes = Shape::kSmemBytes;
-    h.launch = &LaunchGemm<T, kIndex>;
+    h = GemmHandle<
+        GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>>(
+        reinterpret_cast<const void*>(&ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes,
+                                                      c.warp_m, c.warp_n, c.stages, c.kind>),
+        &LaunchGemm<T, kIndex>);
   }
   return h;
 }

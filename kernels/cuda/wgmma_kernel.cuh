@@ -128,16 +128,19 @@ __device__ __forceinline__ void WgmmaStoreTile(const KernelParams& p, const floa
     uint8_t* tile = buffers + slot * Staged::kBytes;
     DispatchActivation(p.activation, [&](auto tag) {
       constexpr int kAct = decltype(tag)::value;
+      // Column pair by column pair, so each bias pair is read once for the thread's two rows.
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = warp * 16 + lane / 4 + half * 8;
+      for (int j = 0; j < kWgN / 8; ++j) {
+        const int c = j * 8 + 2 * (lane % 4);
+        if (n0 + c >= p.group_k) continue;
+        const int channel = channel0 + n0 + c;
+        const float bias0 = BiasOf<T>(p, channel);
+        const float bias1 = BiasOf<T>(p, channel + 1);
 #pragma unroll
-        for (int j = 0; j < kWgN / 8; ++j) {
-          const int c = j * 8 + 2 * (lane % 4);
-          if (n0 + c >= p.group_k) continue;
-          const int channel = channel0 + n0 + c;
-          Staged::Put(tile, r, c, FinishValue<T, kAct>(p, channel, acc[4 * j + 2 * half]),
-                      FinishValue<T, kAct>(p, channel + 1, acc[4 * j + 2 * half + 1]));
+        for (int half = 0; half < 2; ++half) {
+          const int r = warp * 16 + lane / 4 + half * 8;
+          Staged::Put(tile, r, c, ActivateToT<T, kAct>(p, acc[4 * j + 2 * half] + bias0),
+                      ActivateToT<T, kAct>(p, acc[4 * j + 2 * half + 1] + bias1));
         }
       }
     });

@@ -22,14 +22,9 @@ namespace convserve {
 namespace cuda {
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
-struct WgmmaTmaShape : WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages> {
-  using Base = WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages>;
-  static constexpr int kConsumers = Base::kWgsM * Base::kWgsN;
-  static constexpr int kConsumerThreads = kConsumers * 128;
-  static constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
-  // Stage ring, then 2 mbarriers (full, empty) per stage.
-  static constexpr int kBarrierOffset = kStages * Base::kStageBytes;
-  static constexpr int kSmemBytes = kBarrierOffset + kStages * 16 + 1024;
+struct WgmmaTmaShape : WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages> {
+  using Ring = WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages>;
+  using Ring::kConsumers, Ring::kConsumerThreads, Ring::kThreads, Ring::kSmemBytes;
   // Two resident blocks when their shared memory fits in the SM's 228 KB (1 KB per block is
   // the system's), so one block's epilogue overlaps the other's copies and multiplies.
   static constexpr int kMinBlocks = 2 * (kSmemBytes + 1024) <= 228 * 1024 ? 2 : 1;
@@ -45,7 +40,7 @@ struct WgmmaTmaShape : WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages> {
   static constexpr int kProducerRegisters = 40;
   static constexpr int kConsumerRegisters =
       (kEntryRegisters * kThreads - kProducerRegisters * 128) / kConsumerThreads / 8 * 8;
-  static_assert(!kReallocate || kConsumerRegisters >= Base::kAccumulators + 40,
+  static_assert(!kReallocate || kConsumerRegisters >= Ring::kAccumulators + 40,
                 "the consumers' share must hold the accumulators");
   static_assert(sizeof(T) == 2, "the TMA kind moves 16-bit elements");
   static_assert(kConsumers <= 2, "one or two consumer warpgroups");
@@ -210,19 +205,8 @@ __global__ void __launch_bounds__((WgmmaTmaShape<T, kBlockM, kBlockN, kWgN, kSta
   const int wg_m = warpgroup % Shape::kWgsM;
   const int wg_n = warpgroup / Shape::kWgsM;
   float acc[Shape::kAccumulators];
-#pragma unroll
-  for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
-
-#pragma unroll 1
-  for (int i = 0; i < tiles; ++i) {
-    const int stage = i % kStages;
-    MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
-    WgmmaTile<T, kWgN>(acc, smem_base + stage * Shape::kStageBytes, kBlockM, wg_m, wg_n);
-    // The batch of tile i - 1 is retired: its stage may be refilled.
-    if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
-  }
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  FenceAccumulators(acc);
+  ConsumeRing<T, kWgN, kStages, Shape::kStageBytes>(acc, smem_base, full_bar, empty_bar, tiles,
+                                                    kBlockM, wg_m, wg_n);
 
   // Every consumer's wgmma is done reading the ring before any warpgroup stages its tile or
   // parks its accumulators there (every copy landed before the last "full" phase, which every

@@ -15,23 +15,29 @@
 namespace convserve {
 namespace cuda {
 
+// The block both warp-specialised kinds share: WgmmaShape's consumer warpgroups plus one
+// producer warpgroup; the stage ring, then two mbarriers (full, empty) per stage.
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
-struct WgmmaWsShape : WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages> {
+struct WgmmaSpecialisedShape : WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages> {
   using Base = WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages>;
-  static constexpr int kConsumerThreads = Base::kWgsM * Base::kWgsN * 128;
+  static constexpr int kConsumers = Base::kWgsM * Base::kWgsN;
+  static constexpr int kConsumerThreads = kConsumers * 128;
   static constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
+  static constexpr int kBarrierOffset = kStages * Base::kStageBytes;
+  static constexpr int kSmemBytes = kBarrierOffset + kStages * 16 + 1024;
+  static_assert(kStages >= 3, "a stage being released, one being read, one being filled");
+};
+
+template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
+struct WgmmaWsShape : WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages> {
   // The producer's 128 threads copy every row: 16 rows per pass of 8 16-byte chunks.
-  static constexpr int kRowsPerPass = 128 / (Base::kRowBytes / 16);
+  static constexpr int kRowsPerPass = 128 / (kWgmmaRowBytes / 16);
   static constexpr int kARows = kBlockM / kRowsPerPass;
   static constexpr int kBRows = kBlockN / kRowsPerPass;
   // Tiles a producer thread keeps in flight before it publishes the oldest. At most
   // kStages - 2: the producer waits for the release of tile i - kStages before copying tile i,
   // and the consumers release it only after they received tile i - kStages + 1.
   static constexpr int kLag = kStages - 2 < 3 ? kStages - 2 : 3;
-  // Stage ring, then 2 mbarriers (full, empty) per stage.
-  static constexpr int kBarrierOffset = kStages * Base::kStageBytes;
-  static constexpr int kSmemBytes = kBarrierOffset + kStages * 16 + 1024;
-  static_assert(kStages >= 3, "a stage being released, one being read, one being filled");
 };
 
 __device__ __forceinline__ void MbarrierInit(uint32_t bar, int count) {
@@ -52,6 +58,28 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+}
+
+// The consumer side of both warp-specialised kinds, for one warpgroup: zeroes the accumulators,
+// runs the wgmma of each k tile once its stage is "full" and releases the stage ("empty") once
+// that batch is retired (wgmma.wait_group leaves only the next one in flight); returns with
+// every wgmma complete.
+template <typename T, int kWgN, int kStages, int kStageBytes>
+__device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t ring,
+                                            uint32_t full_bar, uint32_t empty_bar, int tiles,
+                                            int block_m, int wg_m, int wg_n) {
+#pragma unroll
+  for (int i = 0; i < kWgN / 2; ++i) acc[i] = 0.f;
+#pragma unroll 1
+  for (int i = 0; i < tiles; ++i) {
+    const int stage = i % kStages;
+    MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
+    WgmmaTile<T, kWgN>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
+    // The batch of tile i - 1 is retired: its stage may be refilled.
+    if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  FenceAccumulators(acc);
 }
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
@@ -129,19 +157,8 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   const int wg_m = warpgroup % Shape::kWgsM;
   const int wg_n = warpgroup / Shape::kWgsM;
   float acc[Shape::kAccumulators];
-#pragma unroll
-  for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
-
-#pragma unroll 1
-  for (int i = 0; i < tiles; ++i) {
-    const int stage = i % kStages;
-    MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
-    WgmmaTile<T, kWgN>(acc, smem_base + stage * Shape::kStageBytes, kBlockM, wg_m, wg_n);
-    // The batch of tile i - 1 is retired: its stage may be refilled.
-    if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
-  }
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  FenceAccumulators(acc);
+  ConsumeRing<T, kWgN, kStages, Shape::kStageBytes>(acc, smem_base, full_bar, empty_bar, tiles,
+                                                    kBlockM, wg_m, wg_n);
 
   // Every consumer's wgmma is done reading the ring before any warpgroup stages its tile (the
   // producer wrote its last tile before the last "full" arrival, which every consumer passed).
