@@ -301,6 +301,22 @@ struct GemmBlock {
     b.kt_end = min(total_k_tiles, b.kt_begin + p.k_tiles_per_split);
     return b;
   }
+
+  // Output tile `tile` of a persistent block's walk over the (M tiles x n_tiles) grid of an
+  // ungrouped, unsplit GEMM, N tiles fastest: the blocks in flight together share A rows in L2.
+  __device__ __forceinline__ static GemmBlock LocateTile(const KernelParams& p, int tile,
+                                                         int n_tiles, int block_m, int block_n,
+                                                         int block_k) {
+    GemmBlock b;
+    const int m_tile = tile / n_tiles;
+    b.m_block = m_tile * block_m;
+    b.n_block = (tile - m_tile * n_tiles) * block_n;
+    b.group = 0;
+    b.split = 0;
+    b.kt_begin = 0;
+    b.kt_end = (p.k_pad + block_k - 1) / block_k;
+    return b;
+  }
 };
 
 // ---- operand loaders -----------------------------------------------------------------------

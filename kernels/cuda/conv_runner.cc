@@ -49,6 +49,42 @@ int BlockKElements(const TileConfig& config, DataType dtype) {
   return config.block_k * 2 / DataTypeSize(dtype);
 }
 
+// The 16-byte kinds load whole vectors of channels. A layer with fewer input channels than a
+// vector (an RGB stem) also keeps its weights packed with C rounded up to the vector width, and
+// these kinds run it on a zero-padded NHWC copy of the input (LaunchConv makes it).
+int VectorWidth(DataType dtype) { return 16 / static_cast<int>(DataTypeSize(dtype)); }
+
+bool PadsChannels(const ConvParams& params) {
+  const int vec = VectorWidth(params.dtype);
+  return params.groups == 1 && params.in_channels < vec;
+}
+
+ConvParams ChannelPadded(const ConvParams& params) {
+  ConvParams padded = params;
+  padded.in_channels = VectorWidth(params.dtype);
+  return padded;
+}
+
+// The kinds whose loads take 16-byte channel vectors (the TMA kind needs whole 64-channel
+// taps, which no padding to a vector gives).
+bool IsVectorKind(KernelKind kind) {
+  return kind == KernelKind::kTensorOp || kind == KernelKind::kWgmma ||
+         kind == KernelKind::kWgmmaWs;
+}
+
+// The problem `config`'s kernel runs: `problem`, or its channel-padded NHWC form.
+ConvProblem RunProblem(int config, const ConvProblem& problem) {
+  if (!RunsChannelPadded(config, problem)) return problem;
+  ConvProblem padded = problem;
+  padded.params = ChannelPadded(problem.params);
+  padded.input_layout = Layout::kNhwc;
+  return padded;
+}
+
+int64_t PlainGemmBytes(const ConvParams& params) {
+  return params.out_channels * PackedKPad(params) * DataTypeSize(params.dtype);
+}
+
 struct SplitPlan {
   int split = 1;
   int tiles_per_split = 0;
@@ -115,8 +151,10 @@ const KernelHandle& GetKernel(int config, DataType dtype) {
     FillKernelsWgmmaFp16((*t)[1]);
     FillKernelsWgmmaBf16((*t)[2]);
     FillKernelsWgmmaFp32((*t)[0]);
-    FillKernelsWgmmaTmaFp16((*t)[1]);
-    FillKernelsWgmmaTmaBf16((*t)[2]);
+    FillKernelsWgmmaTmaFp16A((*t)[1]);
+    FillKernelsWgmmaTmaBf16A((*t)[2]);
+    FillKernelsWgmmaTmaFp16B((*t)[1]);
+    FillKernelsWgmmaTmaBf16B((*t)[2]);
 #endif
     return t;
   }();
@@ -133,6 +171,7 @@ std::string ConfigName(const TileConfig& c) {
   if (c.kind == KernelKind::kWgmma) absl::StrAppend(&name, "_wgmma");
   if (c.kind == KernelKind::kWgmmaWs) absl::StrAppend(&name, "_wgmma_ws");
   if (c.kind == KernelKind::kWgmmaTma) absl::StrAppend(&name, "_wgmma_tma");
+  if (c.persistent) absl::StrAppend(&name, "_persistent");
   return name;
 }
 
@@ -173,8 +212,14 @@ int64_t PackedKPad(const ConvParams& params) {
   return (k + 7) / 8 * 8;
 }
 
+bool RunsChannelPadded(int config, const ConvProblem& problem) {
+  return config >= 0 && config < kNumConfigs && IsVectorKind(kConfigTable[config].kind) &&
+         PadsChannels(problem.params);
+}
+
 int64_t PackedGemmBytes(const ConvParams& params) {
-  return params.out_channels * PackedKPad(params) * DataTypeSize(params.dtype);
+  if (!PadsChannels(params)) return PlainGemmBytes(params);
+  return Align256(PlainGemmBytes(params)) + PlainGemmBytes(ChannelPadded(params));
 }
 
 int64_t PackedDepthwiseBytes(const ConvParams& params) {
@@ -184,8 +229,15 @@ int64_t PackedDepthwiseBytes(const ConvParams& params) {
 
 absl::Status PackWeightsOnDevice(const ConvParams& params, const void* oihw, void* gemm,
                                  void* depthwise, cudaStream_t stream) {
-  CONVSERVE_CUDA_RETURN_IF_ERROR(
-      LaunchPackGemmWeights(params, static_cast<int>(PackedKPad(params)), oihw, gemm, stream));
+  const int group_c = static_cast<int>(params.in_channels / params.groups);
+  CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackGemmWeights(
+      params, group_c, static_cast<int>(PackedKPad(params)), oihw, gemm, stream));
+  if (PadsChannels(params)) {  // the channel-padded copy, after the plain one
+    const ConvParams padded = ChannelPadded(params);
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackGemmWeights(
+        params, static_cast<int>(padded.in_channels), static_cast<int>(PackedKPad(padded)), oihw,
+        static_cast<char*>(gemm) + Align256(PlainGemmBytes(params)), stream));
+  }
   if (depthwise != nullptr) {
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackDepthwiseWeights(params, oihw, depthwise, stream));
   }
@@ -243,6 +295,12 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
         return absl::FailedPreconditionError(
             "stride, padding or dilation beyond the TMA im2col limits");
       }
+      // A persistent block numbers its output tiles with 32-bit ints.
+      if (c.persistent && (problem.gemm_m() + c.block_m - 1) / c.block_m *
+                                  ((params.out_channels + c.block_n - 1) / c.block_n) >
+                              kIntMax) {
+        return absl::FailedPreconditionError("too many output tiles for a persistent launch");
+      }
     }
       [[fallthrough]];
     case KernelKind::kWgmma:
@@ -253,7 +311,7 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       [[fallthrough]];
     case KernelKind::kTensorOp:
       if (exact_fp32) return absl::FailedPreconditionError("exact fp32 needs FFMA");
-      if (group_c % (16 / DataTypeSize(params.dtype)) != 0) {
+      if (group_c % VectorWidth(params.dtype) != 0 && !PadsChannels(params)) {
         return absl::FailedPreconditionError("C/groups is not a multiple of the vector width");
       }
       break;
@@ -262,7 +320,7 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       break;
   }
   const int64_t n_tiles = (problem.gemm_n() + c.block_n - 1) / c.block_n;
-  if (n_tiles > 65535 || params.groups * PlanSplit(c, problem).split > 65535) {
+  if (n_tiles > 65535 || params.groups * PlanSplit(c, RunProblem(config, problem)).split > 65535) {
     return absl::FailedPreconditionError("grid beyond 65535 in y or z");
   }
   if (PackedKPad(params) > kIntMax) return absl::FailedPreconditionError("reduction too long");
@@ -270,11 +328,15 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
 }
 
 int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
+  const ConvProblem run = RunProblem(config, problem);
   int64_t bytes = 0;
-  if (problem.input_layout == Layout::kNchw) bytes += Align256(problem.input_bytes());
+  // The NHWC (or channel-padded NHWC) copy of the input.
+  if (problem.input_layout == Layout::kNchw || RunsChannelPadded(config, problem)) {
+    bytes += Align256(run.input_bytes());
+  }
   const TileConfig& c = kConfigTable[config];
   if (ReducesThroughWorkspace(c.kind)) {
-    const SplitPlan split = PlanSplit(c, problem);
+    const SplitPlan split = PlanSplit(c, run);
     if (split.split > 1) {
       bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
     }
@@ -287,9 +349,20 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   const TileConfig& c = kConfigTable[config];
   const KernelHandle& h = GetKernel(config, problem.params.dtype);
   if (h.launch == nullptr) return absl::FailedPreconditionError("no kernel for the dtype");
-  KernelParams p = MakeKernelParams(c, problem);
+  const ConvProblem run = RunProblem(config, problem);
+  KernelParams p = MakeKernelParams(c, run);
   char* scratch = static_cast<char*>(workspace);
-  if (problem.input_layout == Layout::kNchw) {
+  const void* gemm_weights = weights.gemm;
+  if (RunsChannelPadded(config, problem)) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPadChannels(
+        DataTypeSize(problem.params.dtype), problem.batch, problem.params.in_channels,
+        run.params.in_channels, problem.height * problem.width,
+        problem.input_layout == Layout::kNchw, input, scratch, stream));
+    input = scratch;
+    scratch += Align256(run.input_bytes());
+    gemm_weights =
+        static_cast<const char*>(weights.gemm) + Align256(PlainGemmBytes(problem.params));
+  } else if (problem.input_layout == Layout::kNchw) {
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchNchwToNhwc(
         DataTypeSize(problem.params.dtype), problem.batch, problem.params.in_channels,
         problem.height * problem.width, input, scratch, stream));
@@ -301,7 +374,7 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
     return absl::InvalidArgumentError("input must be 16-byte aligned");
   }
   p.input = input;
-  p.weight = c.kind == KernelKind::kDepthwise ? weights.depthwise : weights.gemm;
+  p.weight = c.kind == KernelKind::kDepthwise ? weights.depthwise : gemm_weights;
   p.bias = weights.bias;
   p.output = output;
   const int vec = 16 / static_cast<int>(DataTypeSize(problem.params.dtype));
@@ -349,7 +422,8 @@ int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
   int best = -1;
   bool vector_ok = false;
   for (int i = 0; i < kNumConfigs; ++i) {
-    if (kConfigTable[i].kind == KernelKind::kTensorOp && CanImplement(i, problem, device)) {
+    if (kConfigTable[i].kind == KernelKind::kTensorOp && !RunsChannelPadded(i, problem) &&
+        CanImplement(i, problem, device)) {
       vector_ok = true;
     }
   }
@@ -364,7 +438,7 @@ int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
     }
     // Cost model: blocks run in waves of sm_count * resident blocks; each block's time grows
     // with its k tiles and shrinks with the tile's arithmetic intensity (bm*bn / (bm+bn)).
-    const SplitPlan split = PlanSplit(c, problem);
+    const SplitPlan split = PlanSplit(c, RunProblem(i, problem));
     const double blocks = std::ceil(static_cast<double>(problem.gemm_m()) / c.block_m) *
                           std::ceil(static_cast<double>(problem.gemm_n()) / c.block_n) *
                           params.groups * split.split;

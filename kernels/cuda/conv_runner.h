@@ -33,13 +33,16 @@ absl::StatusOr<DeviceInfo> PrepareDevice(int device);
 
 // Device pointers of one layer's packed weights (see PackWeightsOnDevice).
 struct DeviceWeights {
-  const void* gemm = nullptr;       // [groups][K/groups][k_pad]
+  const void* gemm = nullptr;       // [groups][K/groups][k_pad], + a padded copy: PackedGemmBytes
   const void* depthwise = nullptr;  // [R][S][K], only when params.is_depthwise()
   const void* bias = nullptr;       // [K] or null
 };
 
 // The packed weight row stride: C/groups*R*S rounded up to 8.
 int64_t PackedKPad(const ConvParams& params);
+// The GEMM weights' buffer: the plain packing, and for layers with fewer input channels than a
+// 16-byte vector (groups 1) a second packing with C rounded up to the vector width, 256 bytes
+// after the first.
 int64_t PackedGemmBytes(const ConvParams& params);
 int64_t PackedDepthwiseBytes(const ConvParams& params);  // 0 unless depthwise
 
@@ -47,13 +50,18 @@ int64_t PackedDepthwiseBytes(const ConvParams& params);  // 0 unless depthwise
 absl::Status PackWeightsOnDevice(const ConvParams& params, const void* oihw, void* gemm,
                                  void* depthwise, cudaStream_t stream);
 
+// True when `config` (a 16-byte-vector kind) runs `problem` on a channel-padded NHWC copy of
+// the input that LaunchConv makes in the workspace: C < the vector width, groups 1.
+bool RunsChannelPadded(int config, const ConvProblem& problem);
+
 // OK when `config` can run `problem` on `device`; else FAILED_PRECONDITION saying why.
 absl::Status CheckImplementable(int config, const ConvProblem& problem, const DeviceInfo& device);
 inline bool CanImplement(int config, const ConvProblem& problem, const DeviceInfo& device) {
   return CheckImplementable(config, problem, device).ok();
 }
 
-// Device scratch the launch needs: the NHWC copy of an NCHW input, split-K partial sums.
+// Device scratch the launch needs: the NHWC copy of an NCHW input (channel-padded where the
+// configuration runs padded), split-K partial sums.
 int64_t WorkspaceBytes(int config, const ConvProblem& problem);
 
 // Enqueues `config` on `stream`. The caller has checked CanImplement. `input`/`output` in the

@@ -15,23 +15,41 @@ unsigned BlocksFor(int64_t elements) {
   return static_cast<unsigned>((elements + kThreads - 1) / kThreads);
 }
 
+// k = (r * S + s) * packed_c + c; channels c >= group_c (padding) and k >= gemm_k are zeros.
 template <typename E>
-__global__ void PackGemmWeightsKernel(int64_t total, int k_pad, int gemm_k, int group_c, int r_dim,
-                                      int s_dim, const E* __restrict__ oihw,
-                                      E* __restrict__ packed) {
+__global__ void PackGemmWeightsKernel(int64_t total, int k_pad, int gemm_k, int group_c,
+                                      int packed_c, int r_dim, int s_dim,
+                                      const E* __restrict__ oihw, E* __restrict__ packed) {
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= total) return;
   const int k = static_cast<int>(index % k_pad);
   const int64_t o = index / k_pad;
-  if (k >= gemm_k) {
+  const int c = k % packed_c;
+  if (k >= gemm_k || c >= group_c) {
     packed[index] = E(0);
     return;
   }
-  const int c = k % group_c;
-  const int rs = k / group_c;
+  const int rs = k / packed_c;
   const int s = rs % s_dim;
   const int r = rs / s_dim;
   packed[index] = oihw[((o * group_c + c) * r_dim + r) * s_dim + s];
+}
+
+// One thread per pixel: its `channels` values (from NCHW or NHWC) then zeros up to
+// `padded_channels`, as one NHWC row.
+template <typename E>
+__global__ void PadChannelsKernel(int64_t pixels, int64_t hw, int channels, int padded_channels,
+                                  bool nchw, const E* __restrict__ src, E* __restrict__ dst) {
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pixel >= pixels) return;
+  const int64_t image = pixel / hw;
+  const int64_t x = pixel - image * hw;
+  E* out = dst + pixel * padded_channels;
+  for (int c = 0; c < padded_channels; ++c) {
+    E v = E(0);
+    if (c < channels) v = nchw ? src[(image * channels + c) * hw + x] : src[pixel * channels + c];
+    out[c] = v;
+  }
 }
 
 template <typename E>
@@ -100,21 +118,39 @@ __global__ void FillRandomKernel(T* dst, int64_t elements, uint64_t seed) {
 
 }  // namespace
 
-cudaError_t LaunchPackGemmWeights(const ConvParams& params, int k_pad, const void* oihw,
-                                  void* packed, cudaStream_t stream) {
+cudaError_t LaunchPackGemmWeights(const ConvParams& params, int packed_c, int k_pad,
+                                  const void* oihw, void* packed, cudaStream_t stream) {
   const int group_c = static_cast<int>(params.in_channels / params.groups);
-  const int gemm_k = group_c * static_cast<int>(params.kernel_h * params.kernel_w);
+  const int gemm_k = packed_c * static_cast<int>(params.kernel_h * params.kernel_w);
   const int64_t total = params.out_channels * k_pad;
+  const int r_dim = static_cast<int>(params.kernel_h);
+  const int s_dim = static_cast<int>(params.kernel_w);
   if (DataTypeSize(params.dtype) == 2) {
     PackGemmWeightsKernel<uint16_t><<<BlocksFor(total), kThreads, 0, stream>>>(
-        total, k_pad, gemm_k, group_c, static_cast<int>(params.kernel_h),
-        static_cast<int>(params.kernel_w), static_cast<const uint16_t*>(oihw),
+        total, k_pad, gemm_k, group_c, packed_c, r_dim, s_dim, static_cast<const uint16_t*>(oihw),
         static_cast<uint16_t*>(packed));
   } else {
     PackGemmWeightsKernel<uint32_t><<<BlocksFor(total), kThreads, 0, stream>>>(
-        total, k_pad, gemm_k, group_c, static_cast<int>(params.kernel_h),
-        static_cast<int>(params.kernel_w), static_cast<const uint32_t*>(oihw),
+        total, k_pad, gemm_k, group_c, packed_c, r_dim, s_dim, static_cast<const uint32_t*>(oihw),
         static_cast<uint32_t*>(packed));
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchPadChannels(int element_bytes, int64_t batch, int64_t channels,
+                              int64_t padded_channels, int64_t hw, bool nchw, const void* src,
+                              void* dst, cudaStream_t stream) {
+  const int64_t pixels = batch * hw;
+  const int c = static_cast<int>(channels);
+  const int padded = static_cast<int>(padded_channels);
+  if (element_bytes == 2) {
+    PadChannelsKernel<uint16_t><<<BlocksFor(pixels), kThreads, 0, stream>>>(
+        pixels, hw, c, padded, nchw, static_cast<const uint16_t*>(src),
+        static_cast<uint16_t*>(dst));
+  } else {
+    PadChannelsKernel<uint32_t><<<BlocksFor(pixels), kThreads, 0, stream>>>(
+        pixels, hw, c, padded, nchw, static_cast<const uint32_t*>(src),
+        static_cast<uint32_t*>(dst));
   }
   return cudaPeekAtLastError();
 }

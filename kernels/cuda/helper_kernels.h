@@ -13,15 +13,20 @@
 namespace convserve {
 namespace cuda {
 
-// OIHW weights (device) -> [groups][K/groups][k_pad] with k = (r*S + s)*Cg + c, zero padded.
-cudaError_t LaunchPackGemmWeights(const ConvParams& params, int k_pad, const void* oihw,
-                                  void* packed, cudaStream_t stream);
+// OIHW weights (device) -> [groups][K/groups][k_pad] with k = (r*S + s)*packed_c + c, zero
+// padded (packed_c >= C/groups: channels past C/groups are zeros too).
+cudaError_t LaunchPackGemmWeights(const ConvParams& params, int packed_c, int k_pad,
+                                  const void* oihw, void* packed, cudaStream_t stream);
 // OIHW depthwise weights (C/groups == 1) -> [R][S][K].
 cudaError_t LaunchPackDepthwiseWeights(const ConvParams& params, const void* oihw, void* packed,
                                        cudaStream_t stream);
 // [N][C][H*W] -> [N][H*W][C], elements of `element_bytes` (2 or 4).
 cudaError_t LaunchNchwToNhwc(int element_bytes, int64_t batch, int64_t channels, int64_t hw,
                              const void* src, void* dst, cudaStream_t stream);
+// [N][C][H*W] or [N][H*W][C] -> [N][H*W][padded_channels], channels past C zero.
+cudaError_t LaunchPadChannels(int element_bytes, int64_t batch, int64_t channels,
+                              int64_t padded_channels, int64_t hw, bool nchw, const void* src,
+                              void* dst, cudaStream_t stream);
 // output = act(sum over p.split_k slices of p.partials + bias), in p.output's layout.
 cudaError_t LaunchSplitKReduce(DataType dtype, const KernelParams& p, cudaStream_t stream);
 // Uniform values in [-1, 1) from a counter-based hash of (seed, index).

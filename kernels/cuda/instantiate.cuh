@@ -2,6 +2,8 @@
 // file instantiates a few rows for one dtype, so no single file compiles for long.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "kernels/cuda/conv_kernels.cuh"
@@ -52,14 +54,30 @@ cudaError_t LaunchWgmmaWs(const KernelParams& p, cudaStream_t stream) {
 template <typename T, int kIndex>
 cudaError_t LaunchWgmmaTma(const KernelParams& p, cudaStream_t stream) {
   constexpr TileConfig c = kConfigTable[kIndex];
-  using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>;
   TmaOperands maps;
   const cudaError_t encoded =
       EncodeTmaOperands(p, std::is_same_v<T, __nv_bfloat16>, c.block_m, c.block_n, &maps);
   if (encoded != cudaSuccess) return encoded;
-  auto* kernel = &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>;
+  auto* kernel = &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>;
+  const dim3 grid = GemmGrid(c, p);
+  if constexpr (c.persistent) {
+    // One block per SM (the ring and staging leave no room for two), each walking its share of
+    // the output tiles.
+    int device = 0;
+    int sms = 0;
+    cudaError_t queried = cudaGetDevice(&device);
+    if (queried == cudaSuccess) {
+      queried = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    }
+    if (queried != cudaSuccess) return queried;
+    const int64_t tiles = static_cast<int64_t>(grid.x) * grid.y;
+    kernel<<<static_cast<unsigned>(std::min<int64_t>(tiles, sms)), Shape::kThreads,
+             Shape::kSmemBytes, stream>>>(p, maps);
+    return cudaPeekAtLastError();
+  }
   if (p.split_k == 1) {
-    kernel<<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p, maps);
+    kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p, maps);
     return cudaPeekAtLastError();
   }
   // Split-K: a tile's slices form one cluster and reduce in it (see wgmma_tma_kernel.cuh).
@@ -69,7 +87,7 @@ cudaError_t LaunchWgmmaTma(const KernelParams& p, cudaStream_t stream) {
   cluster.val.clusterDim.y = 1;
   cluster.val.clusterDim.z = static_cast<unsigned>(p.split_k);
   cudaLaunchConfig_t config = {};
-  config.gridDim = GemmGrid(c, p);
+  config.gridDim = grid;
   config.blockDim = dim3(Shape::kThreads);
   config.dynamicSmemBytes = Shape::kSmemBytes;
   config.stream = stream;
@@ -102,6 +120,7 @@ KernelHandle GemmHandle(const void* func,
 template <typename T, int kIndex>
 KernelHandle MakeHandle() {
   constexpr TileConfig c = kConfigTable[kIndex];
+  static_assert(!c.persistent || c.kind == KernelKind::kWgmmaTma, "only TMA rows are persistent");
   KernelHandle h;
   if constexpr (c.kind == KernelKind::kDepthwise) {
     h.func = reinterpret_cast<const void*>(&DepthwiseKernel<T, c.block_m>);
@@ -122,10 +141,11 @@ KernelHandle MakeHandle() {
         &LaunchWgmmaWs<T, kIndex>);
   } else if constexpr (c.kind == KernelKind::kWgmmaTma) {
     static_assert(c.block_k == 64 && c.warp_m == 64, "wgmma rows: 128-byte k tiles, m64");
+    static_assert(!c.persistent || c.split_k == 1, "persistent rows do not split k");
     if constexpr (!std::is_same_v<T, float>) {  // 16-bit only: no fp32 kernel
-      h = GemmHandle<WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages>>(
+      h = GemmHandle<WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>>(
           reinterpret_cast<const void*>(
-              &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages>),
+              &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>),
           &LaunchWgmmaTma<T, kIndex>);
     }
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {

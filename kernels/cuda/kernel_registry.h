@@ -36,9 +36,11 @@ void FillKernelsFp32B(KernelTable& table);
 void FillKernelsWgmmaFp16(KernelTable& table);
 void FillKernelsWgmmaBf16(KernelTable& table);
 void FillKernelsWgmmaFp32(KernelTable& table);
-// The kWgmmaTma rows (fp16 and bf16 only), likewise sm_90a.
-void FillKernelsWgmmaTmaFp16(KernelTable& table);
-void FillKernelsWgmmaTmaBf16(KernelTable& table);
+// The kWgmmaTma rows (fp16 and bf16 only), likewise sm_90a, in two files.
+void FillKernelsWgmmaTmaFp16A(KernelTable& table);
+void FillKernelsWgmmaTmaBf16A(KernelTable& table);
+void FillKernelsWgmmaTmaFp16B(KernelTable& table);
+void FillKernelsWgmmaTmaBf16B(KernelTable& table);
 
 }  // namespace cuda
 }  // namespace convserve

@@ -45,6 +45,9 @@ struct TileConfig {
   int warp_n;
   int stages;   // cp.async pipeline depth
   int split_k;  // > 1: the reduction is cut into this many slices, summed by a second kernel
+  // kWgmmaTma only: one block per SM walks many output tiles, so the producer copies the next
+  // tile's operands while the consumers store this one (no split-K).
+  bool persistent = false;
 
   constexpr int warps() const {
     if (kind == KernelKind::kDepthwise) return block_m / 32;
@@ -113,16 +116,29 @@ inline constexpr TileConfig kConfigTable[] = {
     // and ptxas allocates for that cap, not for the consumers' setmaxnreg share.)
     {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 4, 1},
     {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 4, 1},
+    // Persistent TMA rows: the epilogue is staged outside the ring, which the producer is
+    // already refilling, so stores overlap the next tile's copies (ring + staging <= 227 KB).
+    //                                                          persistent
+    {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 3, 1, true},
+    {KernelKind::kWgmmaTma,     128, 128,  64, 64, 128, 5, 1, true},
+    {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 6, 1, true},
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 1, true},
+    // More cluster split-K for grids far under one wave: late 3x3 layers at N = 8 (28 tiles of
+    // 64 x 128) and the 1x1 layers with 8-16 k tiles at N = 1 (14-26 tiles of 64 x 64).
+    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 6, 2},
+    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 6, 4},
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 4},
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 8},
 };
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-5";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-6";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
-// "_wgmma_tma"; "b256_dw" for depthwise.
+// "_wgmma_tma", then "_persistent"; "b256_dw" for depthwise.
 std::string ConfigName(const TileConfig& config);
 
 }  // namespace cuda

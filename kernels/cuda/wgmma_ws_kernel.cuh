@@ -61,25 +61,28 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 }
 
 // The consumer side of both warp-specialised kinds, for one warpgroup: zeroes the accumulators,
-// runs the wgmma of each k tile once its stage is "full" and releases the stage ("empty") once
-// that batch is retired (wgmma.wait_group leaves only the next one in flight); returns with
-// every wgmma complete.
+// runs the wgmma of each of `tiles` k tiles once its stage is "full" and releases the stage
+// ("empty") once that batch is retired (wgmma.wait_group leaves only the next one in flight);
+// returns with every wgmma complete and every stage released. `first` counts the k tiles the
+// ring carried before these (a persistent block's earlier output tiles): it sets the stages and
+// the barrier phases.
 template <typename T, int kWgN, int kStages, int kStageBytes>
 __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t ring,
-                                            uint32_t full_bar, uint32_t empty_bar, int tiles,
-                                            int block_m, int wg_m, int wg_n) {
+                                            uint32_t full_bar, uint32_t empty_bar, int first,
+                                            int tiles, int block_m, int wg_m, int wg_n) {
 #pragma unroll
   for (int i = 0; i < kWgN / 2; ++i) acc[i] = 0.f;
 #pragma unroll 1
-  for (int i = 0; i < tiles; ++i) {
+  for (int i = first; i < first + tiles; ++i) {
     const int stage = i % kStages;
     MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
     WgmmaTile<T, kWgN>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
     // The batch of tile i - 1 is retired: its stage may be refilled.
-    if (i > 0) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
+    if (i > first) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   FenceAccumulators(acc);
+  if (tiles > 0) MbarrierArrive(empty_bar + 8 * ((first + tiles - 1) % kStages));
 }
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   const int wg_m = warpgroup % Shape::kWgsM;
   const int wg_n = warpgroup / Shape::kWgsM;
   float acc[Shape::kAccumulators];
-  ConsumeRing<T, kWgN, kStages, Shape::kStageBytes>(acc, smem_base, full_bar, empty_bar, tiles,
+  ConsumeRing<T, kWgN, kStages, Shape::kStageBytes>(acc, smem_base, full_bar, empty_bar, 0, tiles,
                                                     kBlockM, wg_m, wg_n);
 
   // Every consumer's wgmma is done reading the ring before any warpgroup stages its tile (the
