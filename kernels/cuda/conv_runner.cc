@@ -377,7 +377,7 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   p.weight = c.kind == KernelKind::kDepthwise ? weights.depthwise : gemm_weights;
   p.bias = weights.bias;
   p.output = output;
-  const int vec = 16 / static_cast<int>(DataTypeSize(problem.params.dtype));
+  const int vec = VectorWidth(problem.params.dtype);
   const bool workspace_split = p.split_k > 1 && ReducesThroughWorkspace(c.kind);
   p.vector_store = !p.output_nchw && !workspace_split && p.group_k % vec == 0 &&
                    p.out_channels % vec == 0 && reinterpret_cast<uintptr_t>(output) % 16 == 0;
