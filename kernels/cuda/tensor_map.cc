@@ -80,6 +80,21 @@ cudaError_t EncodeTmaOperands(const KernelParams& p, bool bf16, int block_m, int
                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
     return cudaErrorInvalidValue;
   }
+
+  // The NHWC output [M][K] (vector_store: K a multiple of 8, 16-byte aligned), written by the
+  // epilogue one warpgroup tile (64 rows) and 64 channels at a time; stores past M or K are
+  // dropped by the copy engine.
+  if (!p.vector_store) return cudaSuccess;
+  const cuuint64_t out_dims[2] = {static_cast<cuuint64_t>(p.out_channels),
+                                  static_cast<cuuint64_t>(p.gemm_m)};
+  const cuuint64_t out_strides[1] = {kElement * p.out_channels};
+  const cuuint32_t out_box[2] = {kRowElements, 64};
+  if (encode.tiled(&maps->output, type, 2, p.output, out_dims, out_strides, out_box, w_steps,
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                   CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    return cudaErrorInvalidValue;
+  }
   return cudaSuccess;
 }
 

@@ -1,7 +1,8 @@
 // TMA descriptors (CUtensorMap) of the Hopper TMA kind's operands: the NHWC input as an im2col
 // map (the copy engine gathers one filter tap's 128-byte channel slice for block_m output
-// pixels, zero-filling the padding) and the packed weights as a tiled map. Encoded per launch on
-// the host, since the input changes with every batch. Internal to kernels/cuda.
+// pixels, zero-filling the padding), the packed weights as a tiled map, and the NHWC output as a
+// tiled map for the epilogue's stores. Encoded per launch on the host, since the input and
+// output change with every batch. Internal to kernels/cuda.
 #pragma once
 
 #include <cuda.h>
@@ -16,9 +17,10 @@ namespace cuda {
 struct TmaOperands {
   CUtensorMap input;   // im2col, dims {C, W, H, N}, box {128 bytes of C} x block_m pixels
   CUtensorMap weight;  // tiled, dims {k_pad, K}, box {128 bytes of k} x block_n rows
+  CUtensorMap output;  // tiled, dims {K, M}, box {128 bytes of K} x 64 rows; p.vector_store only
 };
 
-// Encodes both maps for `p` (input, weight and the shape fields set) with 2-byte elements
+// Encodes the maps for `p` (input, weight, output and the shape fields set) with 2-byte elements
 // (fp16 or bf16, `bf16` picks which). cudaErrorNotSupported when the driver has no tensor-map
 // entry points, cudaErrorInvalidValue when the driver refuses a map (CheckImplementable keeps
 // such problems away from the TMA kind).

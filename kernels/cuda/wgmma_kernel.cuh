@@ -110,12 +110,39 @@ __device__ __forceinline__ void WgmmaTile(float (&acc)[kWgN / 2], uint32_t stage
   FenceAccumulators(acc);
 }
 
-// Stores one warpgroup's 64 x kWgN accumulator tile (the kinds' common epilogue). Accumulator
-// layout of m64nN: warp w of the warpgroup holds rows 16w..16w+15; register 4j + 2h + e is row
-// 16w + lane/4 + 8h, column 8j + 2(lane%4) + e (as mma.sync's m16n8). With p.vector_store the
-// tile is staged in slice `slot` of `buffers` (the caller has made sure no warpgroup still
-// reads them) and synchronised on named barrier `barrier` by this warpgroup's 128 threads;
-// otherwise it is stored from registers (NCHW, split-K partials).
+// Accumulator layout of m64nN: warp w of the warpgroup holds rows 16w..16w+15; register
+// 4j + 2h + e is row 16w + lane/4 + 8h, column 8j + 2(lane%4) + e (as mma.sync's m16n8).
+//
+// Stores one warpgroup's 64 x kWgN accumulator tile from registers, pair by pair (NCHW output,
+// workspace split-K partials, unaligned channel counts).
+template <typename T, int kWgN>
+__device__ __forceinline__ void WgmmaStoreDirect(const KernelParams& p,
+                                                 const float (&acc)[kWgN / 2], int m0, int n0,
+                                                 int group, int split, int wg_thread) {
+  const int warp = wg_thread / 32;
+  const int lane = wg_thread % 32;
+  const int channel0 = group * p.group_k;
+  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+    constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const OutputRow row = MakeOutputRow(p, m0 + warp * 16 + lane / 4 + half * 8, split);
+      if (!row.valid) continue;
+#pragma unroll
+      for (int j = 0; j < kWgN / 8; ++j) {
+        const int n = n0 + j * 8 + 2 * (lane % 4);
+        if (n >= p.group_k) continue;
+        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
+                           n + 1 < p.group_k);
+      }
+    }
+  });
+}
+
+// Stores one warpgroup's 64 x kWgN accumulator tile (the cp.async kinds' epilogue). With
+// p.vector_store the tile is staged in slice `slot` of `buffers` (the caller has made sure no
+// warpgroup still reads them), synchronised on named barrier `barrier` by this warpgroup's 128
+// threads and stored in 16-byte vectors; otherwise it is stored from registers.
 template <typename T, int kWgN>
 __device__ __forceinline__ void WgmmaStoreTile(const KernelParams& p, const float (&acc)[kWgN / 2],
                                                uint8_t* buffers, int slot, int barrier, int m0,
@@ -148,21 +175,7 @@ __device__ __forceinline__ void WgmmaStoreTile(const KernelParams& p, const floa
     Staged::Store(tile, p, m0, n0, channel0 + n0, wg_thread, 128);
     return;
   }
-  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
-    constexpr int kAct = decltype(tag)::value;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const OutputRow row = MakeOutputRow(p, m0 + warp * 16 + lane / 4 + half * 8, split);
-      if (!row.valid) continue;
-#pragma unroll
-      for (int j = 0; j < kWgN / 8; ++j) {
-        const int n = n0 + j * 8 + 2 * (lane % 4);
-        if (n >= p.group_k) continue;
-        StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
-                           n + 1 < p.group_k);
-      }
-    }
-  });
+  WgmmaStoreDirect<T, kWgN>(p, acc, m0, n0, group, split, wg_thread);
 }
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>

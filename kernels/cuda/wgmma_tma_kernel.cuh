@@ -16,6 +16,10 @@
 // tile's operands while the consumers run this tile's epilogue, which is staged in its own
 // shared memory rather than in the ring.
 //
+// The epilogue (NHWC output, p.vector_store) is the copy engine's too: each warpgroup writes its
+// finished tile into shared memory with stmatrix and one thread hands it to a TMA store, so the
+// warpgroup goes on to its next tile while the store drains (TmaStoreTile).
+//
 // Limits (CheckImplementable): fp16/bf16, groups == 1, C a multiple of 64 (a k tile is one tap),
 // conv strides <= 8 and corner offsets within the 4-D im2col range [-128, 127].
 #pragma once
@@ -30,11 +34,14 @@ template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages, bool kPer
 struct WgmmaTmaShape : WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages> {
   using Ring = WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages>;
   using Ring::kConsumers, Ring::kConsumerThreads, Ring::kThreads;
+  // A warpgroup's staged output tile: kWgN / 64 boxes of 64 rows x 128 bytes, in the 128-byte
+  // swizzle of the output's tensor map (1024-byte aligned, like the ring's stages).
+  static constexpr int kStagedBoxBytes = Ring::kWgM * 128;
+  static constexpr int kStagedBytes = kWgN / 64 * kStagedBoxBytes;
   // A persistent block stages its epilogue after the barriers, one tile per consumer
   // warpgroup; the others stage it in the drained ring.
-  static constexpr int kEpilogueOffset = (Ring::kBarrierOffset + kStages * 16 + 127) / 128 * 128;
-  static constexpr int kEpilogueBytes =
-      kPersistent ? kConsumers * StagedTile<T, Ring::kWgM, kWgN>::kBytes : 0;
+  static constexpr int kEpilogueOffset = (Ring::kBarrierOffset + kStages * 16 + 1023) / 1024 * 1024;
+  static constexpr int kEpilogueBytes = kPersistent ? kConsumers * kStagedBytes : 0;
   static constexpr int kSmemBytes =
       kPersistent ? kEpilogueOffset + kEpilogueBytes + 1024 : Ring::kSmemBytes;
   // Two resident blocks when their shared memory fits in the SM's 228 KB (1 KB per block is
@@ -59,6 +66,8 @@ struct WgmmaTmaShape : WgmmaSpecialisedShape<T, kBlockM, kBlockN, kWgN, kStages>
   static_assert(kConsumers <= 2, "one or two consumer warpgroups");
   static_assert(kBlockM <= 256 && kBlockN <= 256, "a TMA box has at most 256 rows");
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than a Hopper block may have");
+  static_assert(kPersistent || kConsumers * kStagedBytes <= kStages * Ring::kStageBytes,
+                "the staged output tiles must fit in the drained ring");
 };
 
 // Waits for the async proxy's view of the barrier inits before the copy engine touches them.
@@ -90,6 +99,86 @@ __device__ __forceinline__ void TmaLoadTile2d(uint32_t dst, const CUtensorMap* m
       " [%0], [%1, {%3, %4}], [%2];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x), "r"(y)
       : "memory");
+}
+
+// A 2-D box of the output from shared memory, as one bulk async group of this thread's.
+__device__ __forceinline__ void TmaStoreTile2d(const CUtensorMap* map, uint32_t src, int x, int y) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
+          reinterpret_cast<uint64_t>(map)),
+      "r"(src), "r"(x), "r"(y)
+      : "memory");
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t PackPair(T lo, T hi) {
+  static_assert(sizeof(T) == 2, "two 16-bit elements");
+  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
+         static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16;
+}
+
+// The TMA kind's epilogue for NHWC output (p.vector_store): one warpgroup's 64 x kWgN tile (the
+// accumulator layout of WgmmaStoreDirect) with bias and activation, staged at `staging` (the
+// warpgroup's own kWgN / 64 boxes of 64 x 64 elements) and stored by the copy engine through the
+// output's tiled map, which clips rows past M and channels past K. Per pair of 8-column blocks
+// one stmatrix.x4 writes four 8 x 8 matrices; in the 128-byte swizzle the 8 rows of a matrix fall
+// in 8 different bank groups, so the writes are conflict-free. Thread 0 of the warpgroup issues
+// the stores and, before the warpgroup writes the staging again, waits until the copy engine has
+// read the last ones: the stores drain while the warpgroup multiplies its next tile.
+template <typename T, int kWgN>
+__device__ __forceinline__ void TmaStoreTile(const KernelParams& p, const CUtensorMap* map,
+                                             const float (&acc)[kWgN / 2], uint32_t staging,
+                                             int barrier, int m0, int n0, int wg_thread) {
+  constexpr int kBoxBytes = 64 * 128;
+  const int warp = wg_thread / 32;
+  const int lane = wg_thread % 32;
+  if (wg_thread == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  asm volatile("bar.sync %0, 128;\n" ::"r"(barrier) : "memory");
+  // stmatrix.x4: lane l addresses row l % 8 of matrix l / 8; matrices 0..3 are (rows 0-7,
+  // block j), (rows 8-15, block j), (rows 0-7, block j + 1), (rows 8-15, block j + 1) of the
+  // warp's 16 rows, matching registers 4j, 4j + 2, 4j + 4, 4j + 6 (and their + 1 halves).
+  const int row = warp * 16 + (lane / 8) % 2 * 8 + lane % 8;
+  const int block_of_lane = lane / 16;
+  DispatchActivation(p.activation, [&](auto tag) {
+    constexpr int kAct = decltype(tag)::value;
+#pragma unroll
+    for (int j = 0; j < kWgN / 8; j += 2) {
+      uint32_t packed[4];
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        // group_k is a multiple of 8 (vector_store), so a block is wholly in or out of K; the
+        // copy engine drops the columns out of it, whose bias is never read.
+        const int channel = n0 + (j + b) * 8 + 2 * (lane % 4);
+        const bool in_k = channel < p.group_k;
+        const float bias0 = in_k ? BiasOf<T>(p, channel) : 0.f;
+        const float bias1 = in_k ? BiasOf<T>(p, channel + 1) : 0.f;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const float* pair = &acc[4 * (j + b) + 2 * half];
+          packed[2 * b + half] = PackPair(ActivateToT<T, kAct>(p, pair[0] + bias0),
+                                          ActivateToT<T, kAct>(p, pair[1] + bias1));
+        }
+      }
+      const int chunk = j + block_of_lane;  // the 16-byte column chunk of the lane's matrix
+      const uint32_t address =
+          staging + chunk / 8 * kBoxBytes + row * 128 + ((chunk % 8) ^ (row % 8)) * 16;
+      asm volatile(
+          "stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address),
+          "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+          : "memory");
+    }
+  });
+  // The generic-proxy writes are visible to the copy engine once fenced and barriered.
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  asm volatile("bar.sync %0, 128;\n" ::"r"(barrier) : "memory");
+  if (wg_thread == 0 && m0 < p.gemm_m) {
+#pragma unroll
+    for (int box = 0; box < kWgN / 64; ++box) {
+      if (n0 + box * 64 < p.group_k)
+        TmaStoreTile2d(map, staging + box * kBoxBytes, n0 + box * 64, m0);
+    }
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+  }
 }
 
 // Every thread of the cluster (exited ones excepted, so none exits before): arrive and wait,
@@ -173,6 +262,10 @@ __global__ void __launch_bounds__(
                  : "memory");
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&maps.weight))
                  : "memory");
+    if (p.vector_store) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&maps.output))
+                   : "memory");
+    }
     for (int s = 0; s < kStages; ++s) {
       MbarrierInit(full_bar + 8 * s, 1);  // the producer's expect_tx arrival; bytes do the rest
       MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads);
@@ -232,7 +325,9 @@ __global__ void __launch_bounds__(
   const int warpgroup = ctid / 128;
   const int wg_m = warpgroup % Shape::kWgsM;
   const int wg_n = warpgroup / Shape::kWgsM;
-  uint8_t* const smem = smem_raw + (smem_base - SmemAddress(smem_raw));
+  // The warpgroup's output staging: its own after the barriers when persistent, else the ring.
+  const uint32_t staging =
+      smem_base + (kPersistent ? Shape::kEpilogueOffset : 0) + warpgroup * Shape::kStagedBytes;
   int consumed = 0;  // k tiles taken from the ring so far
 #pragma unroll 1
   for (int t = tile_first; t < tile_count; t += tile_step) {
@@ -245,10 +340,11 @@ __global__ void __launch_bounds__(
     const int m0 = block.m_block + wg_m * Shape::kWgM;
     const int n0 = block.n_block + wg_n * kWgN;
     if constexpr (kPersistent) {
-      WgmmaStoreTile<T, kWgN>(p, acc, smem + Shape::kEpilogueOffset, warpgroup, 2 + warpgroup, m0,
-                              n0, 0, 0, ctid % 128);
-      // The warpgroup has read its staged tile before it stages the next one.
-      if (p.vector_store) asm volatile("bar.sync %0, 128;\n" ::"r"(2 + warpgroup) : "memory");
+      if (p.vector_store) {
+        TmaStoreTile<T, kWgN>(p, &maps.output, acc, staging, 2 + warpgroup, m0, n0, ctid % 128);
+      } else {
+        WgmmaStoreDirect<T, kWgN>(p, acc, m0, n0, 0, 0, ctid % 128);
+      }
     } else {
       // Every consumer's wgmma is done reading the ring before any warpgroup stages its tile or
       // parks its accumulators there (every copy landed before the last "full" phase, which
@@ -272,10 +368,15 @@ __global__ void __launch_bounds__(
         if (block.split != 0) return;
         out.split_k = 1;  // rank 0 holds the whole sum: the plain epilogue
       }
-      WgmmaStoreTile<T, kWgN>(out, acc, smem, warpgroup, 2 + warpgroup, m0, n0, block.group, 0,
-                              ctid % 128);
+      if (p.vector_store) {
+        TmaStoreTile<T, kWgN>(out, &maps.output, acc, staging, 2 + warpgroup, m0, n0, ctid % 128);
+      } else {
+        WgmmaStoreDirect<T, kWgN>(out, acc, m0, n0, block.group, 0, ctid % 128);
+      }
     }
   }
+  // The block's shared memory (the staging) must outlive the copy engine's reads of it.
+  if (ctid % 128 == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 #endif
 }
 
