@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/helper_kernels.h"
 #include "kernels/cuda/kernel_registry.h"
+#include "kernels/cuda/tensor_map.h"
 
 namespace convserve {
 namespace cuda {
@@ -72,17 +73,99 @@ bool IsVectorKind(KernelKind kind) {
          kind == KernelKind::kWgmmaWs;
 }
 
-// The problem `config`'s kernel runs: `problem`, or its channel-padded NHWC form.
+// The TMA kind copies one tap's channels per im2col copy: 16 or 32 of them into narrow rows, or
+// 64 at a time.
+bool TmaChannelsOk(int64_t channels) {
+  return channels == 16 || channels == 32 || channels % 64 == 0;
+}
+
+// Space-to-depth, for the TMA kind: a strided layer whose channels it cannot copy (an RGB stem,
+// C = 3 at stride 2) but whose stride blocks hold at most 64 channels runs on the input re-cut
+// into stride_h x stride_w blocks of pixels, C * stride_h * stride_w channels each (zero-padded
+// to 16, 32 or 64), with the filter re-cut over the blocks (helper_kernels.h, SpaceToDepthShape)
+// at stride 1. The stem's 7 x 7 taps of 3 channels become 4 x 4 taps of 16: GEMM-K 256 in whole
+// 32-byte rows instead of 147 single elements, and the TMA kind's copies instead of the
+// few-channel kind's element gathers.
+bool SpaceToDepthApplies(const ConvParams& params) {
+  return DataTypeSize(params.dtype) == 2 && params.groups == 1 && params.dilation_h == 1 &&
+         params.dilation_w == 1 && params.stride_h * params.stride_w > 1 &&
+         !TmaChannelsOk(params.in_channels) &&
+         params.in_channels * params.stride_h * params.stride_w <= 64;
+}
+
+// Its shape; the spatial fields only when `problem` is given. The first block row is the one
+// holding input row -pad rounded down to a block, so tap rows shift by that much.
+SpaceToDepthShape SpaceToDepthOf(const ConvParams& params, const ConvProblem* problem = nullptr) {
+  SpaceToDepthShape shape;
+  shape.channels = static_cast<int>(params.in_channels);
+  shape.block_h = static_cast<int>(params.stride_h);
+  shape.block_w = static_cast<int>(params.stride_w);
+  const int64_t blocks = params.in_channels * params.stride_h * params.stride_w;
+  shape.s2d_channels = static_cast<int>(blocks <= 16 ? 16 : blocks <= 32 ? 32 : 64);
+  const int64_t top = (params.pad_h + params.stride_h - 1) / params.stride_h;
+  const int64_t left = (params.pad_w + params.stride_w - 1) / params.stride_w;
+  shape.shift_h = static_cast<int>(top * params.stride_h - params.pad_h);
+  shape.shift_w = static_cast<int>(left * params.stride_w - params.pad_w);
+  shape.taps_h =
+      static_cast<int>((params.kernel_h + shape.shift_h + params.stride_h - 1) / params.stride_h);
+  shape.taps_w =
+      static_cast<int>((params.kernel_w + shape.shift_w + params.stride_w - 1) / params.stride_w);
+  if (problem != nullptr) {
+    shape.height = static_cast<int>(problem->height);
+    shape.width = static_cast<int>(problem->width);
+    shape.s2d_height = static_cast<int>((problem->height + params.stride_h - 1) / params.stride_h);
+    shape.s2d_width = static_cast<int>((problem->width + params.stride_w - 1) / params.stride_w);
+  }
+  return shape;
+}
+
+// The layer in its space-to-depth form: stride 1, the padding before the first block.
+ConvParams SpaceToDepthParams(const ConvParams& params) {
+  const SpaceToDepthShape shape = SpaceToDepthOf(params);
+  ConvParams s2d = params;
+  s2d.in_channels = shape.s2d_channels;
+  s2d.kernel_h = shape.taps_h;
+  s2d.kernel_w = shape.taps_w;
+  s2d.pad_h = (shape.shift_h + params.pad_h) / params.stride_h;
+  s2d.pad_w = (shape.shift_w + params.pad_w) / params.stride_w;
+  s2d.stride_h = 1;
+  s2d.stride_w = 1;
+  return s2d;
+}
+
+bool RunsSpaceToDepth(int config, const ConvProblem& problem) {
+  return config >= 0 && config < kNumConfigs &&
+         kConfigTable[config].kind == KernelKind::kWgmmaTma && SpaceToDepthApplies(problem.params);
+}
+
+// The problem `config`'s kernel runs: `problem`, its channel-padded NHWC form, or its
+// space-to-depth form. The last keeps the layer's output size only through KernelParams
+// (RunParams): its own padding would give one more row or column at the far edge.
 ConvProblem RunProblem(int config, const ConvProblem& problem) {
-  if (!RunsChannelPadded(config, problem)) return problem;
-  ConvProblem padded = problem;
-  padded.params = ChannelPadded(problem.params);
-  padded.input_layout = Layout::kNhwc;
-  return padded;
+  ConvProblem run = problem;
+  if (RunsChannelPadded(config, problem)) {
+    run.params = ChannelPadded(problem.params);
+    run.input_layout = Layout::kNhwc;
+  } else if (RunsSpaceToDepth(config, problem)) {
+    const SpaceToDepthShape shape = SpaceToDepthOf(problem.params, &problem);
+    run.params = SpaceToDepthParams(problem.params);
+    run.height = shape.s2d_height;
+    run.width = shape.s2d_width;
+    run.input_layout = Layout::kNhwc;
+  }
+  return run;
 }
 
 int64_t PlainGemmBytes(const ConvParams& params) {
   return params.out_channels * PackedKPad(params) * DataTypeSize(params.dtype);
+}
+
+// Where each packing of the GEMM weights starts in their buffer: the plain one, then the
+// channel-padded one, then the space-to-depth one, each 256-byte aligned.
+int64_t ChannelPaddedOffset(const ConvParams& params) { return Align256(PlainGemmBytes(params)); }
+int64_t SpaceToDepthOffset(const ConvParams& params) {
+  return ChannelPaddedOffset(params) +
+         (PadsChannels(params) ? Align256(PlainGemmBytes(ChannelPadded(params))) : 0);
 }
 
 struct SplitPlan {
@@ -133,6 +216,17 @@ KernelParams MakeKernelParams(const TileConfig& config, const ConvProblem& probl
   p.activation = static_cast<int>(c.activation);
   p.output_nchw = problem.output_layout == Layout::kNchw ? 1 : 0;
   p.depth_multiplier = static_cast<int>(c.out_channels / c.in_channels);
+  return p;
+}
+
+// The kernel's parameters for `config` on `problem`: those of the problem it runs, with the
+// layer's own output size and GEMM M.
+KernelParams RunParams(int config, const ConvProblem& problem) {
+  const TileConfig& c = kConfigTable[config];
+  KernelParams p = MakeKernelParams(c, RunProblem(config, problem));
+  p.out_h = static_cast<int>(problem.out_height());
+  p.out_w = static_cast<int>(problem.out_width());
+  p.gemm_m = static_cast<int>(problem.gemm_m());
   return p;
 }
 
@@ -218,8 +312,13 @@ bool RunsChannelPadded(int config, const ConvProblem& problem) {
 }
 
 int64_t PackedGemmBytes(const ConvParams& params) {
-  if (!PadsChannels(params)) return PlainGemmBytes(params);
-  return Align256(PlainGemmBytes(params)) + PlainGemmBytes(ChannelPadded(params));
+  if (SpaceToDepthApplies(params)) {
+    return SpaceToDepthOffset(params) + PlainGemmBytes(SpaceToDepthParams(params));
+  }
+  if (PadsChannels(params)) {
+    return ChannelPaddedOffset(params) + PlainGemmBytes(ChannelPadded(params));
+  }
+  return PlainGemmBytes(params);
 }
 
 int64_t PackedDepthwiseBytes(const ConvParams& params) {
@@ -236,7 +335,12 @@ absl::Status PackWeightsOnDevice(const ConvParams& params, const void* oihw, voi
     const ConvParams padded = ChannelPadded(params);
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackGemmWeights(
         params, static_cast<int>(padded.in_channels), static_cast<int>(PackedKPad(padded)), oihw,
-        static_cast<char*>(gemm) + Align256(PlainGemmBytes(params)), stream));
+        static_cast<char*>(gemm) + ChannelPaddedOffset(params), stream));
+  }
+  if (SpaceToDepthApplies(params)) {  // the space-to-depth copy, last
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackSpaceToDepthWeights(
+        params, SpaceToDepthOf(params), static_cast<int>(PackedKPad(SpaceToDepthParams(params))),
+        oihw, static_cast<char*>(gemm) + SpaceToDepthOffset(params), stream));
   }
   if (depthwise != nullptr) {
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchPackDepthwiseWeights(params, oihw, depthwise, stream));
@@ -279,19 +383,23 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       }
       break;
     case KernelKind::kWgmmaTma: {
-      // The tensor maps' limits: a k tile is one filter tap's 64 channels; traversal strides
-      // up to 8; the 4-D im2col box corners within [-128, 127].
+      // The tensor maps' limits: a copy is one tap of 16 or 32 channels or 64 channels of a
+      // wider one; traversal strides up to 8; the 4-D im2col box corners within [-128, 127].
       if (params.dtype == DataType::kFloat32) {
         return absl::FailedPreconditionError("the TMA kind runs fp16 and bf16 only");
       }
-      if (params.groups != 1 || params.in_channels % 64 != 0) {
-        return absl::FailedPreconditionError("the TMA kind needs groups == 1 and C % 64 == 0");
+      const ConvProblem run = RunProblem(config, problem);
+      if (params.groups != 1 || !TmaChannelsOk(run.params.in_channels)) {
+        return absl::FailedPreconditionError(
+            "the TMA kind needs groups == 1 and C of 16, 32 or a multiple of 64 (or strides "
+            "whose blocks hold at most 64 channels)");
       }
+      const KernelParams p = RunParams(config, problem);
       const auto corner_ok = [](int64_t v) { return v >= -128 && v <= 127; };
-      if (params.stride_h > 8 || params.stride_w > 8 || !corner_ok(-params.pad_h) ||
-          !corner_ok(-params.pad_w) ||
-          !corner_ok(params.pad_h - params.dilation_h * (params.kernel_h - 1)) ||
-          !corner_ok(params.pad_w - params.dilation_w * (params.kernel_w - 1))) {
+      if (p.stride_h > 8 || p.stride_w > 8 || !corner_ok(Im2colLowerCorner(p.pad_h)) ||
+          !corner_ok(Im2colLowerCorner(p.pad_w)) ||
+          !corner_ok(Im2colUpperCorner(p.height, p.out_h, p.stride_h, p.pad_h)) ||
+          !corner_ok(Im2colUpperCorner(p.width, p.out_w, p.stride_w, p.pad_w))) {
         return absl::FailedPreconditionError(
             "stride, padding or dilation beyond the TMA im2col limits");
       }
@@ -301,8 +409,11 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
                               kIntMax) {
         return absl::FailedPreconditionError("too many output tiles for a persistent launch");
       }
+      if (device.compute_capability != 90) {
+        return absl::FailedPreconditionError("wgmma kernels run on compute capability 9.0 only");
+      }
+      break;
     }
-      [[fallthrough]];
     case KernelKind::kWgmma:
     case KernelKind::kWgmmaWs:
       if (device.compute_capability != 90) {
@@ -330,8 +441,9 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
 int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
   const ConvProblem run = RunProblem(config, problem);
   int64_t bytes = 0;
-  // The NHWC (or channel-padded NHWC) copy of the input.
-  if (problem.input_layout == Layout::kNchw || RunsChannelPadded(config, problem)) {
+  // The NHWC (or channel-padded, or space-to-depth NHWC) copy of the input.
+  if (problem.input_layout == Layout::kNchw || RunsChannelPadded(config, problem) ||
+      RunsSpaceToDepth(config, problem)) {
     bytes += Align256(run.input_bytes());
   }
   const TileConfig& c = kConfigTable[config];
@@ -350,7 +462,7 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   const KernelHandle& h = GetKernel(config, problem.params.dtype);
   if (h.launch == nullptr) return absl::FailedPreconditionError("no kernel for the dtype");
   const ConvProblem run = RunProblem(config, problem);
-  KernelParams p = MakeKernelParams(c, run);
+  KernelParams p = RunParams(config, problem);
   char* scratch = static_cast<char*>(workspace);
   const void* gemm_weights = weights.gemm;
   if (RunsChannelPadded(config, problem)) {
@@ -360,8 +472,14 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
         problem.input_layout == Layout::kNchw, input, scratch, stream));
     input = scratch;
     scratch += Align256(run.input_bytes());
-    gemm_weights =
-        static_cast<const char*>(weights.gemm) + Align256(PlainGemmBytes(problem.params));
+    gemm_weights = static_cast<const char*>(weights.gemm) + ChannelPaddedOffset(problem.params);
+  } else if (RunsSpaceToDepth(config, problem)) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchSpaceToDepth(
+        DataTypeSize(problem.params.dtype), problem.batch, SpaceToDepthOf(problem.params, &problem),
+        problem.input_layout == Layout::kNchw, input, scratch, stream));
+    input = scratch;
+    scratch += Align256(run.input_bytes());
+    gemm_weights = static_cast<const char*>(weights.gemm) + SpaceToDepthOffset(problem.params);
   } else if (problem.input_layout == Layout::kNchw) {
     CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchNchwToNhwc(
         DataTypeSize(problem.params.dtype), problem.batch, problem.params.in_channels,

@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstring>
+
 #include "kernels/cuda/conv_kernels.cuh"
 #include "kernels/cuda/helper_kernels.h"
 
@@ -33,6 +35,66 @@ __global__ void PackGemmWeightsKernel(int64_t total, int k_pad, int gemm_k, int 
   const int s = rs % s_dim;
   const int r = rs / s_dim;
   packed[index] = oihw[((o * group_c + c) * r_dim + r) * s_dim + s];
+}
+
+template <typename E>
+__global__ void PackSpaceToDepthWeightsKernel(int64_t total, int k_pad, SpaceToDepthShape shape,
+                                              int r_dim, int s_dim, const E* __restrict__ oihw,
+                                              E* __restrict__ packed) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= total) return;
+  const int k = static_cast<int>(index % k_pad);
+  const int64_t o = index / k_pad;
+  const int tap = k / shape.s2d_channels;
+  const int channel = k - tap * shape.s2d_channels;
+  const int phase = channel / shape.channels;  // i * block_w + j
+  const int c = channel - phase * shape.channels;
+  const int a = tap / shape.taps_w;
+  const int b = tap - a * shape.taps_w;
+  const int r = a * shape.block_h + phase / shape.block_w - shape.shift_h;
+  const int s = b * shape.block_w + phase % shape.block_w - shape.shift_w;
+  const bool inside = a < shape.taps_h && phase < shape.block_h * shape.block_w && r >= 0 &&
+                      r < r_dim && s >= 0 && s < s_dim;
+  packed[index] = inside ? oihw[((o * shape.channels + c) * r_dim + r) * s_dim + s] : E(0);
+}
+
+// One thread per space-to-depth pixel: its s2d_channels values (a multiple of 16) gathered from
+// the block's input pixels and written as 16-byte vectors.
+__global__ void SpaceToDepthKernel(int64_t pixels, SpaceToDepthShape shape, bool nchw,
+                                   const uint16_t* __restrict__ src, uint16_t* __restrict__ dst) {
+  const int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pixel >= pixels) return;
+  const int64_t plane = static_cast<int64_t>(shape.s2d_height) * shape.s2d_width;
+  const int64_t image = pixel / plane;
+  const int uv = static_cast<int>(pixel - image * plane);
+  const int u = uv / shape.s2d_width;
+  const int v = uv - u * shape.s2d_width;
+  const int64_t hw = static_cast<int64_t>(shape.height) * shape.width;
+  const int phases = shape.block_h * shape.block_w;
+  int phase = 0;  // i * block_w + j of the channel being gathered, and its input channel c
+  int c = 0;
+  uint4* out = reinterpret_cast<uint4*>(dst + pixel * shape.s2d_channels);
+  for (int chunk = 0; chunk < shape.s2d_channels / 8; ++chunk) {
+    uint16_t values[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      values[e] = 0;
+      const int h = u * shape.block_h + phase / shape.block_w;
+      const int w = v * shape.block_w + phase % shape.block_w;
+      if (phase < phases && h < shape.height && w < shape.width) {
+        const int64_t at = static_cast<int64_t>(h) * shape.width + w;
+        values[e] = nchw ? src[(image * shape.channels + c) * hw + at]
+                         : src[(image * hw + at) * shape.channels + c];
+      }
+      if (++c == shape.channels) {
+        c = 0;
+        ++phase;
+      }
+    }
+    uint4 vector;
+    memcpy(&vector, values, sizeof(vector));
+    out[chunk] = vector;
+  }
 }
 
 // One thread per pixel: its `channels` values (from NCHW or NHWC) then zeros up to
@@ -134,6 +196,28 @@ cudaError_t LaunchPackGemmWeights(const ConvParams& params, int packed_c, int k_
         total, k_pad, gemm_k, group_c, packed_c, r_dim, s_dim, static_cast<const uint32_t*>(oihw),
         static_cast<uint32_t*>(packed));
   }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchPackSpaceToDepthWeights(const ConvParams& params, const SpaceToDepthShape& shape,
+                                          int k_pad, const void* oihw, void* packed,
+                                          cudaStream_t stream) {
+  const int64_t total = params.out_channels * k_pad;
+  const int r_dim = static_cast<int>(params.kernel_h);
+  const int s_dim = static_cast<int>(params.kernel_w);
+  if (DataTypeSize(params.dtype) != 2) return cudaErrorInvalidValue;  // the TMA kind's dtypes
+  PackSpaceToDepthWeightsKernel<uint16_t><<<BlocksFor(total), kThreads, 0, stream>>>(
+      total, k_pad, shape, r_dim, s_dim, static_cast<const uint16_t*>(oihw),
+      static_cast<uint16_t*>(packed));
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchSpaceToDepth(int element_bytes, int64_t batch, const SpaceToDepthShape& shape,
+                               bool nchw, const void* src, void* dst, cudaStream_t stream) {
+  const int64_t pixels = batch * shape.s2d_height * shape.s2d_width;
+  if (element_bytes != 2 || shape.s2d_channels % 8 != 0) return cudaErrorInvalidValue;
+  SpaceToDepthKernel<<<BlocksFor(pixels), kThreads, 0, stream>>>(
+      pixels, shape, nchw, static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst));
   return cudaPeekAtLastError();
 }
 

@@ -17,6 +17,28 @@ namespace cuda {
 // padded (packed_c >= C/groups: channels past C/groups are zeros too).
 cudaError_t LaunchPackGemmWeights(const ConvParams& params, int packed_c, int k_pad,
                                   const void* oihw, void* packed, cudaStream_t stream);
+// A strided layer's space-to-depth form (see conv_runner.cc): each block_h x block_w block of
+// input pixels (the strides) is one pixel of s2d_channels channels, channel (i * block_w + j) * C
+// + c holding input pixel (u * block_h + i, v * block_w + j), channel c; and the filter, shifted
+// down and right by (shift_h, shift_w) rows and columns, is cut into taps_h x taps_w taps of
+// whole blocks.
+struct SpaceToDepthShape {
+  int channels = 0, height = 0, width = 0;  // the input's C, H, W
+  int block_h = 1, block_w = 1;
+  int s2d_channels = 0, s2d_height = 0, s2d_width = 0;
+  int shift_h = 0, shift_w = 0;
+  int taps_h = 0, taps_w = 0;
+};
+// OIHW weights (groups 1) -> [K][k_pad] with k = (a * taps_w + b) * s2d_channels +
+// (i * block_w + j) * C + c holding w[o][c][a * block_h + i - shift_h][b * block_w + j - shift_w],
+// zero outside the filter, past C * block_h * block_w channels and past the taps.
+cudaError_t LaunchPackSpaceToDepthWeights(const ConvParams& params, const SpaceToDepthShape& shape,
+                                          int k_pad, const void* oihw, void* packed,
+                                          cudaStream_t stream);
+// [N][C][H][W] (nchw) or [N][H][W][C] -> [N][s2d_height][s2d_width][s2d_channels]; pixels past
+// H or W and channels past C * block_h * block_w are zeros.
+cudaError_t LaunchSpaceToDepth(int element_bytes, int64_t batch, const SpaceToDepthShape& shape,
+                               bool nchw, const void* src, void* dst, cudaStream_t stream);
 // OIHW depthwise weights (C/groups == 1) -> [R][S][K].
 cudaError_t LaunchPackDepthwiseWeights(const ConvParams& params, const void* oihw, void* packed,
                                        cudaStream_t stream);

@@ -6,16 +6,16 @@
 namespace convserve {
 namespace cuda {
 
-static_assert(AllOfKind<KernelKind::kWgmmaTma, 41, 42, 43, 44, 45, 46, 47, 48>() &&
-                  kNumConfigs == 49,
+static_assert(AllOfKind<KernelKind::kWgmmaTma, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50>() &&
+                  kNumConfigs == 51,
               "update the row list with the table");
 
 void FillKernelsWgmmaTmaFp16B(KernelTable& table) {
-  FillKernels<__half, 41, 42, 43, 44, 45, 46, 47, 48>(table);
+  FillKernels<__half, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50>(table);
 }
 
 void FillKernelsWgmmaTmaBf16B(KernelTable& table) {
-  FillKernels<__nv_bfloat16, 41, 42, 43, 44, 45, 46, 47, 48>(table);
+  FillKernels<__nv_bfloat16, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50>(table);
 }
 
 }  // namespace cuda

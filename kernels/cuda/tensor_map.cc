@@ -47,23 +47,32 @@ cudaError_t EncodeTmaOperands(const KernelParams& p, bool bf16, int block_m, int
   constexpr uint64_t kElement = 2;
   constexpr cuuint32_t kRowElements = 128 / kElement;  // one 128-byte swizzle row of k
 
-  // The input: dims innermost first. The bounding box is where the top-left filter tap may sit:
-  // from -pad to (extent - 1 + pad - dil * (taps - 1)), walked with the conv stride; the k tile's
-  // tap (s, r) is added per copy as the im2col offset.
+  // The input: dims innermost first. The bounding box is where the top-left filter tap may sit
+  // (Im2colLowerCorner, Im2colUpperCorner), walked with the conv stride; the k tile's tap (s, r)
+  // is added per copy as the im2col offset. A copy moves one tap's 64 channels into 128-byte
+  // swizzled rows, or all C = 16 or 32 channels of a narrow tap into rows of C * 2 bytes in the
+  // swizzle of that width.
   const cuuint64_t in_dims[4] = {
       static_cast<cuuint64_t>(p.channels), static_cast<cuuint64_t>(p.width),
       static_cast<cuuint64_t>(p.height), static_cast<cuuint64_t>(p.batch)};
   const cuuint64_t in_strides[3] = {
       kElement * p.channels, kElement * p.channels * p.width,
       kElement * p.channels * p.width * static_cast<cuuint64_t>(p.height)};
-  const int lower[2] = {-p.pad_w, -p.pad_h};
-  const int upper[2] = {p.pad_w - p.dil_w * (p.kernel_w - 1), p.pad_h - p.dil_h * (p.kernel_h - 1)};
+  const int lower[2] = {Im2colLowerCorner(p.pad_w), Im2colLowerCorner(p.pad_h)};
+  const int upper[2] = {Im2colUpperCorner(p.width, p.out_w, p.stride_w, p.pad_w),
+                        Im2colUpperCorner(p.height, p.out_h, p.stride_h, p.pad_h)};
+  const cuuint32_t tap_channels = p.channels < static_cast<int>(kRowElements)
+                                      ? static_cast<cuuint32_t>(p.channels)
+                                      : kRowElements;
+  const CUtensorMapSwizzle tap_swizzle = tap_channels * kElement == 32 ? CU_TENSOR_MAP_SWIZZLE_32B
+                                         : tap_channels * kElement == 64
+                                             ? CU_TENSOR_MAP_SWIZZLE_64B
+                                             : CU_TENSOR_MAP_SWIZZLE_128B;
   const cuuint32_t in_steps[4] = {1, static_cast<cuuint32_t>(p.stride_w),
                                   static_cast<cuuint32_t>(p.stride_h), 1};
   if (encode.im2col(&maps->input, type, 4, const_cast<void*>(p.input), in_dims, in_strides, lower,
-                    upper, kRowElements, static_cast<cuuint32_t>(block_m), in_steps,
-                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                    CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                    upper, tap_channels, static_cast<cuuint32_t>(block_m), in_steps,
+                    CU_TENSOR_MAP_INTERLEAVE_NONE, tap_swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
     return cudaErrorInvalidValue;
   }

@@ -13,9 +13,17 @@
 namespace convserve {
 namespace cuda {
 
+// The im2col map's corners along one spatial dim: the top-left filter tap of output 0 sits at
+// -pad, of the last output at (out - 1) * stride - pad; the corners are offsets from 0 and from
+// extent - 1 (so the copy engine walks exactly `out` positions, padding on either side implied).
+constexpr int Im2colLowerCorner(int pad) { return -pad; }
+constexpr int Im2colUpperCorner(int extent, int out, int stride, int pad) {
+  return (out - 1) * stride - pad - (extent - 1);
+}
+
 // Both maps travel by value as one __grid_constant__ kernel argument.
 struct TmaOperands {
-  CUtensorMap input;   // im2col, dims {C, W, H, N}, box {128 bytes of C} x block_m pixels
+  CUtensorMap input;   // im2col, dims {C, W, H, N}, box {min(C, 64) channels} x block_m pixels
   CUtensorMap weight;  // tiled, dims {k_pad, K}, box {128 bytes of k} x block_n rows
   CUtensorMap output;  // tiled, dims {K, M}, box {128 bytes of K} x 64 rows; p.vector_store only
 };

@@ -129,13 +129,17 @@ inline constexpr TileConfig kConfigTable[] = {
     {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 6, 4},
     {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 4},
     {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 6, 8},
+    // Two-way cluster split-K with two blocks per SM: the late layers at N = 32 (M = 1568,
+    // 100-104 tiles of 64 x 128 or 128 x 64, 32-72 k tiles each) fill one wave of 264 slots.
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 4, 2},
+    {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 4, 2},
 };
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-7";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-8";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent"; "b256_dw" for depthwise.

@@ -56,11 +56,14 @@ struct WgmmaShape {
                 "the staged epilogue tiles must fit in the pipeline buffers");
 };
 
-// Shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address,
-// stride between 8-row groups (1024 bytes); the leading offset is unused for this layout.
-__device__ __forceinline__ uint64_t Sw128KMajorDescriptor(uint32_t smem_address) {
+// Shared-memory matrix descriptor of a K-major operand whose rows are `row_bytes` (32, 64 or 128)
+// wide in the swizzle of that width: start address, stride between 8-row groups (8 rows), and
+// the layout type (1: 128-byte, 2: 64-byte, 3: 32-byte swizzle); the leading offset is unused
+// for these layouts.
+__device__ __forceinline__ uint64_t SwizzledKMajorDescriptor(uint32_t smem_address, int row_bytes) {
+  const uint64_t layout = row_bytes == 128 ? 1 : row_bytes == 64 ? 2 : 3;
   return static_cast<uint64_t>((smem_address & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
-         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+         (static_cast<uint64_t>(8 * row_bytes >> 4) << 32) | (layout << 62);
 }
 
 // wgmma's TF32 reads the top 19 bits of each fp32 operand (truncation); the other kinds round
@@ -92,18 +95,22 @@ __device__ __forceinline__ void FenceAccumulators(float (&acc)[kCount]) {
 // One k tile of a warpgroup's wgmma: its 64-row slice of A and kWgN-row slice of B in the stage
 // at `stage` (A block_m rows, then B), one instruction per 32 bytes of k, committed as a group;
 // returns once only this group may still be in flight, so the previous tile's stage is free.
-template <typename T, int kWgN>
+// A's 128 bytes of k per row may instead lie in 128 / kARowBytes slabs of block_m rows of
+// kARowBytes each (the TMA kind's taps of 16 or 32 channels), slab after slab.
+template <typename T, int kWgN, int kARowBytes = kWgmmaRowBytes>
 __device__ __forceinline__ void WgmmaTile(float (&acc)[kWgN / 2], uint32_t stage, int block_m,
                                           int wg_m, int wg_n) {
   constexpr int kRowBytes = kWgmmaRowBytes;
-  const uint32_t a_tile = stage + wg_m * 64 * kRowBytes;
+  static_assert(kARowBytes == 32 || kARowBytes == 64 || kARowBytes == 128, "a swizzle width");
+  const uint32_t a_tile = stage + wg_m * 64 * kARowBytes;
   const uint32_t b_tile = stage + block_m * kRowBytes + wg_n * kWgN * kRowBytes;
   FenceAccumulators(acc);
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
   for (int ks = 0; ks < kRowBytes / 32; ++ks) {
-    Wgmma<T, kWgN>::Run(acc, Sw128KMajorDescriptor(a_tile + ks * 32),
-                        Sw128KMajorDescriptor(b_tile + ks * 32));
+    const uint32_t a = a_tile + ks * 32 / kARowBytes * block_m * kARowBytes + ks * 32 % kARowBytes;
+    Wgmma<T, kWgN>::Run(acc, SwizzledKMajorDescriptor(a, kARowBytes),
+                        SwizzledKMajorDescriptor(b_tile + ks * 32, kRowBytes));
   }
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
   asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");

@@ -20,8 +20,14 @@
 // finished tile into shared memory with stmatrix and one thread hands it to a TMA store, so the
 // warpgroup goes on to its next tile while the store drains (TmaStoreTile).
 //
-// Limits (CheckImplementable): fp16/bf16, groups == 1, C a multiple of 64 (a k tile is one tap),
-// conv strides <= 8 and corner offsets within the 4-D im2col range [-128, 127].
+// Narrow taps: with C = 16 or 32 a k tile holds 64 / C taps, each copied by its own im2col copy
+// into a slab of block_m rows of C * 2 bytes in the 32- or 64-byte swizzle, which wgmma reads
+// with a descriptor of that swizzle (WgmmaTile's kARowBytes). Taps past R * S in the last k tile
+// are copied from channel C on, wholly out of bounds, so the copy engine writes zeros (their
+// weights are zero too).
+//
+// Limits (CheckImplementable): fp16/bf16, groups == 1, C 16, 32 or a multiple of 64, conv strides
+// <= 8 and corner offsets within the 4-D im2col range [-128, 127].
 #pragma once
 
 #include "kernels/cuda/tensor_map.h"
@@ -256,6 +262,12 @@ __global__ void __launch_bounds__(
                        : GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
   };
 
+  // A k tile is one tap's 64 channels of a wider one (one slab), or 64 / C narrow taps of C
+  // channels (a slab each).
+  const int slab_channels = min(p.group_c, kBlockK);
+  const int a_row_bytes = slab_channels * static_cast<int>(sizeof(T));
+  const int slabs_per_tile = kRowBytes / a_row_bytes;
+
   const int tid = threadIdx.x;
   if (tid == 0) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&maps.input))
@@ -291,21 +303,37 @@ __global__ void __launch_bounds__(
         const int out_row = pq / p.out_w;
         const int w0 = (pq - out_row * p.out_w) * p.stride_w - p.pad_w;
         const int h0 = out_row * p.stride_h - p.pad_h;
+        // The filter tap (r, s) and channel of the first slab, stepped slab by slab after it
+        // (no divisions in the loop: this one thread feeds the whole block).
+        const int k_first = block.kt_begin * kBlockK;
+        const int tap_first = k_first / p.group_c;
+        int r = tap_first / p.kernel_w;
+        int s = tap_first - r * p.kernel_w;
+        int channel = k_first - tap_first * p.group_c;
 #pragma unroll 1
         for (int kt = block.kt_begin; kt < block.kt_end; ++kt, ++issued) {
           const int stage = issued % kStages;
           if (issued >= kStages) MbarrierWait(empty_bar + 8 * stage, ((issued / kStages) - 1) & 1);
-          const int k = kt * kBlockK;
-          const int tap = k / p.group_c;
-          const int r = tap / p.kernel_w;
-          const int s = tap - r * p.kernel_w;
           const uint32_t a_dst = smem_base + stage * Shape::kStageBytes;
           MbarrierArriveExpectTx(full_bar + 8 * stage, Shape::kStageBytes);
-          TmaLoadIm2col(a_dst, &maps.input, full_bar + 8 * stage, k - tap * p.group_c, w0, h0,
-                        image, static_cast<uint16_t>(s * p.dil_w),
-                        static_cast<uint16_t>(r * p.dil_h));
-          TmaLoadTile2d(a_dst + kBlockM * kRowBytes, &maps.weight, full_bar + 8 * stage, k,
-                        block.n_block);
+#pragma unroll 1
+          for (int slab = 0; slab < slabs_per_tile; ++slab) {
+            const bool real = r < p.kernel_h;  // else a tap past the filter: zeros
+            TmaLoadIm2col(a_dst + slab * kBlockM * a_row_bytes, &maps.input, full_bar + 8 * stage,
+                          real ? channel : p.group_c, w0, h0, image,
+                          static_cast<uint16_t>(real ? s * p.dil_w : 0),
+                          static_cast<uint16_t>(real ? r * p.dil_h : 0));
+            channel += slab_channels;
+            if (channel == p.group_c) {
+              channel = 0;
+              if (++s == p.kernel_w) {
+                s = 0;
+                ++r;
+              }
+            }
+          }
+          TmaLoadTile2d(a_dst + kBlockM * kRowBytes, &maps.weight, full_bar + 8 * stage,
+                        kt * kBlockK, block.n_block);
         }
       }
     }
@@ -334,8 +362,18 @@ __global__ void __launch_bounds__(
     const GemmBlock block = locate(t);
     const int tiles = max(0, block.kt_end - block.kt_begin);
     float acc[Shape::kAccumulators];
-    ConsumeRing<T, kWgN, kStages, Shape::kStageBytes>(acc, smem_base, full_bar, empty_bar, consumed,
-                                                      tiles, kBlockM, wg_m, wg_n);
+    // One compiled ring loop per A slab width, chosen once per tile.
+    const auto consume = [&](auto a_row_bytes_tag) {
+      ConsumeRing<T, kWgN, kStages, Shape::kStageBytes, decltype(a_row_bytes_tag)::value>(
+          acc, smem_base, full_bar, empty_bar, consumed, tiles, kBlockM, wg_m, wg_n);
+    };
+    if (a_row_bytes == 32) {
+      consume(std::integral_constant<int, 32>{});
+    } else if (a_row_bytes == 64) {
+      consume(std::integral_constant<int, 64>{});
+    } else {
+      consume(std::integral_constant<int, kRowBytes>{});
+    }
     consumed += tiles;
     const int m0 = block.m_block + wg_m * Shape::kWgM;
     const int n0 = block.n_block + wg_n * kWgN;

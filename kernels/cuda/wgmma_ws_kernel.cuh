@@ -65,8 +65,8 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 // ("empty") once that batch is retired (wgmma.wait_group leaves only the next one in flight);
 // returns with every wgmma complete and every stage released. `first` counts the k tiles the
 // ring carried before these (a persistent block's earlier output tiles): it sets the stages and
-// the barrier phases.
-template <typename T, int kWgN, int kStages, int kStageBytes>
+// the barrier phases. kARowBytes: A's layout in the stage, as for WgmmaTile.
+template <typename T, int kWgN, int kStages, int kStageBytes, int kARowBytes = kWgmmaRowBytes>
 __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t ring,
                                             uint32_t full_bar, uint32_t empty_bar, int first,
                                             int tiles, int block_m, int wg_m, int wg_n) {
@@ -76,7 +76,7 @@ __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t rin
   for (int i = first; i < first + tiles; ++i) {
     const int stage = i % kStages;
     MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
-    WgmmaTile<T, kWgN>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
+    WgmmaTile<T, kWgN, kARowBytes>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
     // The batch of tile i - 1 is retired: its stage may be refilled.
     if (i > first) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
   }

@@ -1,8 +1,8 @@
-// Every configuration of the CUDA table x every shape of tests/data/coverage.tsv and
-// tests/data/wide_channels.tsv x every dtype (fp16, bf16, fp32 via TF32, exact fp32), against the
-// fp64 CPU reference by relative L2 error. Fresh random data every run (the seed is printed),
-// outputs poisoned with NaN, input and output layouts and the activation varied over the shapes.
-// Plus the public ConvEngine path: pack, tune, plan, run. Skips when no GPU is present.
+// Every configuration of the CUDA table x every shape of tests/data/coverage.tsv,
+// wide_channels.tsv and space_to_depth.tsv x every dtype (fp16, bf16, fp32 via TF32, exact fp32),
+// against the fp64 CPU reference by relative L2 error. Fresh random data every run (the seed is
+// printed), outputs poisoned with NaN, input and output layouts and the activation varied over the
+// shapes. Plus the public ConvEngine path: pack, tune, plan, run. Skips when no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -151,8 +151,10 @@ TEST_P(ConfigTest, MatchesCpuReferenceOnCoverageShapes) {
   const int config = GetParam();
   const cuda::DeviceInfo device = Unwrap(cuda::PrepareDevice(0));
   auto shapes = Unwrap(ReadShapeTable(TestDataDir() + "/coverage.tsv"));
-  for (auto& shape : Unwrap(ReadShapeTable(TestDataDir() + "/wide_channels.tsv"))) {
-    shapes.push_back(std::move(shape));
+  for (const char* file : {"/wide_channels.tsv", "/space_to_depth.tsv"}) {
+    for (auto& shape : Unwrap(ReadShapeTable(TestDataDir() + file))) {
+      shapes.push_back(std::move(shape));
+    }
   }
   // Fresh data every run, but one seed for the whole run: every configuration then sees the
   // same data per (shape, dtype), and Reference computes each fp64 result once.
