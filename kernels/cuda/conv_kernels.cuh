@@ -261,19 +261,26 @@ struct StagedTile {
   static constexpr int kBytes = kRows * kRowBytes;
   static_assert(kCols % kVec == 0, "whole 16-byte chunks per row");
 
-  // Columns c and c + 1 of row r (c even).
+  // Columns c and c + 1 of row r (c even), as one store.
   __device__ __forceinline__ static void Put(uint8_t* tile, int r, int c, T v0, T v1) {
-    T* dst = reinterpret_cast<T*>(tile + r * kRowBytes) + c;
-    dst[0] = v0;
-    dst[1] = v1;
+    struct alignas(2 * sizeof(T)) Pair {
+      T lo, hi;
+    };
+    *reinterpret_cast<Pair*>(tile + r * kRowBytes + c * sizeof(T)) = Pair{v0, v1};
   }
 
-  // Copies the tile to the output: row r is output pixel m0 + r, column c is channel
-  // channel0 + c, which exists while n0 + c < group_k (group_k is a multiple of kVec).
+  // Copies the tile to the output with kThreads threads: row r is output pixel m0 + r, column c
+  // is channel channel0 + c, which exists while n0 + c < group_k (group_k is a multiple of kVec).
+  // The trip count and strides are compile-time, so the loop unrolls into independent loads
+  // and stores.
+  template <int kThreads>
   __device__ __forceinline__ static void Store(const uint8_t* tile, const KernelParams& p, int m0,
-                                               int n0, int channel0, int thread, int threads) {
+                                               int n0, int channel0, int thread) {
+    static_assert(kRows * kChunksPerRow % kThreads == 0, "whole passes over the tile");
     T* out = static_cast<T*>(p.output);
-    for (int i = thread; i < kRows * kChunksPerRow; i += threads) {
+#pragma unroll
+    for (int pass = 0; pass < kRows * kChunksPerRow / kThreads; ++pass) {
+      const int i = pass * kThreads + thread;
       const int r = i / kChunksPerRow;
       const int c = (i - r * kChunksPerRow) * kVec;
       if (m0 + r >= p.gemm_m || n0 + c >= p.group_k) continue;
@@ -647,7 +654,7 @@ __global__ void __launch_bounds__(
           }
       });
       __syncthreads();
-      Staged::Store(smem, p, m_block, n_block, channel0 + n_block, tid, Shape::kThreads);
+      Staged::template Store<Shape::kThreads>(smem, p, m_block, n_block, channel0 + n_block, tid);
       return;
     }
   }

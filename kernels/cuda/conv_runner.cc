@@ -79,13 +79,14 @@ bool TmaChannelsOk(int64_t channels) {
   return channels == 16 || channels == 32 || channels % 64 == 0;
 }
 
-// Space-to-depth, for the TMA kind: a strided layer whose channels it cannot copy (an RGB stem,
-// C = 3 at stride 2) but whose stride blocks hold at most 64 channels runs on the input re-cut
+// Space-to-depth, for the TMA kind and the 16-byte-vector kinds: a strided layer whose channels
+// the TMA kind cannot copy (an RGB stem, C = 3 at stride 2) but whose stride blocks hold at most
+// 64 channels runs on the input re-cut
 // into stride_h x stride_w blocks of pixels, C * stride_h * stride_w channels each (zero-padded
 // to 16, 32 or 64), with the filter re-cut over the blocks (helper_kernels.h, SpaceToDepthShape)
 // at stride 1. The stem's 7 x 7 taps of 3 channels become 4 x 4 taps of 16: GEMM-K 256 in whole
-// 32-byte rows instead of 147 single elements, and the TMA kind's copies instead of the
-// few-channel kind's element gathers.
+// 32-byte rows instead of 147 single elements (or 392 of a channel-padded copy), and whole
+// copies instead of the few-channel kind's element gathers.
 bool SpaceToDepthApplies(const ConvParams& params) {
   return DataTypeSize(params.dtype) == 2 && params.groups == 1 && params.dilation_h == 1 &&
          params.dilation_w == 1 && params.stride_h * params.stride_w > 1 &&
@@ -131,11 +132,6 @@ ConvParams SpaceToDepthParams(const ConvParams& params) {
   s2d.stride_h = 1;
   s2d.stride_w = 1;
   return s2d;
-}
-
-bool RunsSpaceToDepth(int config, const ConvProblem& problem) {
-  return config >= 0 && config < kNumConfigs &&
-         kConfigTable[config].kind == KernelKind::kWgmmaTma && SpaceToDepthApplies(problem.params);
 }
 
 // The problem `config`'s kernel runs: `problem`, its channel-padded NHWC form, or its
@@ -306,9 +302,16 @@ int64_t PackedKPad(const ConvParams& params) {
   return (k + 7) / 8 * 8;
 }
 
+bool RunsSpaceToDepth(int config, const ConvProblem& problem) {
+  if (config < 0 || config >= kNumConfigs) return false;
+  const KernelKind kind = kConfigTable[config].kind;
+  return (kind == KernelKind::kWgmmaTma || IsVectorKind(kind)) &&
+         SpaceToDepthApplies(problem.params);
+}
+
 bool RunsChannelPadded(int config, const ConvProblem& problem) {
   return config >= 0 && config < kNumConfigs && IsVectorKind(kConfigTable[config].kind) &&
-         PadsChannels(problem.params);
+         PadsChannels(problem.params) && !RunsSpaceToDepth(config, problem);
 }
 
 int64_t PackedGemmBytes(const ConvParams& params) {
@@ -369,7 +372,6 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       params.in_channels > kIntMax || params.out_channels > kIntMax) {
     return absl::FailedPreconditionError("dimension beyond 32-bit range");
   }
-  const int64_t group_c = params.in_channels / params.groups;
   switch (c.kind) {
     case KernelKind::kDepthwise:
       if (!params.is_depthwise()) return absl::FailedPreconditionError("not depthwise");
@@ -422,7 +424,10 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       [[fallthrough]];
     case KernelKind::kTensorOp:
       if (exact_fp32) return absl::FailedPreconditionError("exact fp32 needs FFMA");
-      if (group_c % VectorWidth(params.dtype) != 0 && !PadsChannels(params)) {
+      // The channels of the problem the kernel runs (channel-padded or space-to-depth).
+      if (RunProblem(config, problem).params.in_channels / params.groups %
+              VectorWidth(params.dtype) !=
+          0) {
         return absl::FailedPreconditionError("C/groups is not a multiple of the vector width");
       }
       break;

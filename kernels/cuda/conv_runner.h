@@ -40,9 +40,9 @@ struct DeviceWeights {
 
 // The packed weight row stride: C/groups*R*S rounded up to 8.
 int64_t PackedKPad(const ConvParams& params);
-// The GEMM weights' buffer: the plain packing, and for layers with fewer input channels than a
-// 16-byte vector (groups 1) a second packing with C rounded up to the vector width, 256 bytes
-// after the first.
+// The GEMM weights' buffer: the plain packing; for layers with fewer input channels than a
+// 16-byte vector (groups 1) a second packing with C rounded up to the vector width; for layers
+// with a space-to-depth form a packing of that form; each 256-byte aligned after the last.
 int64_t PackedGemmBytes(const ConvParams& params);
 int64_t PackedDepthwiseBytes(const ConvParams& params);  // 0 unless depthwise
 
@@ -50,8 +50,13 @@ int64_t PackedDepthwiseBytes(const ConvParams& params);  // 0 unless depthwise
 absl::Status PackWeightsOnDevice(const ConvParams& params, const void* oihw, void* gemm,
                                  void* depthwise, cudaStream_t stream);
 
+// True when `config` (the TMA kind or a 16-byte-vector kind) runs `problem` in space-to-depth
+// form: a strided layer (groups 1, no dilation, fp16/bf16) whose C the TMA kind cannot copy and
+// whose stride blocks hold at most 64 channels; LaunchConv re-cuts the input in the workspace.
+bool RunsSpaceToDepth(int config, const ConvProblem& problem);
 // True when `config` (a 16-byte-vector kind) runs `problem` on a channel-padded NHWC copy of
-// the input that LaunchConv makes in the workspace: C < the vector width, groups 1.
+// the input that LaunchConv makes in the workspace: C < the vector width, groups 1, and no
+// space-to-depth form.
 bool RunsChannelPadded(int config, const ConvProblem& problem);
 
 // OK when `config` can run `problem` on `device`; else FAILED_PRECONDITION saying why.

@@ -218,10 +218,11 @@ class CudaConvEngine : public ConvEngine {
   std::vector<int> Candidates(const ConvProblem& problem) const {
     bool vector_ok = false;
     for (int i = 0; i < cuda::kNumConfigs; ++i) {
-      // Kinds that only run the problem channel-padded do not make the few-channel kind
-      // redundant: it reads the unpadded input directly, which may be faster (small N).
+      // Kinds that only run the problem channel-padded or in space-to-depth form do not make
+      // the few-channel kind redundant: it reads the input as it is, which may be faster.
       if (cuda::kConfigTable[i].kind == cuda::KernelKind::kTensorOp &&
-          !cuda::RunsChannelPadded(i, problem) && cuda::CanImplement(i, problem, device_)) {
+          !cuda::RunsChannelPadded(i, problem) && !cuda::RunsSpaceToDepth(i, problem) &&
+          cuda::CanImplement(i, problem, device_)) {
         vector_ok = true;
       }
     }

@@ -179,7 +179,7 @@ __device__ __forceinline__ void WgmmaStoreTile(const KernelParams& p, const floa
       }
     });
     asm volatile("bar.sync %0, 128;\n" ::"r"(barrier) : "memory");
-    Staged::Store(tile, p, m0, n0, channel0 + n0, wg_thread, 128);
+    Staged::template Store<128>(tile, p, m0, n0, channel0 + n0, wg_thread);
     return;
   }
   WgmmaStoreDirect<T, kWgN>(p, acc, m0, n0, group, split, wg_thread);
