@@ -574,10 +574,9 @@ __global__ void __launch_bounds__(
     const uint32_t a_stage = smem_base + read_stage * Shape::kStageBytes;
     const uint32_t b_stage = a_stage + kBlockM * kRowBytes;
     if constexpr (!Shape::kSimt) {
-#pragma unroll
-      for (int ks = 0; ks < kBlockKBytes / 32; ++ks) {
-        uint32_t a_frag[kMi][4];
-        uint32_t b_frag[kNi][2];
+      // Fragments of k step ks (32 bytes of k) from the stage.
+      const auto load_fragments = [&](int ks, uint32_t(&a_frag)[kMi][4],
+                                      uint32_t(&b_frag)[kNi][2]) {
 #pragma unroll
         for (int mi = 0; mi < kMi; ++mi) {
           const int row = warp_m * kWarpM + mi * 16 + (lane % 16);
@@ -593,10 +592,23 @@ __global__ void __launch_bounds__(
           b_frag[2 * nj + 1][0] = r[2];
           b_frag[2 * nj + 1][1] = r[3];
         }
+      };
+      // Double-buffered: step ks + 1's ldmatrix are issued before step ks's multiplies, so
+      // their latency hides under the tensor-core work instead of stalling the warp
+      // (ldmatrix and mma are volatile asm and issue in program order).
+      constexpr int kSteps = kBlockKBytes / 32;
+      uint32_t a_frag[2][kMi][4];
+      uint32_t b_frag[2][kNi][2];
+      load_fragments(0, a_frag[0], b_frag[0]);
+#pragma unroll
+      for (int ks = 0; ks < kSteps; ++ks) {
+        if (ks + 1 < kSteps) load_fragments(ks + 1, a_frag[(ks + 1) % 2], b_frag[(ks + 1) % 2]);
 #pragma unroll
         for (int mi = 0; mi < kMi; ++mi)
 #pragma unroll
-          for (int ni = 0; ni < kNi; ++ni) Mma<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+          for (int ni = 0; ni < kNi; ++ni) {
+            Mma<T>(acc[mi][ni], a_frag[ks % 2][mi], b_frag[ks % 2][ni]);
+          }
       }
     } else {
       // SIMT: lane (lm, ln) owns rows lm*4.. and columns ln*4.. of the warp's 32x16 tile.

@@ -139,7 +139,7 @@ inline constexpr TileConfig kConfigTable[] = {
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-9";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-10";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent"; "b256_dw" for depthwise.
