@@ -215,11 +215,11 @@ KernelParams MakeKernelParams(const TileConfig& config, const ConvProblem& probl
   return p;
 }
 
-// The kernel's parameters for `config` on `problem`: those of the problem it runs, with the
-// layer's own output size and GEMM M.
-KernelParams RunParams(int config, const ConvProblem& problem) {
-  const TileConfig& c = kConfigTable[config];
-  KernelParams p = MakeKernelParams(c, RunProblem(config, problem));
+// The kernel's parameters for `config` on `problem`, which it runs as `run` (RunProblem): those
+// of `run`, with the layer's own output size and GEMM M.
+KernelParams RunParams(const TileConfig& config, const ConvProblem& problem,
+                       const ConvProblem& run) {
+  KernelParams p = MakeKernelParams(config, run);
   p.out_h = static_cast<int>(problem.out_height());
   p.out_w = static_cast<int>(problem.out_width());
   p.gemm_m = static_cast<int>(problem.gemm_m());
@@ -314,6 +314,10 @@ bool RunsChannelPadded(int config, const ConvProblem& problem) {
          PadsChannels(problem.params) && !RunsSpaceToDepth(config, problem);
 }
 
+bool RunsAsIs(int config, const ConvProblem& problem) {
+  return !RunsChannelPadded(config, problem) && !RunsSpaceToDepth(config, problem);
+}
+
 int64_t PackedGemmBytes(const ConvParams& params) {
   if (SpaceToDepthApplies(params)) {
     return SpaceToDepthOffset(params) + PlainGemmBytes(SpaceToDepthParams(params));
@@ -372,6 +376,7 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       params.in_channels > kIntMax || params.out_channels > kIntMax) {
     return absl::FailedPreconditionError("dimension beyond 32-bit range");
   }
+  const ConvProblem run = RunProblem(config, problem);  // what the kernel itself would run
   switch (c.kind) {
     case KernelKind::kDepthwise:
       if (!params.is_depthwise()) return absl::FailedPreconditionError("not depthwise");
@@ -390,13 +395,12 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       if (params.dtype == DataType::kFloat32) {
         return absl::FailedPreconditionError("the TMA kind runs fp16 and bf16 only");
       }
-      const ConvProblem run = RunProblem(config, problem);
       if (params.groups != 1 || !TmaChannelsOk(run.params.in_channels)) {
         return absl::FailedPreconditionError(
             "the TMA kind needs groups == 1 and C of 16, 32 or a multiple of 64 (or strides "
             "whose blocks hold at most 64 channels)");
       }
-      const KernelParams p = RunParams(config, problem);
+      const KernelParams p = RunParams(c, problem, run);
       const auto corner_ok = [](int64_t v) { return v >= -128 && v <= 127; };
       if (p.stride_h > 8 || p.stride_w > 8 || !corner_ok(Im2colLowerCorner(p.pad_h)) ||
           !corner_ok(Im2colLowerCorner(p.pad_w)) ||
@@ -425,9 +429,7 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
     case KernelKind::kTensorOp:
       if (exact_fp32) return absl::FailedPreconditionError("exact fp32 needs FFMA");
       // The channels of the problem the kernel runs (channel-padded or space-to-depth).
-      if (RunProblem(config, problem).params.in_channels / params.groups %
-              VectorWidth(params.dtype) !=
-          0) {
+      if (run.params.in_channels / params.groups % VectorWidth(params.dtype) != 0) {
         return absl::FailedPreconditionError("C/groups is not a multiple of the vector width");
       }
       break;
@@ -436,7 +438,7 @@ absl::Status CheckImplementable(int config, const ConvProblem& problem, const De
       break;
   }
   const int64_t n_tiles = (problem.gemm_n() + c.block_n - 1) / c.block_n;
-  if (n_tiles > 65535 || params.groups * PlanSplit(c, RunProblem(config, problem)).split > 65535) {
+  if (n_tiles > 65535 || params.groups * PlanSplit(c, run).split > 65535) {
     return absl::FailedPreconditionError("grid beyond 65535 in y or z");
   }
   if (PackedKPad(params) > kIntMax) return absl::FailedPreconditionError("reduction too long");
@@ -467,7 +469,7 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   const KernelHandle& h = GetKernel(config, problem.params.dtype);
   if (h.launch == nullptr) return absl::FailedPreconditionError("no kernel for the dtype");
   const ConvProblem run = RunProblem(config, problem);
-  KernelParams p = RunParams(config, problem);
+  KernelParams p = RunParams(c, problem, run);
   char* scratch = static_cast<char*>(workspace);
   const void* gemm_weights = weights.gemm;
   if (RunsChannelPadded(config, problem)) {
@@ -545,7 +547,7 @@ int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
   int best = -1;
   bool vector_ok = false;
   for (int i = 0; i < kNumConfigs; ++i) {
-    if (kConfigTable[i].kind == KernelKind::kTensorOp && !RunsChannelPadded(i, problem) &&
+    if (kConfigTable[i].kind == KernelKind::kTensorOp && RunsAsIs(i, problem) &&
         CanImplement(i, problem, device)) {
       vector_ok = true;
     }

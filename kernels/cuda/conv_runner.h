@@ -58,6 +58,9 @@ bool RunsSpaceToDepth(int config, const ConvProblem& problem);
 // the input that LaunchConv makes in the workspace: C < the vector width, groups 1, and no
 // space-to-depth form.
 bool RunsChannelPadded(int config, const ConvProblem& problem);
+// Neither of the two: `config` reads `problem`'s input as it is. While no mma.sync row runs a
+// problem as it is, the few-channel kind stays a candidate (it may be faster than a transform).
+bool RunsAsIs(int config, const ConvProblem& problem);
 
 // OK when `config` can run `problem` on `device`; else FAILED_PRECONDITION saying why.
 absl::Status CheckImplementable(int config, const ConvProblem& problem, const DeviceInfo& device);

@@ -218,10 +218,8 @@ class CudaConvEngine : public ConvEngine {
   std::vector<int> Candidates(const ConvProblem& problem) const {
     bool vector_ok = false;
     for (int i = 0; i < cuda::kNumConfigs; ++i) {
-      // Kinds that only run the problem channel-padded or in space-to-depth form do not make
-      // the few-channel kind redundant: it reads the input as it is, which may be faster.
-      if (cuda::kConfigTable[i].kind == cuda::KernelKind::kTensorOp &&
-          !cuda::RunsChannelPadded(i, problem) && !cuda::RunsSpaceToDepth(i, problem) &&
+      // Kinds that only run a transformed problem do not make the few-channel kind redundant.
+      if (cuda::kConfigTable[i].kind == cuda::KernelKind::kTensorOp && cuda::RunsAsIs(i, problem) &&
           cuda::CanImplement(i, problem, device_)) {
         vector_ok = true;
       }
