@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/conv/launch_floor.h"
 #include "kernels/cuda/conv_runner.h"
 #include "kernels/cuda/cuda_util.h"
 #include "kernels/cuda/helper_kernels.h"
@@ -234,7 +236,18 @@ int Main(int argc, char** argv) {
               "ratio", "ours_nchw");
   std::string json = "{\"device\": \"" + device->name +
                      "\", \"cudnn_version\": " + std::to_string(cudnnGetVersion()) +
-                     ", \"results\": [\n";
+                     ", \"launch_floor_us\": {";
+  // What the timing itself costs: an empty kernel, flushed and timed like every layer below.
+  std::printf("# launch floor (empty kernel, same timing):");
+  for (const LaunchFloorCase& floor_case : kLaunchFloorCases) {
+    const double t = TimeMedian([&] { CHECK_CUDA(LaunchEmptyKernel(floor_case, stream)); },
+                                options.reps, flush.get(), flush_bytes, stream, start, stop);
+    std::printf(" %s %.2f us%s", floor_case.name, t,
+                &floor_case == &kLaunchFloorCases[std::size(kLaunchFloorCases) - 1] ? "\n" : ",");
+    absl::StrAppend(&json, &floor_case == kLaunchFloorCases ? "" : ", ", "\"", floor_case.name,
+                    "\": ", t);
+  }
+  absl::StrAppend(&json, "}, \"results\": [\n");
   std::map<std::string, std::vector<double>> ratios;  // "fp16 N=32" -> ratios
   bool first_json = true;
   for (const std::string& dtype_name : options.dtypes) {
