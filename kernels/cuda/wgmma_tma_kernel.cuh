@@ -7,9 +7,9 @@
 // them to the consumers (setmaxnreg) when there are two consumer warpgroups to feed.
 //
 // Split-K runs in one launch: the split slices of an output tile are one thread-block cluster
-// (dims 1 x 1 x split); each slice parks its fp32 accumulators in its own shared memory and
-// rank 0 adds the others' through distributed shared memory, then runs the epilogue. No
-// workspace, no second kernel.
+// (dims 1 x 1 x split); each slice parks its fp32 accumulators in its own shared memory, the
+// ranks share the sum through distributed shared memory into rank 0's, and rank 0 runs the
+// epilogue. No workspace, no second kernel.
 //
 // Persistent rows (TileConfig::persistent) launch one block per SM; each walks every gridDim.x-th
 // output tile. The ring's k-tile count runs on across tiles, so the producer copies the next
@@ -197,10 +197,13 @@ __device__ __forceinline__ void ClusterSync() {
 }
 
 // The in-cluster split-K reduction, for one consumer thread (`ctid` of kThreads consumer
-// threads) between the two cluster barriers the whole cluster runs: rank 0 adds every other
-// rank's parked accumulators to its own. The parking layout keeps each thread's 4-register
-// chunks 16 bytes apart from its neighbours' (conflict-free 16-byte accesses).
-template <int kCount, int kThreads>
+// threads). Every rank parks its fp32 accumulators in its drained ring; the parking layout keeps
+// each thread's 4-register chunks 16 bytes apart from its neighbours' (conflict-free 16-byte
+// accesses). The ranks share the sum: chunk c (of every thread) is rank c % ranks's, which adds
+// the parked copies of it from every rank, all loads in flight at once, and writes the sum into
+// rank 0's parking, whence rank 0 reloads the whole tile. So the reduction costs one round of
+// remote loads and posted remote stores, not ranks - 1 rounds of rank 0 reading its peers.
+template <int kThreads>
 __device__ __forceinline__ uint32_t ParkedChunk(uint32_t park, int chunk, int ctid) {
   return park + (chunk * kThreads + ctid) * 16;
 }
@@ -210,30 +213,84 @@ __device__ __forceinline__ void ParkAccumulators(const float (&acc)[kCount], uin
                                                  int ctid) {
 #pragma unroll
   for (int c = 0; c < kCount / 4; ++c) {
-    asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(
-                     ParkedChunk<kCount, kThreads>(park, c, ctid)),
-                 "f"(acc[4 * c]), "f"(acc[4 * c + 1]), "f"(acc[4 * c + 2]), "f"(acc[4 * c + 3])
+    asm volatile(
+        "st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(ParkedChunk<kThreads>(park, c, ctid)),
+        "f"(acc[4 * c]), "f"(acc[4 * c + 1]), "f"(acc[4 * c + 2]), "f"(acc[4 * c + 3])
+        : "memory");
+  }
+}
+
+template <int kCount, int kThreads>
+__device__ __forceinline__ void ReloadAccumulators(float (&acc)[kCount], uint32_t park, int ctid) {
+#pragma unroll
+  for (int c = 0; c < kCount / 4; ++c) {
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=f"(acc[4 * c]), "=f"(acc[4 * c + 1]), "=f"(acc[4 * c + 2]),
+                   "=f"(acc[4 * c + 3])
+                 : "r"(ParkedChunk<kThreads>(park, c, ctid))
+                 : "memory");
+  }
+}
+
+// This rank's share of the sum (between the two cluster barriers): its chunks, summed over the
+// kRanks parkings, written to rank 0's. kRanks is the launch's split, known only at run time,
+// hence one instantiation per split (SumSharedChunks).
+template <int kRanks, int kCount, int kThreads>
+__device__ __forceinline__ void SumOwnedChunks(uint32_t park, int ctid, int rank) {
+  constexpr int kChunks = kCount / 4;
+  constexpr int kOwned = (kChunks + kRanks - 1) / kRanks;
+  uint32_t parks[kRanks];
+#pragma unroll
+  for (int q = 0; q < kRanks; ++q) {
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(parks[q]) : "r"(park), "r"(q));
+  }
+  float v[kOwned][kRanks][4];
+#pragma unroll
+  for (int j = 0; j < kOwned; ++j) {
+    const int chunk = j * kRanks + rank;
+    if (chunk >= kChunks) break;
+#pragma unroll
+    for (int q = 0; q < kRanks; ++q) {
+      asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v[j][q][0]), "=f"(v[j][q][1]), "=f"(v[j][q][2]), "=f"(v[j][q][3])
+                   : "r"(ParkedChunk<kThreads>(parks[q], chunk, ctid))
+                   : "memory");
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kOwned; ++j) {
+    const int chunk = j * kRanks + rank;
+    if (chunk >= kChunks) break;
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int q = 0; q < kRanks; ++q) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sum[e] += v[j][q][e];
+    }
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(
+                     ParkedChunk<kThreads>(parks[0], chunk, ctid)),
+                 "f"(sum[0]), "f"(sum[1]), "f"(sum[2]), "f"(sum[3])
                  : "memory");
   }
 }
 
 template <int kCount, int kThreads>
-__device__ __forceinline__ void AddPeerAccumulators(float (&acc)[kCount], uint32_t park, int ctid,
-                                                    int ranks) {
-#pragma unroll 1
-  for (int rank = 1; rank < ranks; ++rank) {
-    uint32_t peer;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(peer) : "r"(park), "r"(rank));
-#pragma unroll
-    for (int c = 0; c < kCount / 4; ++c) {
-      float v[4];
-      asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
-                   : "r"(ParkedChunk<kCount, kThreads>(peer, c, ctid))
-                   : "memory");
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[4 * c + e] += v[e];
-    }
+__device__ __forceinline__ void SumSharedChunks(uint32_t park, int ctid, int rank, int ranks) {
+  switch (ranks) {
+    case 2:
+      return SumOwnedChunks<2, kCount, kThreads>(park, ctid, rank);
+    case 3:
+      return SumOwnedChunks<3, kCount, kThreads>(park, ctid, rank);
+    case 4:
+      return SumOwnedChunks<4, kCount, kThreads>(park, ctid, rank);
+    case 5:
+      return SumOwnedChunks<5, kCount, kThreads>(park, ctid, rank);
+    case 6:
+      return SumOwnedChunks<6, kCount, kThreads>(park, ctid, rank);
+    case 7:
+      return SumOwnedChunks<7, kCount, kThreads>(park, ctid, rank);
+    default:
+      return SumOwnedChunks<8, kCount, kThreads>(park, ctid, rank);
   }
 }
 
@@ -395,15 +452,14 @@ __global__ void __launch_bounds__(
         constexpr int kCount = Shape::kAccumulators;
         static_assert(kBlockM * kBlockN * 4 <= kStages * Shape::kStageBytes,
                       "the parked accumulators must fit in the ring");
-        if (block.split != 0) {
-          ParkAccumulators<kCount, Shape::kConsumerThreads>(acc, smem_base, ctid);
-        }
+        ParkAccumulators<kCount, Shape::kConsumerThreads>(acc, smem_base, ctid);
         ClusterSync();
-        if (block.split == 0) {
-          AddPeerAccumulators<kCount, Shape::kConsumerThreads>(acc, smem_base, ctid, p.split_k);
-        }
-        ClusterSync();  // no rank leaves while rank 0 still reads its shared memory
+        SumSharedChunks<kCount, Shape::kConsumerThreads>(smem_base, ctid, block.split, p.split_k);
+        ClusterSync();  // every share is in rank 0's parking; no rank reads another any more
         if (block.split != 0) return;
+        ReloadAccumulators<kCount, Shape::kConsumerThreads>(acc, smem_base, ctid);
+        // Every consumer has its sums before a warpgroup stages its tile over the parking.
+        asm volatile("bar.sync 1, %0;\n" ::"n"(Shape::kConsumerThreads) : "memory");
         out.split_k = 1;  // rank 0 holds the whole sum: the plain epilogue
       }
       if (p.vector_store) {
