@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(
     }
     for (int s = 0; s < kStages; ++s) {
       MbarrierInit(full_bar + 8 * s, 1);  // the producer's expect_tx arrival; bytes do the rest
-      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads);
+      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads / 32);  // ReleaseStage
     }
     FenceBarrierInit();
   }

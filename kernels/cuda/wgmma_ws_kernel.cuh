@@ -60,6 +60,15 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
   } while (!done);
 }
 
+// A consumer warp's release of a ring stage, once its wgmma batch reading the stage is retired
+// (every lane passed wgmma.wait_group): one lane arrives for the warp. The "empty" barriers count
+// consumer warps, not threads: 8 arrivals per stage where 256 per-thread arrivals queued on one
+// shared-memory word.
+__device__ __forceinline__ void ReleaseStage(uint32_t bar) {
+  __syncwarp();
+  if (threadIdx.x % 32 == 0) MbarrierArrive(bar);
+}
+
 // The consumer side of both warp-specialised kinds, for one warpgroup: zeroes the accumulators,
 // runs the wgmma of each of `tiles` k tiles once its stage is "full" and releases the stage
 // ("empty") once that batch is retired (wgmma.wait_group leaves only the next one in flight);
@@ -78,11 +87,11 @@ __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t rin
     MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
     WgmmaTile<T, kWgN, kARowBytes>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
     // The batch of tile i - 1 is retired: its stage may be refilled.
-    if (i > first) MbarrierArrive(empty_bar + 8 * ((i - 1) % kStages));
+    if (i > first) ReleaseStage(empty_bar + 8 * ((i - 1) % kStages));
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   FenceAccumulators(acc);
-  if (tiles > 0) MbarrierArrive(empty_bar + 8 * ((first + tiles - 1) % kStages));
+  if (tiles > 0) ReleaseStage(empty_bar + 8 * ((first + tiles - 1) % kStages));
 }
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
@@ -106,7 +115,7 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       MbarrierInit(full_bar + 8 * s, 128);
-      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads);
+      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads / 32);  // ReleaseStage
     }
   }
   __syncthreads();
