@@ -285,88 +285,43 @@ __device__ __forceinline__ bool ArriveLastSplit(const KernelParams& p) {
   return __syncthreads_or(last) != 0;
 }
 
-// The last slice's work: the tile's kBlockM x kBlockN outputs from the sum of the slices'
-// partials, with bias, activation and rounding. Each of the kThreads threads owns kQuads groups
-// of four consecutive channels and reads them as 16-byte vectors from L2 (other SMs wrote them),
-// all kQuads loads of one slice in flight at once: the block is alone on the tile, so latency,
-// not bandwidth, sets its time.
-template <typename T, int kBlockM, int kBlockN, int kThreads>
+// The last slice's work: the tile's `block_m` x `block_n` outputs from the sum of the slices'
+// partials (read from L2: other SMs wrote them), with bias, activation and rounding. Threads
+// take four consecutive channels at a time, so the partials are read as 16-byte vectors.
+template <typename T>
 __device__ __forceinline__ void FinishSplitTile(const KernelParams& p, int m_block, int n_block,
-                                                int group) {
-  static_assert(kBlockN % 4 == 0, "whole channel quads");
-  constexpr int kRowQuads = kBlockN / 4;
-  constexpr int kQuads = (kBlockM * kRowQuads + kThreads - 1) / kThreads;
+                                                int group, int block_m, int block_n) {
   KernelParams out = p;
   out.split_k = 1;  // MakeOutputRow: the real output, not the partials
   const int64_t slice = static_cast<int64_t>(p.gemm_m) * p.out_channels;
   const int channel0 = group * p.group_k + n_block;
-  // 16-byte loads need every quad's first channel 4-aligned in the [M][K] partials.
+  const int quads = block_n / 4;
   const bool vectors = p.out_channels % 4 == 0 && channel0 % 4 == 0;
-  int64_t at[kQuads];
-  int count[kQuads];  // channels of the quad inside the tile and the layer (0: none)
-#pragma unroll
-  for (int j = 0; j < kQuads; ++j) {
-    const int i = static_cast<int>(threadIdx.x) + j * kThreads;
-    const int m = m_block + i / kRowQuads;
-    const int n = (i % kRowQuads) * 4;
-    const bool inside = i < kBlockM * kRowQuads && m < p.gemm_m && n_block + n < p.group_k;
-    count[j] = inside ? min(4, p.group_k - n_block - n) : 0;
-    at[j] = inside ? static_cast<int64_t>(m) * p.out_channels + channel0 + n : 0;
-  }
-  float4 sum[kQuads];
-#pragma unroll
-  for (int j = 0; j < kQuads; ++j) sum[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int s = 0; s < p.split_k; ++s) {
-    const float* part = p.partials + s * slice;
-    float4 v[kQuads];
-#pragma unroll
-    for (int j = 0; j < kQuads; ++j) {
-      v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (count[j] == 4 && vectors) {
-        v[j] = __ldcg(reinterpret_cast<const float4*>(part + at[j]));
-      } else if (count[j] > 0) {
-        v[j].x = __ldcg(part + at[j]);
-        if (count[j] > 1) v[j].y = __ldcg(part + at[j] + 1);
-        if (count[j] > 2) v[j].z = __ldcg(part + at[j] + 2);
-        if (count[j] > 3) v[j].w = __ldcg(part + at[j] + 3);
+  for (int i = threadIdx.x; i < block_m * quads; i += blockDim.x) {
+    const int m = m_block + i / quads;
+    const int n = (i % quads) * 4;
+    if (m >= p.gemm_m || n_block + n >= p.group_k) continue;
+    const int count = min(4, p.group_k - n_block - n);
+    const int64_t at = static_cast<int64_t>(m) * p.out_channels + channel0 + n;
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    if (vectors && count == 4) {
+      for (int s = 0; s < p.split_k; ++s) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + s * slice + at));
+        sum[0] += v.x;
+        sum[1] += v.y;
+        sum[2] += v.z;
+        sum[3] += v.w;
+      }
+    } else {
+      for (int s = 0; s < p.split_k; ++s) {
+        for (int e = 0; e < count; ++e) sum[e] += __ldcg(p.partials + s * slice + at + e);
       }
     }
-#pragma unroll
-    for (int j = 0; j < kQuads; ++j) {
-      sum[j].x += v[j].x;
-      sum[j].y += v[j].y;
-      sum[j].z += v[j].z;
-      sum[j].w += v[j].w;
-    }
-  }
-  T* dst = static_cast<T*>(p.output);
-  const bool aligned_output = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
-#pragma unroll
-  for (int j = 0; j < kQuads; ++j) {
-    if (count[j] == 0) continue;
-    const int i = static_cast<int>(threadIdx.x) + j * kThreads;
-    const OutputRow row = MakeOutputRow(out, m_block + i / kRowQuads, 0);
-    const int channel = channel0 + (i % kRowQuads) * 4;
-    const float values[4] = {sum[j].x, sum[j].y, sum[j].z, sum[j].w};
-    const int64_t first = row.base + channel;
-    if (aligned_output && count[j] == 4 && row.step == 1 &&
-        first % 4 == 0) {  // one 8- or 16-byte store
-      alignas(16) T quad[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) quad[e] = FinishValue<T>(p, channel + e, values[e]);
-      if constexpr (sizeof(T) == 2) {
-        *reinterpret_cast<uint2*>(dst + first) = *reinterpret_cast<const uint2*>(quad);
-      } else {
-        *reinterpret_cast<uint4*>(dst + first) = *reinterpret_cast<const uint4*>(quad);
-      }
-      continue;
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (e < count[j]) {
-        dst[row.base + static_cast<int64_t>(channel + e) * row.step] =
-            FinishValue<T>(p, channel + e, values[e]);
-      }
+    const OutputRow row = MakeOutputRow(out, m, 0);
+    T* dst = static_cast<T*>(p.output);
+    for (int e = 0; e < count; ++e) {
+      const int channel = channel0 + n + e;
+      dst[row.base + static_cast<int64_t>(channel) * row.step] = FinishValue<T>(p, channel, sum[e]);
     }
   }
 }
@@ -833,7 +788,7 @@ __global__ void __launch_bounds__(
     }
   });
   if (p.split_k > 1 && ArriveLastSplit(p)) {
-    FinishSplitTile<T, kBlockM, kBlockN, Shape::kThreads>(p, m_block, n_block, group);
+    FinishSplitTile<T>(p, m_block, n_block, group, kBlockM, kBlockN);
   }
 }
 
