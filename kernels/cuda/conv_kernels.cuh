@@ -248,84 +248,6 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     out[row.base + (channel + 1) * row.step] = FinishValue<T, kActivation>(p, channel + 1, v1);
 }
 
-// ---- split-K in one launch ----------------------------------------------------------------
-// The kinds that reduce through the workspace: every slice of an output tile stores its raw
-// fp32 sums in p.partials ([split][M][K]) and takes a ticket on the tile's counter; the slice
-// that arrives last adds all the slices and runs the epilogue. No block ever waits for another
-// (no dependence on the order blocks start in) and there is no second kernel.
-//
-// The counters are never zeroed: a counter holds (epoch << 8) | arrivals, and one that holds
-// another launch's epoch (or anything else: the workspace is reused) counts as zero arrivals.
-// The host makes every launch's 56-bit epoch unique in the process and starts the sequence at
-// a random point, so a stale value matches only by a 2^-56 accident.
-
-// Block-wide; true in the block of the tile's last slice, which may then read every slice's
-// partials. Call after this block's partial stores.
-__device__ __forceinline__ bool ArriveLastSplit(const KernelParams& p) {
-  __threadfence();  // this thread's partials are visible device-wide before the ticket
-  __syncthreads();
-  int last = 0;
-  if (threadIdx.x == 0) {
-    const int group = static_cast<int>(blockIdx.z) / p.split_k;
-    const int64_t tile =
-        (static_cast<int64_t>(group) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    unsigned long long* counter = p.split_counters + tile;
-    const unsigned long long tag = p.split_epoch << 8;
-    unsigned long long seen = tag;  // a guess; the first compare-and-swap reads the truth
-    unsigned long long want = tag + 1;
-    while (true) {
-      want = (seen & ~0xffull) == tag ? seen + 1 : tag + 1;
-      const unsigned long long before = atomicCAS(counter, seen, want);
-      if (before == seen) break;
-      seen = before;
-    }
-    last = static_cast<int>(want & 0xff) == p.split_k ? 1 : 0;
-    __threadfence();  // the other slices' partials are read after their tickets
-  }
-  return __syncthreads_or(last) != 0;
-}
-
-// The last slice's work: the tile's `block_m` x `block_n` outputs from the sum of the slices'
-// partials (read from L2: other SMs wrote them), with bias, activation and rounding. Threads
-// take four consecutive channels at a time, so the partials are read as 16-byte vectors.
-template <typename T>
-__device__ __forceinline__ void FinishSplitTile(const KernelParams& p, int m_block, int n_block,
-                                                int group, int block_m, int block_n) {
-  KernelParams out = p;
-  out.split_k = 1;  // MakeOutputRow: the real output, not the partials
-  const int64_t slice = static_cast<int64_t>(p.gemm_m) * p.out_channels;
-  const int channel0 = group * p.group_k + n_block;
-  const int quads = block_n / 4;
-  const bool vectors = p.out_channels % 4 == 0 && channel0 % 4 == 0;
-  for (int i = threadIdx.x; i < block_m * quads; i += blockDim.x) {
-    const int m = m_block + i / quads;
-    const int n = (i % quads) * 4;
-    if (m >= p.gemm_m || n_block + n >= p.group_k) continue;
-    const int count = min(4, p.group_k - n_block - n);
-    const int64_t at = static_cast<int64_t>(m) * p.out_channels + channel0 + n;
-    float sum[4] = {0.f, 0.f, 0.f, 0.f};
-    if (vectors && count == 4) {
-      for (int s = 0; s < p.split_k; ++s) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(p.partials + s * slice + at));
-        sum[0] += v.x;
-        sum[1] += v.y;
-        sum[2] += v.z;
-        sum[3] += v.w;
-      }
-    } else {
-      for (int s = 0; s < p.split_k; ++s) {
-        for (int e = 0; e < count; ++e) sum[e] += __ldcg(p.partials + s * slice + at + e);
-      }
-    }
-    const OutputRow row = MakeOutputRow(out, m, 0);
-    T* dst = static_cast<T*>(p.output);
-    for (int e = 0; e < count; ++e) {
-      const int channel = channel0 + n + e;
-      dst[row.base + static_cast<int64_t>(channel) * row.step] = FinishValue<T>(p, channel, sum[e]);
-    }
-  }
-}
-
 // The epilogue for NHWC outputs without split-K (KernelParams::vector_store): a tile's threads
 // write their finished values (bias, activation, rounding) into a [kRows][kCols] staging tile in
 // shared memory, then copy it out row by row in 16-byte stores, so each warp store covers whole
@@ -787,9 +709,6 @@ __global__ void __launch_bounds__(
       }
     }
   });
-  if (p.split_k > 1 && ArriveLastSplit(p)) {
-    FinishSplitTile<T>(p, m_block, n_block, group, kBlockM, kBlockN);
-  }
 }
 
 // ---- direct depthwise ----------------------------------------------------------------------

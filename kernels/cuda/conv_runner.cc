@@ -3,12 +3,9 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <mutex>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_util.h"
@@ -36,25 +33,10 @@ int64_t Align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 bool IsGemmKind(KernelKind kind) { return kind != KernelKind::kDepthwise; }
 
-// Split-K that sums fp32 partials in the workspace, finished by each tile's last slice
-// (ArriveLastSplit); the TMA kind sums inside a thread-block cluster instead.
+// Split-K that sums in fp32 partials in the workspace and a second kernel; the TMA kind sums
+// inside a thread-block cluster instead.
 bool ReducesThroughWorkspace(KernelKind kind) {
   return IsGemmKind(kind) && kind != KernelKind::kWgmmaTma;
-}
-
-// The output tiles of a workspace split-K launch (GemmGrid's x * y), one counter each.
-int64_t SplitTiles(const TileConfig& c, const ConvProblem& problem) {
-  const int64_t m_tiles = (problem.gemm_m() + c.block_m - 1) / c.block_m;
-  const int64_t n_tiles = (problem.gemm_n() + c.block_n - 1) / c.block_n;
-  return m_tiles * n_tiles * problem.params.groups;
-}
-
-// A fresh 56-bit epoch for each workspace split-K launch (ArriveLastSplit): consecutive within
-// the process from a random start, so counters left by other launches or processes don't match.
-uint64_t NextSplitEpoch() {
-  static std::atomic<uint64_t> next{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                                    std::random_device{}()};
-  return next.fetch_add(1, std::memory_order_relaxed) & ((uint64_t{1} << 56) - 1);
 }
 
 // sm_90a code: runs on compute capability 9.0 devices only.
@@ -476,7 +458,6 @@ int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
     const SplitPlan split = PlanSplit(c, run);
     if (split.split > 1) {
       bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
-      bytes += Align256(SplitTiles(c, problem) * 8);  // ArriveLastSplit's counters
     }
   }
   return bytes;
@@ -525,14 +506,12 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   const bool workspace_split = p.split_k > 1 && ReducesThroughWorkspace(c.kind);
   p.vector_store = !p.output_nchw && !workspace_split && p.group_k % vec == 0 &&
                    p.out_channels % vec == 0 && reinterpret_cast<uintptr_t>(output) % 16 == 0;
-  if (workspace_split) {
-    p.partials = reinterpret_cast<float*>(scratch);
-    scratch += Align256(int64_t{p.split_k} * problem.gemm_m() * problem.params.out_channels * 4);
-    p.split_counters = reinterpret_cast<unsigned long long*>(scratch);
-    p.split_epoch = NextSplitEpoch();
-  }
+  if (workspace_split) p.partials = reinterpret_cast<float*>(scratch);
   if (p.weight == nullptr) return absl::FailedPreconditionError("weights not packed for kind");
   CONVSERVE_CUDA_RETURN_IF_ERROR(h.launch(p, stream));
+  if (workspace_split) {
+    CONVSERVE_CUDA_RETURN_IF_ERROR(LaunchSplitKReduce(problem.params.dtype, p, stream));
+  }
   return absl::OkStatus();
 }
 

@@ -147,6 +147,21 @@ __global__ void NchwToNhwcKernel(int64_t channels, int64_t hw, const E* __restri
   }
 }
 
+template <typename T>
+__global__ void SplitKReduceKernel(const __grid_constant__ KernelParams p) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t slice = static_cast<int64_t>(p.gemm_m) * p.out_channels;
+  if (index >= slice) return;
+  float sum = 0.f;
+  for (int s = 0; s < p.split_k; ++s) sum += p.partials[s * slice + index];
+  const int k = static_cast<int>(index % p.out_channels);
+  const int m = static_cast<int>(index / p.out_channels);
+  KernelParams final_params = p;
+  final_params.split_k = 1;
+  const OutputRow row = MakeOutputRow(final_params, m, 0);
+  static_cast<T*>(p.output)[row.base + k * row.step] = FinishValue<T>(p, k, sum);
+}
+
 __device__ __forceinline__ float HashUniform(uint64_t seed, int64_t index) {
   uint64_t x = seed ^ (static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull);
   x ^= x >> 33;
@@ -250,6 +265,22 @@ cudaError_t LaunchNchwToNhwc(int element_bytes, int64_t batch, int64_t channels,
   } else {
     NchwToNhwcKernel<uint32_t><<<grid, block, 0, stream>>>(
         channels, hw, static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst));
+  }
+  return cudaPeekAtLastError();
+}
+
+cudaError_t LaunchSplitKReduce(DataType dtype, const KernelParams& p, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(p.gemm_m) * p.out_channels;
+  switch (dtype) {
+    case DataType::kFloat16:
+      SplitKReduceKernel<__half><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
+    case DataType::kBFloat16:
+      SplitKReduceKernel<__nv_bfloat16><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
+    case DataType::kFloat32:
+      SplitKReduceKernel<float><<<BlocksFor(total), kThreads, 0, stream>>>(p);
+      break;
   }
   return cudaPeekAtLastError();
 }

@@ -49,6 +49,8 @@ cudaError_t LaunchNchwToNhwc(int element_bytes, int64_t batch, int64_t channels,
 cudaError_t LaunchPadChannels(int element_bytes, int64_t batch, int64_t channels,
                               int64_t padded_channels, int64_t hw, bool nchw, const void* src,
                               void* dst, cudaStream_t stream);
+// output = act(sum over p.split_k slices of p.partials + bias), in p.output's layout.
+cudaError_t LaunchSplitKReduce(DataType dtype, const KernelParams& p, cudaStream_t stream);
 // Uniform values in [-1, 1) from a counter-based hash of (seed, index).
 cudaError_t LaunchFillRandom(DataType dtype, void* dst, int64_t elements, uint64_t seed,
                              cudaStream_t stream);

@@ -15,10 +15,6 @@ struct KernelParams {
   const void* bias = nullptr;    // [K] in the dtype, or null
   void* output = nullptr;        // NHWC or NCHW, see output_nchw
   float* partials = nullptr;     // workspace split-K: [split_k][M][K] fp32 (not kWgmmaTma)
-  // Workspace split-K: one arrival counter per output tile, tagged with this launch's epoch
-  // (ArriveLastSplit); never zeroed, so the epoch must be unique per launch.
-  unsigned long long* split_counters = nullptr;
-  unsigned long long split_epoch = 0;
 
   int batch = 0, height = 0, width = 0, channels = 0;  // input N, H, W, C
   int out_channels = 0, out_h = 0, out_w = 0;          // K, P, Q

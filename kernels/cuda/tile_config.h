@@ -44,7 +44,7 @@ struct TileConfig {
   int warp_m;   // a warp's tile (a warpgroup's for kWgmma)
   int warp_n;
   int stages;   // cp.async pipeline depth
-  int split_k;  // > 1: the reduction is cut into this many slices, summed in the same launch
+  int split_k;  // > 1: the reduction is cut into this many slices, summed by a second kernel
   // kWgmmaTma only: one block per SM walks many output tiles, so the producer copies the next
   // tile's operands while the consumers store this one (no split-K).
   bool persistent = false;
@@ -137,20 +137,6 @@ inline constexpr TileConfig kConfigTable[] = {
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
-
-// Split-K rows need a kernel that finishes the sum in the same launch: the cluster's (kWgmmaTma,
-// at most 8 blocks) or the last slice's (ArriveLastSplit: kinds whose every thread reaches the
-// epilogue, at most 255 slices). The warp-specialised kWgmmaWs and the direct depthwise kernel
-// have neither.
-constexpr bool SplitRowsAreReduced() {
-  for (const TileConfig& c : kConfigTable) {
-    if (c.split_k == 1) continue;
-    if (c.kind == KernelKind::kWgmmaWs || c.kind == KernelKind::kDepthwise) return false;
-    if (c.split_k > (c.kind == KernelKind::kWgmmaTma ? 8 : 255)) return false;
-  }
-  return true;
-}
-static_assert(SplitRowsAreReduced(), "a split-K row of a kind that cannot reduce it");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
 inline constexpr const char* kConfigTableVersion = "convserve-cuda-10";

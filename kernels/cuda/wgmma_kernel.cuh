@@ -261,9 +261,6 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   WgmmaStoreTile<T, kWgN>(p, acc, smem_raw + (smem_base - SmemAddress(smem_raw)), warpgroup,
                           1 + warpgroup, m_block + wg_m * Shape::kWgM, n_block + wg_n * kWgN, group,
                           block.split, tid % 128);
-  if (p.split_k > 1 && ArriveLastSplit(p)) {
-    FinishSplitTile<T>(p, m_block, n_block, group, kBlockM, kBlockN);
-  }
 #endif
 }
 
