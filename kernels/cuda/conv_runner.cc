@@ -262,6 +262,7 @@ std::string ConfigName(const TileConfig& c) {
   if (c.kind == KernelKind::kWgmmaWs) absl::StrAppend(&name, "_wgmma_ws");
   if (c.kind == KernelKind::kWgmmaTma) absl::StrAppend(&name, "_wgmma_tma");
   if (c.persistent) absl::StrAppend(&name, "_persistent");
+  if (c.multicast > 1) absl::StrAppend(&name, "_mc", c.multicast);
   return name;
 }
 

@@ -56,11 +56,13 @@ cudaError_t LaunchWgmmaTma(const KernelParams& p, cudaStream_t stream) {
   constexpr TileConfig c = kConfigTable[kIndex];
   using Shape = WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>;
   TmaOperands maps;
-  const cudaError_t encoded =
-      EncodeTmaOperands(p, std::is_same_v<T, __nv_bfloat16>, c.block_m, c.block_n, &maps);
+  // A multicast pair's blocks each copy kBlockN / multicast rows of B.
+  const cudaError_t encoded = EncodeTmaOperands(p, std::is_same_v<T, __nv_bfloat16>, c.block_m,
+                                                c.block_n / c.multicast, &maps);
   if (encoded != cudaSuccess) return encoded;
-  auto* kernel = &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>;
-  const dim3 grid = GemmGrid(c, p);
+  auto* kernel =
+      &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent, c.multicast>;
+  dim3 grid = GemmGrid(c, p);
   if constexpr (c.persistent) {
     // One block per SM (the ring and staging leave no room for two), each walking its share of
     // the output tiles.
@@ -76,16 +78,19 @@ cudaError_t LaunchWgmmaTma(const KernelParams& p, cudaStream_t stream) {
              Shape::kSmemBytes, stream>>>(p, maps);
     return cudaPeekAtLastError();
   }
-  if (p.split_k == 1) {
+  if (p.split_k == 1 && c.multicast == 1) {
     kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, stream>>>(p, maps);
     return cudaPeekAtLastError();
   }
-  // Split-K: a tile's slices form one cluster and reduce in it (see wgmma_tma_kernel.cuh).
+  // Split-K: a tile's slices form one cluster and reduce in it; multicast: pairs of blocks
+  // adjacent in M (an odd M tile count gets one block past M, whose copies read zeros and whose
+  // stores are clipped). See wgmma_tma_kernel.cuh.
   cudaLaunchAttribute cluster;
   cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.x = static_cast<unsigned>(c.multicast);
   cluster.val.clusterDim.y = 1;
   cluster.val.clusterDim.z = static_cast<unsigned>(p.split_k);
+  grid.x = (grid.x + c.multicast - 1) / c.multicast * c.multicast;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(Shape::kThreads);
@@ -144,8 +149,8 @@ KernelHandle MakeHandle() {
     static_assert(!c.persistent || c.split_k == 1, "persistent rows do not split k");
     if constexpr (!std::is_same_v<T, float>) {  // 16-bit only: no fp32 kernel
       h = GemmHandle<WgmmaTmaShape<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>>(
-          reinterpret_cast<const void*>(
-              &ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n, c.stages, c.persistent>),
+          reinterpret_cast<const void*>(&ConvWgmmaTmaKernel<T, c.block_m, c.block_n, c.warp_n,
+                                                            c.stages, c.persistent, c.multicast>),
           &LaunchWgmmaTma<T, kIndex>);
     }
   } else if constexpr (c.kind == KernelKind::kSimt && !std::is_same_v<T, float>) {

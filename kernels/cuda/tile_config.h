@@ -48,6 +48,9 @@ struct TileConfig {
   // kWgmmaTma only: one block per SM walks many output tiles, so the producer copies the next
   // tile's operands while the consumers store this one (no split-K).
   bool persistent = false;
+  // kWgmmaTma only: 2 = blocks in clusters of two along M that multicast their shared weight
+  // tile, each copying half of it (not persistent, no split-K).
+  int multicast = 1;
 
   constexpr int warps() const {
     if (kind == KernelKind::kDepthwise) return block_m / 32;
@@ -133,13 +136,32 @@ inline constexpr TileConfig kConfigTable[] = {
     // 100-104 tiles of 64 x 128 or 128 x 64, 32-72 k tiles each) fill one wave of 264 slots.
     {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 4, 2},
     {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 4, 2},
+    // Weight multicast over block pairs: L2 serves each B tile once per two blocks, for the
+    // copy-bound 3x3 and wide 1x1 layers at N = 8..32 (Nsight: stalls waiting on the ring).
+    //                                                          persistent multicast
+    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 4, 1, false, 2},
+    {KernelKind::kWgmmaTma,     128,  64,  64, 64,  64, 4, 1, false, 2},
+    {KernelKind::kWgmmaTma,     128, 128,  64, 64, 128, 6, 1, false, 2},
+    {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 4, 1, false, 2},
 };
 // clang-format on
 
 inline constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigTable) / sizeof(TileConfig));
 
+// Multicast pairs: TMA rows only, neither persistent nor split (their clusters are the pairs).
+constexpr bool MulticastRowsArePairs() {
+  for (const TileConfig& c : kConfigTable) {
+    if (c.multicast == 1) continue;
+    if (c.multicast != 2 || c.kind != KernelKind::kWgmmaTma || c.persistent || c.split_k != 1) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
+
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-10";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-11";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent"; "b256_dw" for depthwise.

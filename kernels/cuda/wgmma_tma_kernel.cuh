@@ -26,6 +26,15 @@
 // are copied from channel C on, wholly out of bounds, so the copy engine writes zeros (their
 // weights are zero too).
 //
+// Weight multicast (TileConfig::multicast = 2): two blocks of one cluster, adjacent in M, share
+// their B tile: each block's producer copies half of its rows into the same offset of both
+// blocks' stages (cp.async.bulk.tensor .multicast::cluster), so L2 serves each B tile once per
+// pair. A stage is then free only once both blocks' consumers released it: every consumer warp
+// arrives on the "empty" barrier of both blocks (ReleaseStage<2>), and no block exits before
+// its peer is done arriving (a cluster barrier at the end). A "full" barrier may see its peer's
+// bytes land before its own producer's expect_tx: the transaction count goes negative for a
+// while, which mbarriers allow (the phase also waits for the producer's arrival).
+//
 // Limits (CheckImplementable): fp16/bf16, groups == 1, C 16, 32 or a multiple of 64, conv strides
 // <= 8 and corner offsets within the 4-D im2col range [-128, 127].
 #pragma once
@@ -95,6 +104,24 @@ __device__ __forceinline__ void TmaLoadIm2col(uint32_t dst, const CUtensorMap* m
       " [%0], [%1, {%3, %4, %5, %6}], [%2], {%7, %8};\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c), "r"(w), "r"(h), "r"(n), "h"(offset_w),
       "h"(offset_h)
+      : "memory");
+}
+
+// This block's rank in its cluster.
+__device__ __forceinline__ uint32_t ClusterRank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+
+// A 2-D box copied into the same shared-memory offset of every block in `mask` (cluster ranks),
+// completing its bytes on each one's barrier at `bar`'s offset.
+__device__ __forceinline__ void TmaLoadTile2dMulticast(uint32_t dst, const CUtensorMap* map,
+                                                       uint32_t bar, int x, int y, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x), "r"(y), "h"(mask)
       : "memory");
 }
 
@@ -294,7 +321,8 @@ __device__ __forceinline__ void SumSharedChunks(uint32_t park, int ctid, int ran
   }
 }
 
-template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages, bool kPersistent>
+template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages, bool kPersistent,
+          int kMulticast>
 __global__ void __launch_bounds__(
     (WgmmaTmaShape<T, kBlockM, kBlockN, kWgN, kStages, kPersistent>::kThreads),
     (WgmmaTmaShape<T, kBlockM, kBlockN, kWgN, kStages, kPersistent>::kMinBlocks))
@@ -304,6 +332,10 @@ __global__ void __launch_bounds__(
   using Shape = WgmmaTmaShape<T, kBlockM, kBlockN, kWgN, kStages, kPersistent>;
   constexpr int kBlockK = Shape::kBlockK;
   constexpr int kRowBytes = Shape::kRowBytes;
+  static_assert(kMulticast == 1 || (kMulticast == 2 && !kPersistent),
+                "weight multicast: pairs of non-persistent blocks");
+  // Each block's slice of B starts on a 1024-byte swizzle atom (8 rows of 128 bytes).
+  static_assert(kBlockN % (8 * kMulticast) == 0, "B slices of whole swizzle atoms");
   extern __shared__ __align__(16) uint8_t smem_raw[];
   const uint32_t smem_base = (SmemAddress(smem_raw) + 1023u) & ~1023u;
   const uint32_t full_bar = smem_base + Shape::kBarrierOffset;  // + 8 * stage
@@ -337,11 +369,17 @@ __global__ void __launch_bounds__(
     }
     for (int s = 0; s < kStages; ++s) {
       MbarrierInit(full_bar + 8 * s, 1);  // the producer's expect_tx arrival; bytes do the rest
-      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads / 32);  // ReleaseStage
+      // ReleaseStage: one arrival per consumer warp of every block sharing the stage.
+      MbarrierInit(empty_bar + 8 * s, Shape::kConsumerThreads / 32 * kMulticast);
     }
     FenceBarrierInit();
   }
-  __syncthreads();
+  // A peer's multicast copies and releases reach this block's barriers: they must exist first.
+  if constexpr (kMulticast > 1) {
+    ClusterSync();
+  } else {
+    __syncthreads();
+  }
 
   if (tid < 128) {
     // Producer warpgroup: one thread issues every copy.
@@ -349,6 +387,7 @@ __global__ void __launch_bounds__(
       asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Shape::kProducerRegisters));
     }
     if (tid == 0) {
+      const int rank = kMulticast > 1 ? static_cast<int>(ClusterRank()) : 0;
       int issued = 0;  // k tiles put in the ring so far, over all of the block's output tiles
 #pragma unroll 1
       for (int t = tile_first; t < tile_count; t += tile_step) {
@@ -389,8 +428,17 @@ __global__ void __launch_bounds__(
               }
             }
           }
-          TmaLoadTile2d(a_dst + kBlockM * kRowBytes, &maps.weight, full_bar + 8 * stage,
-                        kt * kBlockK, block.n_block);
+          if constexpr (kMulticast > 1) {
+            // This block's slice of the pair's B tile (the map's box is kBlockN / kMulticast rows).
+            constexpr int kSliceRows = kBlockN / kMulticast;
+            TmaLoadTile2dMulticast(a_dst + (kBlockM + rank * kSliceRows) * kRowBytes, &maps.weight,
+                                   full_bar + 8 * stage, kt * kBlockK,
+                                   block.n_block + rank * kSliceRows,
+                                   static_cast<uint16_t>((1 << kMulticast) - 1));
+          } else {
+            TmaLoadTile2d(a_dst + kBlockM * kRowBytes, &maps.weight, full_bar + 8 * stage,
+                          kt * kBlockK, block.n_block);
+          }
         }
       }
     }
@@ -399,6 +447,7 @@ __global__ void __launch_bounds__(
       ClusterSync();
       ClusterSync();
     }
+    if constexpr (kMulticast > 1) ClusterSync();  // the consumers' last one
     return;
   }
 
@@ -421,8 +470,9 @@ __global__ void __launch_bounds__(
     float acc[Shape::kAccumulators];
     // One compiled ring loop per A slab width, chosen once per tile.
     const auto consume = [&](auto a_row_bytes_tag) {
-      ConsumeRing<T, kWgN, kStages, Shape::kStageBytes, decltype(a_row_bytes_tag)::value>(
-          acc, smem_base, full_bar, empty_bar, consumed, tiles, kBlockM, wg_m, wg_n);
+      ConsumeRing<T, kWgN, kStages, Shape::kStageBytes, decltype(a_row_bytes_tag)::value,
+                  kMulticast>(acc, smem_base, full_bar, empty_bar, consumed, tiles, kBlockM, wg_m,
+                              wg_n);
     };
     if (a_row_bytes == 32) {
       consume(std::integral_constant<int, 32>{});
@@ -471,6 +521,11 @@ __global__ void __launch_bounds__(
   }
   // The block's shared memory (the staging) must outlive the copy engine's reads of it.
   if (ctid % 128 == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  // No block leaves while its peer may still release stages in it (remote arrivals).
+  if constexpr (kMulticast > 1) {
+    __syncwarp();
+    ClusterSync();
+  }
 #endif
 }
 

@@ -64,9 +64,23 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 // (every lane passed wgmma.wait_group): one lane arrives for the warp. The "empty" barriers count
 // consumer warps, not threads: 8 arrivals per stage where 256 per-thread arrivals queued on one
 // shared-memory word.
+// With kBlocks > 1 (the TMA kind's multicast pairs) the stage is released in every block of the
+// cluster, whose producers write into this block's stage too.
+template <int kBlocks = 1>
 __device__ __forceinline__ void ReleaseStage(uint32_t bar) {
   __syncwarp();
-  if (threadIdx.x % 32 == 0) MbarrierArrive(bar);
+  if (threadIdx.x % 32 != 0) return;
+  if constexpr (kBlocks == 1) {
+    MbarrierArrive(bar);
+  } else {
+#pragma unroll
+    for (int rank = 0; rank < kBlocks; ++rank) {
+      uint32_t remote;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(rank));
+      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote)
+                   : "memory");
+    }
+  }
 }
 
 // The consumer side of both warp-specialised kinds, for one warpgroup: zeroes the accumulators,
@@ -74,8 +88,10 @@ __device__ __forceinline__ void ReleaseStage(uint32_t bar) {
 // ("empty") once that batch is retired (wgmma.wait_group leaves only the next one in flight);
 // returns with every wgmma complete and every stage released. `first` counts the k tiles the
 // ring carried before these (a persistent block's earlier output tiles): it sets the stages and
-// the barrier phases. kARowBytes: A's layout in the stage, as for WgmmaTile.
-template <typename T, int kWgN, int kStages, int kStageBytes, int kARowBytes = kWgmmaRowBytes>
+// the barrier phases. kARowBytes: A's layout in the stage, as for WgmmaTile. kBlocks: the blocks
+// whose producers fill the stage (ReleaseStage).
+template <typename T, int kWgN, int kStages, int kStageBytes, int kARowBytes = kWgmmaRowBytes,
+          int kBlocks = 1>
 __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t ring,
                                             uint32_t full_bar, uint32_t empty_bar, int first,
                                             int tiles, int block_m, int wg_m, int wg_n) {
@@ -87,11 +103,11 @@ __device__ __forceinline__ void ConsumeRing(float (&acc)[kWgN / 2], uint32_t rin
     MbarrierWait(full_bar + 8 * stage, (i / kStages) & 1);
     WgmmaTile<T, kWgN, kARowBytes>(acc, ring + stage * kStageBytes, block_m, wg_m, wg_n);
     // The batch of tile i - 1 is retired: its stage may be refilled.
-    if (i > first) ReleaseStage(empty_bar + 8 * ((i - 1) % kStages));
+    if (i > first) ReleaseStage<kBlocks>(empty_bar + 8 * ((i - 1) % kStages));
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   FenceAccumulators(acc);
-  if (tiles > 0) ReleaseStage(empty_bar + 8 * ((first + tiles - 1) % kStages));
+  if (tiles > 0) ReleaseStage<kBlocks>(empty_bar + 8 * ((first + tiles - 1) % kStages));
 }
 
 template <typename T, int kBlockM, int kBlockN, int kWgN, int kStages>
