@@ -66,20 +66,20 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 // shared-memory word.
 // With kBlocks > 1 (the TMA kind's multicast pairs) the stage is released in every block of the
 // cluster, whose producers write into this block's stage too.
+// Lane r arrives on rank r's barrier, all at once. The arrival keeps the default .cta-scope
+// release: what it orders is this warp's wgmma reads of the stage (retired by wait_group)
+// before the producer's next copy into it, which waits for the barrier's phase; a .cluster-scope
+// release would fence every arrival, every k tile.
 template <int kBlocks = 1>
 __device__ __forceinline__ void ReleaseStage(uint32_t bar) {
   __syncwarp();
-  if (threadIdx.x % 32 != 0) return;
+  const int lane = static_cast<int>(threadIdx.x % 32);
   if constexpr (kBlocks == 1) {
-    MbarrierArrive(bar);
-  } else {
-#pragma unroll
-    for (int rank = 0; rank < kBlocks; ++rank) {
-      uint32_t remote;
-      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(rank));
-      asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote)
-                   : "memory");
-    }
+    if (lane == 0) MbarrierArrive(bar);
+  } else if (lane < kBlocks) {
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(lane));
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
   }
 }
 
