@@ -99,6 +99,11 @@ DataType ParseDtype(const std::string& s) {
   return DataType::kFloat32;
 }
 
+// A JSON number, or null where there is none (a competitor not run: --no-cudnn).
+std::string JsonNumber(double value) {
+  return std::isfinite(value) ? absl::StrCat(value) : std::string("null");
+}
+
 // Times `launch` with the L2 flushed before each run; returns the median in microseconds.
 template <typename Fn>
 double TimeMedian(Fn&& launch, int reps, void* flush, size_t flush_bytes, cudaStream_t stream,
@@ -343,10 +348,12 @@ int Main(int argc, char** argv) {
         absl::StrAppend(
             &json, first_json ? "" : ",\n", "{\"shape\": \"", shape.name, "\", \"n\": ", batch,
             ", \"dtype\": \"", dtype_name, "\", \"gflop\": ", flops * 1e-9, ", \"best_config\": \"",
-            best_name, "\", \"best_us\": ", best_us, ", \"ours_nchw_us\": ", ours_nchw_us,
-            ", \"cudnn_nhwc_us\": ", nhwc.time_us, ", \"cudnn_nhwc_algo\": \"", nhwc.algo,
-            "\", \"cudnn_nchw_us\": ", nchw.time_us, ", \"cudnn_nchw_algo\": \"", nchw.algo,
-            "\", \"ratio_vs_cudnn\": ", ratio, ", \"configs\": {", config_json, "}}");
+            best_name, "\", \"best_us\": ", JsonNumber(best_us),
+            ", \"ours_nchw_us\": ", JsonNumber(ours_nchw_us),
+            ", \"cudnn_nhwc_us\": ", JsonNumber(nhwc.time_us), ", \"cudnn_nhwc_algo\": \"",
+            nhwc.algo, "\", \"cudnn_nchw_us\": ", JsonNumber(nchw.time_us),
+            ", \"cudnn_nchw_algo\": \"", nchw.algo, "\", \"ratio_vs_cudnn\": ", JsonNumber(ratio),
+            ", \"configs\": {", config_json, "}}");
         first_json = false;
         (void)elem;
       }

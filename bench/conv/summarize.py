@@ -33,7 +33,8 @@ def main():
     for r in bench["results"]:
         if r["dtype"] != dtype:
             continue
-        legacy = min(r["cudnn_nhwc_us"], r["cudnn_nchw_us"])
+        # null: conv_bench ran without cuDNN (--no-cudnn).
+        legacy = min(r["cudnn_nhwc_us"] or math.inf, r["cudnn_nchw_us"] or math.inf)
         t = torch.get((r["shape"], r["n"], r["dtype"]))
         tf = r["gflop"] * 1e9 / r["best_us"] * 1e-6
         x_legacy = legacy / r["best_us"]
