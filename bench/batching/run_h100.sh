@@ -8,14 +8,19 @@
 # 2. one convserve-server serving the 1x64x56x56 FP16 3x3 layer three times: "batched"
 #    (max_batch_size 32, 500 us delay), "eager" (the same plus preferred batch size 1) and
 #    "unbatched" (max_batch_size 1), each swept closed-loop over LEVELS;
+# 2b. the concurrency-1 overhead interleaved: the echo server started beside the real one and
+#    ROUNDS rounds of (echo, eager) at concurrency 1, so floor and server are measured under the
+#    same conditions (the separate phases' floor moved by 20% between runs);
 # 3. a summary: req/s at concurrency 64 batched / unbatched (target >= 4x) and p50 at
-#    concurrency 1 against the echo floor plus the server's compute time (target <= 15% over).
+#    concurrency 1 against the echo floor plus the server's compute time (target <= 15% over),
+#    from the sweeps and, round by round, from the interleaved pairs.
 # The client spreads calls over CONNECTIONS TCP connections. $OUT receives summary.txt,
 # results.json (every perf row, by variant) and logs.tgz (server logs, perf tables, metrics).
 #
 # Overrides (environment): DEVICE (cuda:0; "cpu" runs the whole script on the CPU backend, to
 # check it off the GPU machine), LAYER (demo layer to serve, demo_conv3x3), LEVELS
-# (1,8,32,64,128), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), SERVER_FLAGS, ECHO_FLAGS,
+# (1,8,32,64,128), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), ROUNDS (5; 0 skips 2b),
+# SERVER_FLAGS, ECHO_FLAGS,
 # CLIENT_FLAGS (extra flags for the server, the echo server and every perf call), PORT (50051;
 # the echo uses PORT+1, metrics PORT+2), PYTHON (python3, with numpy), SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
@@ -28,6 +33,7 @@ LEVELS=${LEVELS:-1,8,32,64,128}
 DURATION_S=${DURATION_S:-4}
 WARMUP_S=${WARMUP_S:-1}
 CONNECTIONS=${CONNECTIONS:-8}
+ROUNDS=${ROUNDS:-5}
 SERVER_FLAGS=${SERVER_FLAGS:-}
 ECHO_FLAGS=${ECHO_FLAGS:-}
 CLIENT_FLAGS=${CLIENT_FLAGS:-}
@@ -82,12 +88,24 @@ if [ "${TRANSPORT_AB:-1}" = 1 ]; then
     --grpc_stream_window_bytes=0
 fi
 
-# 2. The real server.
+# 2. The real server; then 2b, the echo server beside it and concurrency-1 pairs in turn.
+# (It runs inside serve, whose local `target` is the echo server's: hence server_target.)
+server_target=$target
+interleaved_c1() {
+  for round in $(seq 1 "$ROUNDS"); do
+    perf "ab_echo_$round" "$echo_target" batched 1
+    perf "ab_eager_$round" "$server_target" eager 1
+  done
+}
 server_sweeps() {
   echo "server ready"
   convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
   for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS"; done
   curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics.txt" 2>/dev/null
+  if [ "$ROUNDS" -gt 0 ]; then
+    serve echo_beside "$echo_target" "" interleaved_c1 \
+      convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS
+  fi
 }
 serve server "$target" "$variants" server_sweeps \
   convserve-server --device="$DEVICE" --listen="$target" --metrics_listen=127.0.0.1:$((PORT + 2)) \
@@ -104,6 +122,17 @@ names = ["echo_c1", "echo_c64", "echo_defwin", "echo_defwin_1conn", "batched", "
 for name in names:
     path = os.path.join(work, f"perf_{name}.json")
     results[name] = json.load(open(path)) if os.path.exists(path) else []
+# 2b's pairs: (echo p50, eager p50, eager compute p50) per round, in order.
+pairs = []
+for round_no in range(1, 1000):
+    paths = [os.path.join(work, f"perf_ab_{side}_{round_no}.json") for side in ("echo", "eager")]
+    if not all(os.path.exists(p) for p in paths):
+        break
+    echo_row, eager_row = (json.load(open(p))[0] for p in paths)
+    pairs.append({"echo_p50_us": echo_row["latency_us"]["p50"],
+                  "eager_p50_us": eager_row["latency_us"]["p50"],
+                  "eager_compute_p50_us": eager_row["server_us"]["compute_p50"]})
+results["interleaved_c1"] = pairs
 json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
 
 def at(name, c):
@@ -150,6 +179,18 @@ for name in ["batched", "eager", "unbatched"]:
         lines.append(f"c=1 p50 {name}: {r['latency_us']['p50']:.0f} us vs echo {floor:.0f} + "
                      f"server compute (copies + kernel) {compute:.0f} = {allowance:.0f} us: "
                      f"{over:+.0%} (target <= +15%: {'MET' if over <= 0.15 else 'NOT met'})")
+if pairs:
+    overs = []
+    for i, pair in enumerate(pairs, 1):
+        allowance = pair["echo_p50_us"] + pair["eager_compute_p50_us"]
+        overs.append(pair["eager_p50_us"] / allowance - 1)
+        lines.append(f"interleaved c=1 round {i}: eager {pair['eager_p50_us']:.0f} us vs echo "
+                     f"{pair['echo_p50_us']:.0f} + compute {pair['eager_compute_p50_us']:.0f}: "
+                     f"{overs[-1]:+.0%}")
+    median = sorted(overs)[len(overs) // 2]
+    lines.append(f"interleaved c=1, median of {len(overs)} rounds: {median:+.0%} (range "
+                 f"{min(overs):+.0%} to {max(overs):+.0%}; target <= +15%: "
+                 f"{'MET' if median <= 0.15 else 'NOT met'})")
 summary = "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.txt"), "w").write("\n".join(results["env"]) + "\n\n" + summary)
 print(summary, end="")

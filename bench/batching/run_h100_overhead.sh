@@ -8,7 +8,7 @@
 #   . .gpu/b/env.sh; COMMIT=<sha> bash bench/batching/run_h100_overhead.sh
 # $OUT gets fixed-window/ and default-window/ (each summary.txt, results.json, logs.tgz) and
 # overhead.txt. gpu_server_test runs once, first (SKIP_GPU_TEST=1 skips it). LEVELS, DURATION_S,
-# WARMUP_S and the rest pass through to run_h100.sh.
+# WARMUP_S, ROUNDS and the rest pass through to run_h100.sh.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 here=$(dirname "$0")
@@ -49,6 +49,13 @@ for window in ("fixed-window", "default-window"):
         print(f"{window:<15} {name:<10} {p50:>6.0f} {floor:>6.0f} {compute:>8.0f} {queue:>6.0f} "
               f"{p50 - floor - compute:>6.0f} {over:>+8.0%}  (target <= +15%: "
               f"{'MET' if over <= 0.15 else 'NOT met'})")
+    # The same overhead from the interleaved (echo, eager) pairs of run_h100.sh's phase 2b.
+    pairs = results.get("interleaved_c1", [])
+    if pairs:
+        overs = sorted(p["eager_p50_us"] / (p["echo_p50_us"] + p["eager_compute_p50_us"]) - 1
+                       for p in pairs)
+        print(f"{window:<15} interleaved: median {overs[len(overs) // 2]:+.0%} over "
+              f"{len(overs)} rounds (range {overs[0]:+.0%} to {overs[-1]:+.0%})")
     # Throughput under load, to see that the c=1 changes cost nothing there.
     at64 = {name: next((r for r in results.get(name, []) if r["load"] == 64), None)
             for name in ("echo_c64", "batched", "eager", "unbatched")}
