@@ -81,12 +81,12 @@ bool TmaChannelsOk(int64_t channels) {
 
 // Space-to-depth, for the TMA kind and the 16-byte-vector kinds: a strided layer whose channels
 // the TMA kind cannot copy (an RGB stem, C = 3 at stride 2) but whose stride blocks hold at most
-// 64 channels runs on the input re-cut
-// into stride_h x stride_w blocks of pixels, C * stride_h * stride_w channels each (zero-padded
-// to 16, 32 or 64), with the filter re-cut over the blocks (helper_kernels.h, SpaceToDepthShape)
-// at stride 1. The stem's 7 x 7 taps of 3 channels become 4 x 4 taps of 16: GEMM-K 256 in whole
-// 32-byte rows instead of 147 single elements (or 392 of a channel-padded copy), and whole
-// copies instead of the few-channel kind's element gathers.
+// 64 channels runs on the input re-cut into stride_h x stride_w blocks of pixels,
+// C * stride_h * stride_w channels each (zero-padded to 16, 32 or 64), with the filter re-cut
+// over the blocks (helper_kernels.h, SpaceToDepthShape) at stride 1. The stem's 7 x 7 taps of 3
+// channels become 4 x 4 taps of 16: GEMM-K 256 in whole 32-byte rows instead of 147 single elements
+// (or 392 of a channel-padded copy), and whole copies instead of the few-channel kind's element
+// gathers.
 bool SpaceToDepthApplies(const ConvParams& params) {
   return DataTypeSize(params.dtype) == 2 && params.groups == 1 && params.dilation_h == 1 &&
          params.dilation_w == 1 && params.stride_h * params.stride_w > 1 &&

@@ -164,7 +164,7 @@ static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA 
 inline constexpr const char* kConfigTableVersion = "convserve-cuda-11";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
-// "_wgmma_tma", then "_persistent"; "b256_dw" for depthwise.
+// "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
 std::string ConfigName(const TileConfig& config);
 
 }  // namespace cuda

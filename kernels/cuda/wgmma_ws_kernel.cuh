@@ -61,15 +61,12 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 }
 
 // A consumer warp's release of a ring stage, once its wgmma batch reading the stage is retired
-// (every lane passed wgmma.wait_group): one lane arrives for the warp. The "empty" barriers count
-// consumer warps, not threads: 8 arrivals per stage where 256 per-thread arrivals queued on one
-// shared-memory word.
-// With kBlocks > 1 (the TMA kind's multicast pairs) the stage is released in every block of the
-// cluster, whose producers write into this block's stage too.
-// Lane r arrives on rank r's barrier, all at once. The arrival keeps the default .cta-scope
-// release: what it orders is this warp's wgmma reads of the stage (retired by wait_group)
-// before the producer's next copy into it, which waits for the barrier's phase; a .cluster-scope
-// release would fence every arrival, every k tile.
+// (every lane passed wgmma.wait_group): one lane arrives for the warp, so the "empty" barriers
+// count consumer warps, not threads. With kBlocks > 1 (the TMA kind's multicast pairs) both
+// blocks' producers write into this block's stage, so lane r arrives on rank r's barrier. The
+// arrival keeps the default .cta-scope release: it orders only this warp's retired wgmma reads
+// before the producer's next copy, which waits for the phase; a .cluster-scope release would
+// fence every arrival, every k tile.
 template <int kBlocks = 1>
 __device__ __forceinline__ void ReleaseStage(uint32_t bar) {
   __syncwarp();

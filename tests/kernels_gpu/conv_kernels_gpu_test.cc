@@ -135,8 +135,8 @@ double RunOnce(int config, const ConvProblem& problem, uint64_t seed) {
   EXPECT_TRUE(
       cuda::PackWeightsOnDevice(params, d_raw.get(), d_gemm.get(), d_dw.get(), nullptr).ok());
   const cuda::DeviceWeights w{d_gemm.get(), d_dw.get(), d_bias.get()};
-  // The workspace starts as garbage (split-K counters included, which the kernels never zero),
-  // and a second launch reuses it as the first left it: the server's lanes reuse theirs.
+  // The workspace starts as garbage, and a second launch reuses it as the first left it: the
+  // server's lanes reuse theirs.
   const int64_t workspace_bytes = cuda::WorkspaceBytes(config, problem);
   const int launches = workspace_bytes > 0 ? 2 : 1;
   if (workspace_bytes > 0) {
