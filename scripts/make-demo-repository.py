@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Writes convserve's demo model repository: random weights, nothing downloaded.
 
-    scripts/make-demo-repository.py [OUT_DIR] [--seed N] [--force]
+    scripts/make-demo-repository.py [OUT_DIR] [--seed N] [--force] [--layers NAME,...]
 
-OUT_DIR (default: demo-repository/ at the repository root) gets one sub-directory per layer:
+OUT_DIR (default: demo-repository/ at the repository root) gets one sub-directory per layer (the
+demo layers, or those named by --layers, which may also name the benchmark-only layers):
   config.pbtxt  text-format convserve.v1.LayerSpec
   weights.npy   [out_channels, in_channels / groups, kh, kw] (OIHW) in the layer's dtype;
                 bf16 as uint16 raw bits, since NumPy has no bfloat16
@@ -32,6 +33,24 @@ DEMO_LAYERS = {
     "demo_dw3x3_bf16": dict(in_channels=64, out_channels=64, kernel=(3, 3), stride=(2, 2),
                             padding=(1, 1), groups=64, dtype="BF16", has_bias=False,
                             activation="SILU", input_size=(56, 56), warmup_batch_sizes=[1, 8]),
+}
+
+# Written only when --layers names them: layers of the serving benchmarks (bench/).
+BENCH_LAYERS = {
+    # The multi-GPU benchmark's GPU-bound layer. Its request and reply are demo_conv3x3's bytes
+    # (2048x7x7 fp32 = 64x56x56 fp16 = 401 KB), so the same gRPC front-end cost, with 16x the
+    # FLOPs on exact-FP32 FFMA (a tenth or less of the fp16 tensor-core rate): one GPU, not the
+    # front-end, is the bottleneck (bench/multi_gpu/NOTES.md). 151 MB of weights.
+    "bench_conv3x3_2048_fp32": dict(in_channels=2048, out_channels=2048, kernel=(3, 3),
+                                    padding=(1, 1), dtype="FP32", precision="EXACT_FP32",
+                                    has_bias=False, activation="NONE", input_size=(7, 7),
+                                    warmup_batch_sizes=[1, 8, 32]),
+    # Its stand-in for dry runs on the CPU reference backend: the same kind of layer, 64
+    # channels, so that the reference computes it in about a millisecond.
+    "bench_conv3x3_64_fp32": dict(in_channels=64, out_channels=64, kernel=(3, 3),
+                                  padding=(1, 1), dtype="FP32", precision="EXACT_FP32",
+                                  has_bias=False, activation="NONE", input_size=(7, 7),
+                                  warmup_batch_sizes=[1, 8, 32]),
 }
 
 
@@ -93,7 +112,16 @@ def main():
     parser.add_argument("out_dir", nargs="?", default=os.path.join(root, "demo-repository"))
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights")
     parser.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
+    parser.add_argument("--layers", default=",".join(DEMO_LAYERS),
+                        help="comma-separated layers to write (default: the demo layers); "
+                        f"benchmark-only layers: {', '.join(BENCH_LAYERS)}")
     args = parser.parse_args()
+    known = {**DEMO_LAYERS, **BENCH_LAYERS}
+    names = [name for name in args.layers.split(",") if name]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        sys.exit(f"make-demo-repository: unknown layer(s) {', '.join(unknown) or '(none given)'}; "
+                 f"known: {', '.join(known)}")
 
     if os.path.exists(args.out_dir):
         if not args.force:
@@ -104,10 +132,10 @@ def main():
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     rng = np.random.default_rng(args.seed)
-    for name, spec in DEMO_LAYERS.items():
-        write_layer(staging, name, spec, rng)
+    for name in names:
+        write_layer(staging, name, known[name], rng)
     os.rename(staging, args.out_dir)
-    print(f"make-demo-repository: wrote {', '.join(DEMO_LAYERS)} to {args.out_dir}")
+    print(f"make-demo-repository: wrote {', '.join(names)} to {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -94,14 +94,16 @@ stop() {
   wait "$1"
 }
 
-# bench_layer PYTHON DEMO_DIR LAYER NAME REPO DEVICE: copies demo layer LAYER (made by
-# scripts/make-demo-repository.py into DEMO_DIR when missing) into REPO/NAME under that name.
-# The CPU backend cannot tune: DEVICE "cpu" drops the warm-up sizes.
+# bench_layer PYTHON DEMO_DIR LAYER NAME REPO DEVICE: copies layer LAYER (a demo or benchmark
+# layer of scripts/make-demo-repository.py, made into DEMO_DIR/LAYER when missing) into REPO/NAME
+# under that name. The CPU backend cannot tune: DEVICE "cpu" drops the warm-up sizes.
 bench_layer() {
   local python=$1 demo=$2 layer=$3 name=$4 repo=$5 device=$6
-  [ -d "$demo/$layer" ] || "$python" scripts/make-demo-repository.py "$demo" >/dev/null || return 1
+  [ -d "$demo/$layer/$layer" ] ||
+    "$python" scripts/make-demo-repository.py "$demo/$layer" --layers="$layer" >/dev/null ||
+    return 1
   mkdir -p "$repo"
-  cp -r "$demo/$layer" "$repo/$name"
+  cp -r "$demo/$layer/$layer" "$repo/$name"
   sed -i "s/^name: .*/name: \"$name\"/" "$repo/$name/config.pbtxt"
   if [ "$device" = cpu ]; then sed -i '/^warmup_batch_sizes/d' "$repo/$name/config.pbtxt"; fi
 }
