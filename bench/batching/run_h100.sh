@@ -113,8 +113,10 @@ serve server "$target" "$variants" server_sweeps \
 grep -E "rror|WARN" "$logs/server.log" | head -5
 
 # 3. Everything in one JSON, and the summary.
-"$PYTHON" - "$work" "$out" "$logs/env.txt" <<'EOF'
+BENCH_LIB=$bench_lib "$PYTHON" - "$work" "$out" "$logs/env.txt" <<'EOF'
 import json, os, sys
+sys.path.insert(0, os.environ["BENCH_LIB"])
+from perf_rows import perf_row
 work, out, env_path = sys.argv[1:4]
 results = {"env": open(env_path).read().splitlines()}
 names = ["echo_c1", "echo_c64", "echo_defwin", "echo_defwin_1conn", "batched", "eager",
@@ -143,10 +145,7 @@ lines = ["variant            conc  conn     req/s    p50_us    p99_us  srv_compu
          "errors"]
 for name in names:
     for r in results[name]:
-        lines.append(f"{name:<17} {r['load']:>5g} {r['connections']:>5} {r['throughput_rps']:>9.0f} "
-                     f"{r['latency_us']['p50']:>9.0f} {r['latency_us']['p99']:>9.0f} "
-                     f"{r['server_us']['compute_p50']:>16.0f} {r['mean_batch_size']:>6.2f} "
-                     f"{r['errors'] + r['not_sent']:>7}")
+        lines.append(perf_row(name, r, 17, server_compute=True))
 lines.append("")
 unb = at("unbatched", 64)
 for name in ["batched", "eager"]:

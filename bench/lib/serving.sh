@@ -5,6 +5,9 @@
 # may take), work (where the JSON goes) and logs (where tables and errors go); bench_workspace
 # sets out, work and logs.
 
+# This folder, for the summaries' Python (perf_rows.py): BENCH_LIB=$bench_lib python3 ...
+bench_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
 # bench_workspace: $out (OUT, default /tmp/out), a scratch dir $work holding $logs, and an exit
 # trap that packs $logs into $out/logs.tgz and removes $work.
 bench_workspace() {

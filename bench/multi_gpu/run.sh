@@ -106,8 +106,10 @@ for run in one all; do
   grep -E "rror|WARN" "$logs/server_$run.log" | head -5
 done
 
-"$PYTHON" - "$work" "$out" "$logs" $served <<'PY'
+BENCH_LIB=$bench_lib "$PYTHON" - "$work" "$out" "$logs" $served <<'PY'
 import json, os, re, sys
+sys.path.insert(0, os.environ["BENCH_LIB"])
+from perf_rows import perf_row
 work, out, logs = sys.argv[1:4]
 names = sys.argv[4:]
 results = {"env": open(os.path.join(logs, "env.txt")).read().splitlines(), "layers": {}}
@@ -143,10 +145,7 @@ for name in names:
     lines.append("run  conc  conn     req/s    p50_us    p99_us  meanN  errors")
     for run in runs:
         for r in layer[run]:
-            lines.append(f"{run:<4} {r['load']:>5g} {r['connections']:>5} "
-                         f"{r['throughput_rps']:>9.0f} {r['latency_us']['p50']:>9.0f} "
-                         f"{r['latency_us']['p99']:>9.0f} {r['mean_batch_size']:>6.2f} "
-                         f"{r['errors'] + r['not_sent']:>7}")
+            lines.append(perf_row(run, r, 4))
     for r in layer["all"]:
         one = [o for o in layer["one"] if o["load"] == r["load"]]
         if one and one[0]["throughput_rps"] > 0:
