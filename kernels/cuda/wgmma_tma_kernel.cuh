@@ -519,8 +519,10 @@ __global__ void __launch_bounds__(
       }
     }
   }
-  // The block's shared memory (the staging) must outlive the copy engine's reads of it.
-  if (ctid % 128 == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  // The block's shared memory (the staging) must outlive the copy engine's reads of it; the
+  // writes to global memory need no wait (the grid completes only once they have landed), so
+  // the block leaves as soon as its staging has been read, not a write round trip later.
+  if (ctid % 128 == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
   // No block leaves while its peer may still release stages in it (remote arrivals).
   if constexpr (kMulticast > 1) {
     __syncwarp();
