@@ -465,6 +465,11 @@ __global__ void __launch_bounds__(
   extern __shared__ __align__(128) uint8_t smem[];
 
   const int tid = threadIdx.x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Split slices: the reduction kernel, a programmatic dependent (LaunchSplitKReduce), may be
+  // scheduled once every block of this grid has started; it waits for this grid's results.
+  if (p.split_k > 1) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
   // Named copies: lambdas below capture them (C++17 lambdas cannot capture structured bindings).
   const int m_block = block.m_block, n_block = block.n_block;

@@ -197,6 +197,8 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   const uint32_t smem_base = (SmemAddress(smem_raw) + 1023u) & ~1023u;
 
   const int tid = threadIdx.x;
+  // Split slices let their reduction kernel be scheduled early, as ConvGemmKernel does.
+  if (p.split_k > 1) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
   const int m_block = block.m_block, n_block = block.n_block;
   const int group = block.group, kt_begin = block.kt_begin, kt_end = block.kt_end;
