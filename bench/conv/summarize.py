@@ -2,6 +2,7 @@
 """Markdown summary of a conv_bench JSON (plus, optionally, torch_cudnn_reference JSONs).
 
   python3 summarize.py bench.json [torch_cudnn.json ...] [--dtype fp16] [--family all|mma|hopper]
+                       [--without=row,row,...]
 
 Per shape and batch: our best configuration and time, cuDNN's best through the legacy API
 (conv_bench), cuDNN through PyTorch, and the two ratios (> 1: we are faster); geometric means
@@ -12,6 +13,9 @@ fastest sample is the fair one to beat.
 --family=mma takes, per layer, the best of the rows without "wgmma" in their name (issue 3's
 mma.sync, few-channel, SIMT and depthwise kernels, which every GPU runs); --family=hopper the
 best of the wgmma rows only. The default, all, is conv_bench's own best.
+
+--without leaves the named rows out: the same run read as if the table lacked them, which is
+how a run measures what newly added rows bring (no second run, no run-to-run noise).
 """
 import json
 import math
@@ -25,12 +29,13 @@ FAMILIES = {
 }
 
 
-def best_of_family(result, family):
-    """(config, us) of the family's fastest row for one result; conv_bench's best for "all"."""
-    if family == "all":
+def best_of_family(result, family, without=frozenset()):
+    """(config, us) of the family's fastest row for one result, leaving out the rows in
+    `without`; conv_bench's best for "all" with nothing left out."""
+    if family == "all" and not without:
         return result["best_config"], result["best_us"]
     times = {c: us for c, us in result["configs"].items()
-             if us is not None and math.isfinite(us) and FAMILIES[family](c)}
+             if us is not None and math.isfinite(us) and FAMILIES[family](c) and c not in without}
     if not times:
         return None, None
     config = min(times, key=times.get)
@@ -41,11 +46,14 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     dtype = "fp16"
     family = "all"
+    without = frozenset()
     for a in sys.argv[1:]:
         if a.startswith("--dtype="):
             dtype = a.split("=", 1)[1]
         elif a.startswith("--family="):
             family = a.split("=", 1)[1]
+        elif a.startswith("--without="):
+            without = frozenset(filter(None, a.split("=", 1)[1].split(",")))
     if family not in FAMILIES:
         sys.exit(f"summarize.py: --family must be one of {', '.join(FAMILIES)}")
     bench = json.load(open(args[0]))
@@ -61,7 +69,7 @@ def main():
     for r in bench["results"]:
         if r["dtype"] != dtype:
             continue
-        config, us = best_of_family(r, family)
+        config, us = best_of_family(r, family, without)
         if us is None:
             continue
         # null: conv_bench ran without cuDNN (--no-cudnn).
