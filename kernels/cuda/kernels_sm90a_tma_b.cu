@@ -1,5 +1,5 @@
 // Hopper kernels: the second half of the kWgmmaTma rows of kConfigTable (fp16 and bf16: the
-// persistent rows, the later cluster split-K rows, the multicast pairs and the deep rings),
+// persistent rows, the later cluster split-K rows, and the multicast pairs),
 // sm_90a only like kernels_sm90a.cu; in a file of their own so they compile beside
 // kernels_sm90a_tma.cu. It also checks the table's size, which every row list depends on.
 #include "kernels/cuda/instantiate.cuh"
@@ -7,18 +7,17 @@
 namespace convserve {
 namespace cuda {
 
-static_assert(AllOfKind<KernelKind::kWgmmaTma, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53,
-                        54, 58, 59, 60>() &&
-                  AllOfKind<KernelKind::kTensorOp, 55, 56, 57>() && kNumConfigs == 61,
-              "update the row list with the table");
+static_assert(
+    AllOfKind<KernelKind::kWgmmaTma, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54>() &&
+        AllOfKind<KernelKind::kTensorOp, 55>() && kNumConfigs == 56,
+    "update the row list with the table");
 
 void FillKernelsWgmmaTmaFp16B(KernelTable& table) {
-  FillKernels<__half, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 58, 59, 60>(table);
+  FillKernels<__half, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54>(table);
 }
 
 void FillKernelsWgmmaTmaBf16B(KernelTable& table) {
-  FillKernels<__nv_bfloat16, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 58, 59, 60>(
-      table);
+  FillKernels<__nv_bfloat16, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54>(table);
 }
 
 }  // namespace cuda

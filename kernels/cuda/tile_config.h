@@ -144,18 +144,9 @@ inline constexpr TileConfig kConfigTable[] = {
     {KernelKind::kWgmmaTma,     128, 128,  64, 64, 128, 6, 1, false, 2},
     {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 4, 1, false, 2},
     // mma.sync rows appended after the rest, so that every row above keeps its index.
-    // Deep pipelines for small grids (N = 1): each block is a chain of k tiles whose copies wait
-    // on DRAM, and s3 keeps two tiles in flight where s6 keeps five.
-    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 6, 1},
-    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 6, 4},
     // 64-element k tiles on the N = 32 workhorse (128 x 128, 64 x 32 warp tiles): half the
     // barriers per multiply; 110 KB, so two blocks per SM as with b128x128x32_w64x32_s4.
     {KernelKind::kTensorOp,     128, 128,  64, 64, 32, 3, 1},
-    // Deep TMA rings for small grids (N = 1): one block per SM, whose k tiles stream at about
-    // (tiles in flight) / (copy latency); s6 rows spend ~0.29 us per k tile at N = 1.
-    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 12, 1},
-    {KernelKind::kWgmmaTma,      64,  64,  64, 64,  64, 12, 4},
-    {KernelKind::kWgmmaTma,      64, 128,  64, 64, 128, 8, 1},
 };
 // clang-format on
 
@@ -174,7 +165,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-12";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-13";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
