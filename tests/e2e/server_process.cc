@@ -37,8 +37,6 @@ std::string Tail(const std::string& text, size_t bytes) {
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
 
-// Starts argv with stdout and stderr redirected to the given files (created or truncated).
-// The child dies with its parent. Everything the child needs is prepared before fork(): only
 // The executable to run for `path`: itself when it exists; otherwise, as when the tests run
 // from a gpu-bundle on the device machine without their build tree, the file of the same name
 // in a PATH directory; otherwise `path` again, whose exec then fails and says so in the log.
@@ -54,6 +52,8 @@ std::string ResolveExecutable(const std::string& path) {
   return path;
 }
 
+// Starts argv with stdout and stderr redirected to the given files (created or truncated).
+// The child dies with its parent. Everything the child needs is prepared before fork(): only
 // async-signal-safe calls run between fork and exec.
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& out_path,
                             const std::string& err_path) {
