@@ -1,5 +1,6 @@
 // The echo server and the client library against it: the wire contract's shapes, errors, and
 // `convserve-cli perf` producing real numbers over a real socket.
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -199,6 +200,33 @@ TEST(EchoE2eTest, DistinctChannelTagsOpenDistinctConnectionsAndPerfUsesThem) {
   ASSERT_TRUE(bad.ok()) << bad.status();
   EXPECT_EQ(bad->exit_code, 2) << bad->err;
   EXPECT_NE(bad->err.find("--connections"), std::string::npos) << bad->err;
+}
+
+// A test binary moved without its build tree (a gpu-bundle on the device machine) finds the
+// server by file name on PATH when the compiled-in path is gone.
+TEST(EchoE2eTest, StartsTheServerFromPathWhenItsBuildPathIsGone) {
+  const std::string build_path = CONVSERVE_ECHO_SERVER;
+  const std::string dir = build_path.substr(0, build_path.rfind('/'));
+  const char* old_path = getenv("PATH");
+  const std::string saved = old_path != nullptr ? old_path : "";
+  ASSERT_EQ(setenv("PATH", (dir + ":" + saved).c_str(), 1), 0);
+  ServerProcessOptions options;
+  options.binary = "/nonexistent-build-tree/convserve-echo-server";
+  options.convserve_flags = false;
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(options);
+  setenv("PATH", saved.c_str(), 1);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->Signal(SIGTERM).ok());
+  absl::StatusOr<int> exit_code = (*server)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  EXPECT_EQ(*exit_code, 0) << (*server)->Log();
+
+  // Neither there nor on PATH: a clear failure naming the exec, not a hang.
+  options.binary = "/nonexistent-build-tree/convserve-no-such-server";
+  options.startup_timeout = absl::Seconds(10);
+  server = ServerProcess::Start(options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("exec failed"), std::string::npos) << server.status();
 }
 
 TEST(EchoE2eTest, ServerStopsOnSigterm) {

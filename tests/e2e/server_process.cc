@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
 
@@ -35,11 +37,27 @@ std::string Tail(const std::string& text, size_t bytes) {
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
 
+// The executable to run for `path`: itself when it exists; otherwise, as when the tests run
+// from a gpu-bundle on the device machine without their build tree, the file of the same name
+// in a PATH directory; otherwise `path` again, whose exec then fails and says so in the log.
+std::string ResolveExecutable(const std::string& path) {
+  if (access(path.c_str(), X_OK) == 0) return path;
+  const std::string name = std::filesystem::path(path).filename().string();
+  const char* dirs = getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(dirs != nullptr ? dirs : "", ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return path;
+}
+
 // Starts argv with stdout and stderr redirected to the given files (created or truncated).
 // The child dies with its parent. Everything the child needs is prepared before fork(): only
 // async-signal-safe calls run between fork and exec.
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& out_path,
                             const std::string& err_path) {
+  const std::string executable = ResolveExecutable(argv[0]);
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
@@ -61,7 +79,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(args[0], args.data());
+    execv(executable.c_str(), args.data());
     const char message[] = "exec failed\n";
     (void)!write(STDERR_FILENO, message, sizeof(message) - 1);
     _exit(127);

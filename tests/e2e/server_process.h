@@ -16,7 +16,9 @@
 namespace convserve {
 
 struct ServerProcessOptions {
-  std::string binary;             // path of the server executable
+  // Path of the server executable; where it does not exist (tests moved to another machine
+  // without their build tree), the executable of the same file name on PATH.
+  std::string binary;
   std::vector<std::string> args;  // further flags, e.g. "--model_repository=/x"
   // Add convserve-server's own flags: --metrics_listen on a second free port, --state_dir in
   // the process's work dir, and --device. Off for the echo server, which has none of them.
