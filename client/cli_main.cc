@@ -40,7 +40,7 @@ ABSL_FLAG(std::string, lb, "round_robin",
           "round_robin or pick_first");
 ABSL_FLAG(double, timeout_s, 60, "deadline of each call (load and tune: 30 minutes)");
 ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message sent or received, MiB");
-ABSL_FLAG(int32_t, grpc_stream_window_bytes, 1 << 20,
+ABSL_FLAG(int32_t, grpc_stream_window_bytes, 0,
           "fixed HTTP/2 stream receive window for replies, bytes, with BDP probing off "
           "(0: gRPC's default, 64 KiB grown by probing); see docs/operations.md");
 ABSL_FLAG(std::string, tls_ca, "",

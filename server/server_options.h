@@ -29,9 +29,10 @@ struct SecurityOptions {
 
 // HTTP/2 transport settings of the gRPC port (common/http2_window.h, docs/operations.md).
 struct TransportOptions {
-  // Fixed stream receive window for requests, bytes, BDP probing off; 0: gRPC's default (64 KiB
-  // grown by probing). 1 MiB lets a 1x64x56x56 fp16 tensor (401 KB) arrive in one burst.
-  int stream_window_bytes = 1 << 20;
+  // Fixed stream receive window for requests, bytes, BDP probing off; 0: gRPC's own flow control
+  // (64 KiB grown by BDP probing), which answered a lone 401 KB request ~30% sooner on the H100
+  // host and matched a fixed window under load (bench/results/2026-12-06-window-sweep-h100).
+  int stream_window_bytes = 0;
 };
 
 struct ServerOptions {

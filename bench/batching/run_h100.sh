@@ -75,19 +75,6 @@ echo_floor() {
 serve echo "$echo_target" "" echo_floor \
   convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS
 
-# 1b. What the transport settings buy (bench/batching/NOTES.md): the echo floor with gRPC's
-# default flow control (64 KiB windows grown by BDP probing) on both sides, and with one
-# connection. TRANSPORT_AB=0 skips it (about 20 s).
-echo_default_window() {
-  perf echo_defwin "$echo_target" batched 1,64 --grpc_stream_window_bytes=0
-  perf echo_defwin_1conn "$echo_target" batched 64 --grpc_stream_window_bytes=0 --connections=1
-}
-if [ "${TRANSPORT_AB:-1}" = 1 ]; then
-  serve echo_default_window "$echo_target" "" echo_default_window \
-    convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS \
-    --grpc_stream_window_bytes=0
-fi
-
 # 2. The real server; then 2b, the echo server beside it and concurrency-1 pairs in turn.
 # (It runs inside serve, whose local `target` is the echo server's: hence server_target.)
 server_target=$target
@@ -119,8 +106,7 @@ sys.path.insert(0, os.environ["BENCH_LIB"])
 from perf_rows import perf_row
 work, out, env_path = sys.argv[1:4]
 results = {"env": open(env_path).read().splitlines()}
-names = ["echo_c1", "echo_c64", "echo_defwin", "echo_defwin_1conn", "batched", "eager",
-         "unbatched"]
+names = ["echo_c1", "echo_c64", "batched", "eager", "unbatched"]
 for name in names:
     path = os.path.join(work, f"perf_{name}.json")
     results[name] = json.load(open(path)) if os.path.exists(path) else []
@@ -159,14 +145,6 @@ echo64 = at("echo_c64", 64)
 if echo64 and unb:
     lines.append(f"c=64 echo floor {echo64['throughput_rps']:.0f} req/s: the transport's ceiling; "
                  f"unbatched reaches {unb['throughput_rps'] / max(echo64['throughput_rps'], 1):.0%} of it")
-defwin1, defwin64 = at("echo_defwin", 1), at("echo_defwin", 64)
-onecon64 = at("echo_defwin_1conn", 64)
-if echo64 and defwin1 and defwin64 and onecon64 and at("echo_c1", 1):
-    lines.append(f"echo, gRPC default window: c=1 p50 {defwin1['latency_us']['p50']:.0f} us "
-                 f"(fixed window {at('echo_c1', 1)['latency_us']['p50']:.0f}); c=64 "
-                 f"{defwin64['throughput_rps']:.0f} req/s with {defwin64['connections']} "
-                 f"connections, {onecon64['throughput_rps']:.0f} with 1 (fixed window, "
-                 f"{echo64['connections']} connections: {echo64['throughput_rps']:.0f})")
 echo1 = at("echo_c1", 1)
 for name in ["batched", "eager", "unbatched"]:
     r = at(name, 1)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The concurrency-1 overhead check on the lent GPU, in one device call (about 4 minutes):
-# run_h100.sh twice, once with the shipped transport (1 MiB stream window) at concurrency 1, 8
-# and 64, and once with gRPC's own flow control on server, echo server and client at 1 and 64
-# (DEFAULT_WINDOW_LEVELS), then one table of what the server adds over the echo floor at
+# run_h100.sh twice, once with the shipped transport (gRPC's own flow control) at concurrency 1,
+# 8 and 64, and once with a fixed 1 MiB stream window on server, echo server and client at 1 and
+# 64 (FIXED_WINDOW_LEVELS), then one table of what the server adds over the echo floor at
 # concurrency 1. From a gpu-bundle holding
 # convserve-server, convserve-cli, convserve-echo-server and gpu_server_test (NOTES.md):
 #   . .gpu/b/env.sh; COMMIT=<sha> bash bench/batching/run_h100_overhead.sh
@@ -15,13 +15,13 @@ here=$(dirname "$0")
 PYTHON=${PYTHON:-python3}
 export LEVELS=${LEVELS:-1,8,64}
 
-OUT=$out/fixed-window bash "$here/run_h100.sh"
-echo "fixed-window exit=$?"
-window=--grpc_stream_window_bytes=0
-LEVELS=${DEFAULT_WINDOW_LEVELS:-1,64} OUT=$out/default-window SKIP_GPU_TEST=1 TRANSPORT_AB=0 \
+OUT=$out/default-window bash "$here/run_h100.sh"
+echo "default-window exit=$?"
+window=--grpc_stream_window_bytes=1048576
+LEVELS=${FIXED_WINDOW_LEVELS:-1,64} OUT=$out/fixed-window SKIP_GPU_TEST=1 \
   SERVER_FLAGS="${SERVER_FLAGS:-} $window" ECHO_FLAGS="${ECHO_FLAGS:-} $window" \
   CLIENT_FLAGS="${CLIENT_FLAGS:-} $window" bash "$here/run_h100.sh"
-echo "default-window exit=$?"
+echo "fixed-window exit=$?"
 
 "$PYTHON" - "$out" <<'EOF' | tee "$out/overhead.txt"
 import json, os, sys
@@ -31,7 +31,7 @@ print("concurrency 1, p50 in us: the client's latency against the echo floor (sa
       "left: hand-offs, staging and reply copies, reply assembly")
 print(f"{'window':<15} {'variant':<10} {'p50':>6} {'echo':>6} {'compute':>8} {'queue':>6} "
       f"{'other':>6} {'overhead':>9}")
-for window in ("fixed-window", "default-window"):
+for window in ("default-window", "fixed-window"):
     path = os.path.join(out, window, "results.json")
     if not os.path.exists(path):
         print(f"{window}: no results.json")

@@ -30,7 +30,7 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC address to serve on (host:port)");
 ABSL_FLAG(std::string, model_repository, "", "layer directories to load at start (specs only)");
 ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message received or sent, MiB");
-ABSL_FLAG(int32_t, grpc_stream_window_bytes, 1 << 20,
+ABSL_FLAG(int32_t, grpc_stream_window_bytes, 0,
           "fixed HTTP/2 stream receive window for requests, bytes (0: gRPC's default); keep it "
           "equal to convserve-server's (same default) so the floor pays the same transport costs");
 
