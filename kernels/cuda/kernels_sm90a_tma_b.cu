@@ -1,7 +1,8 @@
 // Hopper kernels: the second half of the kWgmmaTma rows of kConfigTable (fp16 and bf16: the
-// persistent rows, the later cluster split-K rows, and the multicast pairs),
-// sm_90a only like kernels_sm90a.cu; in a file of their own so they compile beside
-// kernels_sm90a_tma.cu. It also checks the table's size, which every row list depends on.
+// persistent rows, the later cluster split-K rows and the multicast pairs), sm_90a only like
+// kernels_sm90a.cu; in a file of their own so they compile beside kernels_sm90a_tma.cu. The
+// static_assert also checks the kind of the rows appended after these and the table's size,
+// which every file's row list depends on.
 #include "kernels/cuda/instantiate.cuh"
 
 namespace convserve {
