@@ -147,9 +147,8 @@ inline constexpr TileConfig kConfigTable[] = {
     // 64-element k tiles on the N = 32 workhorse (128 x 128, 64 x 32 warp tiles): half the
     // barriers per multiply; 110 KB, so two blocks per SM as with b128x128x32_w64x32_s4.
     {KernelKind::kTensorOp,     128, 128,  64, 64, 32, 3, 1},
-    // The same split: the late layers at N = 32 have 52-98 such tiles (M = 1568 or 6272) for
-    // 264 block slots, each a chain of 16-72 k tiles.
-    {KernelKind::kTensorOp,     128, 128,  64, 64, 32, 3, 2},
+    // The same, split four ways: l4_3x3_512 at N = 32 has 52 such tiles (M = 1568) for 264 block
+    // slots, each a chain of 72 k tiles (55 -> 48 us; two ways never won, so no sk2 row).
     {KernelKind::kTensorOp,     128, 128,  64, 64, 32, 3, 4},
 };
 // clang-format on
