@@ -37,6 +37,10 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
   const int64_t sample_bytes = problem.output_bytes() / problem.batch;
   int64_t offset = 0;
   const absl::Time now = absl::Now();
+  ExecutorStageSeconds stages;
+  stages.staging = absl::ToDoubleSeconds(run.staging);
+  stages.enqueue = absl::ToDoubleSeconds(run.enqueue);
+  stages.wait = absl::ToDoubleSeconds(run.wait);
   std::vector<InferenceResult> results;
   results.reserve(batch.requests.size());
   for (InferenceRequest& request : batch.requests) {
@@ -58,6 +62,8 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
     result.device = run.device;
     results.push_back(std::move(result));
   }
+  const absl::Time split_done = absl::Now();
+  stages.split = absl::ToDoubleSeconds(split_done - now);
   // Answer in parts: `parts` - 1 go to the helpers, the first is answered here.
   const size_t count = batch.requests.size();
   const size_t parts = helpers == nullptr
@@ -78,6 +84,10 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
   }
   for (size_t i = 0; i < std::min(count, part_size); ++i) {
     AnswerRequest(batch.requests[i], std::move(results[i]), metrics);
+  }
+  if (metrics != nullptr) {
+    stages.answer = absl::ToDoubleSeconds(absl::Now() - split_done);
+    metrics->ExecutorStages(run.device, stages);
   }
 }
 

@@ -30,6 +30,13 @@ struct BatchRun {
   std::string kernel_config;
   absl::Duration compute;  // copies + kernel
   absl::Duration kernel;   // kernel alone (equals compute on the CPU)
+  // The executor's host time before CompleteBatch, which adds split and answer and reports
+  // all five (Metrics::ExecutorStages): `staging` from taking the batch to the first device
+  // work issued, `enqueue` issuing the copies and kernel, `wait` from then until the host saw
+  // the batch done. An executor without a stage leaves it zero.
+  absl::Duration staging;
+  absl::Duration enqueue;
+  absl::Duration wait;
 };
 
 // Threads that help an executor answer the requests of one batch in parallel. Answering runs a

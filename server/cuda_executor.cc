@@ -105,6 +105,8 @@ class CudaExecutor::Lane {
   struct Launched {
     Batch batch;
     ConvLaunch launch;
+    BatchRun run;          // staging and enqueue times so far
+    absl::Time issued_at;  // the last device work issued
   };
   bool busy = false;
   std::optional<Launched> pending;
@@ -181,6 +183,7 @@ absl::StatusOr<std::shared_ptr<const DeviceWeights>> CudaExecutor::PrepareWeight
 }
 
 void CudaExecutor::Execute(Batch batch) {
+  const absl::Time taken_at = absl::Now();
   Lane* lane = nullptr;
   {
     absl::MutexLock lock(&lanes_mu_);
@@ -201,12 +204,15 @@ void CudaExecutor::Execute(Batch batch) {
   // The caller may be any thread (a gRPC thread for a lone request, a batcher's scheduler).
   cudaSetDevice(device_);
   ConvLaunch launch;
-  if (!LaunchOnLane(*lane, batch, launch)) {
+  BatchRun run;
+  if (!LaunchOnLane(*lane, batch, taken_at, launch, run)) {
     FreeLane(*lane);
     return;
   }
+  const absl::Time issued_at = taken_at + run.staging + run.enqueue;
   absl::MutexLock lock(&lanes_mu_);
-  lane->pending.emplace(Lane::Launched{std::move(batch), std::move(launch)});
+  lane->pending.emplace(
+      Lane::Launched{std::move(batch), std::move(launch), std::move(run), issued_at});
 }
 
 void CudaExecutor::FreeLane(Lane& lane) {
@@ -259,7 +265,7 @@ void CudaExecutor::LaneLoop(Lane& lane) {
       launched = std::move(lane.pending);
       lane.pending.reset();
     }
-    FinishOnLane(lane, launched->batch, launched->launch);
+    FinishOnLane(lane, launched->batch, launched->launch, launched->run, launched->issued_at);
     FreeLane(lane);
   }
 }
@@ -273,7 +279,8 @@ void CudaExecutor::NoteError(int cuda_error) {
   }
 }
 
-bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& planned) {
+bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, ConvLaunch& planned,
+                                BatchRun& run) {
   const ConvProblem& problem = batch.problem;
   if (broken_.load()) {
     FailBatch(
@@ -319,6 +326,8 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& planned) {
   }
   const auto& weights =
       static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
+  const absl::Time staged_at = absl::Now();
+  run.staging = staged_at - taken_at;
   if ((error = cudaEventRecord(lane.start, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
@@ -356,21 +365,23 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& planned) {
   if ((error = cudaEventRecord(lane.end, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
+  run.enqueue = absl::Now() - staged_at;
   planned = *std::move(launch);
   return true;
 }
 
-void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch) {
+void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,
+                                absl::Time issued_at) {
   if (const cudaError_t error = cudaEventSynchronize(lane.end); error != cudaSuccess) {
     NoteError(error);
     FailBatch(batch, CudaStatus(error, device_name_, "the batch (copies and kernel)"), metrics_);
     return;
   }
+  run.wait = absl::Now() - issued_at;
   float compute_ms = 0;
   float kernel_ms = 0;
   cudaEventElapsedTime(&compute_ms, lane.start, lane.end);
   cudaEventElapsedTime(&kernel_ms, lane.kernel_start, lane.kernel_end);
-  BatchRun run;
   run.device = device_name_;
   run.kernel_config = launch.config_name;
   run.compute = absl::Microseconds(static_cast<double>(compute_ms) * 1000.0);

@@ -56,10 +56,14 @@ class CudaExecutor final : public Executor {
   CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics);
   void LaneLoop(Lane& lane);
   // On the caller's thread: stages `batch` into `lane` and enqueues its copies and kernel, setting
-  // `launch`. False when a step failed; the batch has then been answered with the error.
-  bool LaunchOnLane(Lane& lane, Batch& batch, ConvLaunch& launch);
-  // On the lane's thread: waits for the launched batch and answers its requests.
-  void FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch);
+  // `launch` and the run's staging and enqueue times (from `taken_at`, when Execute() got the
+  // batch). False when a step failed; the batch has then been answered with the error.
+  bool LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, ConvLaunch& launch,
+                    BatchRun& run);
+  // On the lane's thread: waits for the launched batch (issued at `issued_at`) and answers its
+  // requests.
+  void FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,
+                    absl::Time issued_at);
   // Marks `lane` free and releases its launch slot.
   void FreeLane(Lane& lane);
   // Marks the device broken after an error that poisons the context (not for out-of-memory).

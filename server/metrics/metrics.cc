@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <utility>
@@ -83,6 +84,13 @@ const BucketBounds& SecondsBounds() {
                        2.5e-2, 5e-2,   0.1,  0.25, 0.5,    1.0,  2.5,  5.0,    10.0};
   return *bounds;
 }
+// 1 us .. 1 s: an executor's host stages take microseconds (issuing a copy) to milliseconds.
+const BucketBounds& StageBounds() {
+  static const BucketBounds* bounds =
+      new BucketBounds{1e-6,   2.5e-6, 5e-6, 1e-5,   2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                       2.5e-3, 5e-3,   1e-2, 2.5e-2, 5e-2,   0.1,  0.25, 0.5,    1.0};
+  return *bounds;
+}
 const BucketBounds& BatchSizeBounds() {
   static const BucketBounds* bounds = new BucketBounds{1, 2, 4, 8, 16, 32, 64, 128, 256};
   return *bounds;
@@ -102,6 +110,15 @@ struct ConfigHandle {
 };
 struct DeviceHandle {
   ReadMostlyMap<ConfigHandle> configs;
+};
+// One executor's host stages (ExecutorStageSeconds), per device and not per layer: where the
+// executor's time goes does not depend on which layer the batch was for.
+constexpr int kExecutorStages = std::size(kExecutorStageNames);
+struct StageHandle {
+  StripedHistogram seconds[kExecutorStages] = {
+      StripedHistogram{&StageBounds()}, StripedHistogram{&StageBounds()},
+      StripedHistogram{&StageBounds()}, StripedHistogram{&StageBounds()},
+      StripedHistogram{&StageBounds()}};
 };
 
 // Everything the hot path updates for one layer; found once per call through the layer map.
@@ -143,6 +160,9 @@ class HotSeries : public prometheus::Collectable {
     if (LayerHandle* handle = layers_.Find(layer)) return *handle;
     return Layer(kUnknownLayer);
   }
+  StageHandle& Stages(std::string_view device) {
+    return stages_.FindOrCreate(device, [] { return std::make_unique<StageHandle>(); });
+  }
   static ConfigHandle& Config(LayerHandle& layer, std::string_view device,
                               std::string_view config) {
     DeviceHandle& d =
@@ -154,6 +174,7 @@ class HotSeries : public prometheus::Collectable {
 
  private:
   ReadMostlyMap<LayerHandle> layers_;
+  ReadMostlyMap<StageHandle> stages_;  // by device
 };
 
 std::vector<MetricFamily> HotSeries::Collect() const {
@@ -248,9 +269,23 @@ std::vector<MetricFamily> HotSeries::Collect() const {
       });
     });
   }
+  MetricFamily stages =
+      Family("convserve_executor_stage_seconds",
+             "Merged launches, stage by stage on the executor's host thread, in seconds: staging "
+             "(lane, plan, buffers, input merge), enqueue (issuing copies and kernel), wait "
+             "(until the batch is seen done), split (results copied out), answer (the "
+             "executor thread's own replies).",
+             MetricType::Histogram);
+  stages_.ForEach([&](const std::string& device, const StageHandle& handle) {
+    for (int stage = 0; stage < kExecutorStages; ++stage) {
+      ClientMetric metric = Labelled({{"device", device}, {"stage", kExecutorStageNames[stage]}});
+      metric.histogram = handle.seconds[stage].Snapshot();
+      stages.metric.push_back(std::move(metric));
+    }
+  });
   std::vector<MetricFamily> families;
   for (MetricFamily* f : {&requests, &total, &queue, &depth, &rejected, &expired, &cancelled,
-                          &batch_size, &compute, &kernel}) {
+                          &batch_size, &compute, &kernel, &stages}) {
     families.push_back(std::move(*f));
   }
   return families;
@@ -364,6 +399,14 @@ class PrometheusMetrics final : public Metrics {
     handle.batch_size.Observe(batch_size);
     handle.compute_seconds.Observe(compute_seconds);
     handle.kernel_seconds.Observe(kernel_seconds);
+  }
+
+  void ExecutorStages(std::string_view device, const ExecutorStageSeconds& stages) override {
+    StageHandle& handle = hot_->Stages(device);
+    const double values[kExecutorStages] = {stages.staging, stages.enqueue, stages.wait,
+                                            stages.split, stages.answer};
+    for (int stage = 0; stage < kExecutorStages; ++stage)
+      handle.seconds[stage].Observe(values[stage]);
   }
 
   void SetQueueDepth(std::string_view layer, int64_t requests) override {

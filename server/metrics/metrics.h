@@ -26,6 +26,18 @@ enum class RejectReason : uint8_t {
 };
 const char* RejectReasonName(RejectReason reason);
 
+// Where an executor's time went for one batch, in seconds, stage by stage (BatchRun in
+// server/batch.h says where each starts and ends). A stage an executor does not have is 0.
+struct ExecutorStageSeconds {
+  double staging = 0;  // lane, launch plan, buffers, input merged into (pinned) staging
+  double enqueue = 0;  // issuing the copies and the kernel
+  double wait = 0;     // until the host saw the batch done: device time plus wake-up
+  double split = 0;    // results copied out of staging, one per request
+  double answer = 0;   // the executor thread answering its part (serialising, writing)
+};
+inline constexpr const char* kExecutorStageNames[] = {"staging", "enqueue", "wait", "split",
+                                                      "answer"};
+
 class Metrics {
  public:
   // Serves /metrics on `listen` ("host:port"); an empty string registers the metrics without
@@ -43,6 +55,9 @@ class Metrics {
   virtual void BatchExecuted(std::string_view layer, std::string_view device,
                              std::string_view kernel_config, int batch_size, double compute_seconds,
                              double kernel_seconds) = 0;
+  // The same launch, stage by stage on the host (convserve_executor_stage_seconds).
+  virtual void ExecutorStages(std::string_view /*device*/, const ExecutorStageSeconds& /*stages*/) {
+  }
   virtual void SetQueueDepth(std::string_view layer, int64_t requests) = 0;
   // Resident weight bytes of a layer on a device; bytes < 0 removes the series (unload).
   virtual void SetLayerResidentBytes(std::string_view layer, std::string_view device,

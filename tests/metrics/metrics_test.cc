@@ -88,6 +88,33 @@ TEST(MetricsTest, BatchesByLayerDeviceAndKernelConfig) {
   EXPECT_NEAR(*Sample(text, "convserve_batch_kernel_seconds_sum" + labels + "}"), 0.0018, 1e-12);
 }
 
+TEST(MetricsTest, ExecutorStagesByDeviceWithMicrosecondBuckets) {
+  auto metrics = NewMetrics();
+  ExecutorStageSeconds stages;
+  stages.staging = 30e-6;
+  stages.enqueue = 8e-6;
+  stages.wait = 60e-6;
+  stages.split = 25e-6;
+  stages.answer = 150e-6;
+  metrics->ExecutorStages("cuda:0", stages);
+  stages.staging = 2e-6;
+  metrics->ExecutorStages("cuda:0", stages);
+  const std::string text = metrics->Scrape();
+  const auto series = [](const char* stage, const std::string& suffix) {
+    return "convserve_executor_stage_seconds" + suffix + R"({device="cuda:0",stage=")" + stage +
+           "\"";
+  };
+  for (const char* stage : kExecutorStageNames) {
+    EXPECT_EQ(Sample(text, series(stage, "_count") + "}"), 2) << stage;
+  }
+  EXPECT_NEAR(*Sample(text, series("staging", "_sum") + "}"), 32e-6, 1e-12);
+  EXPECT_NEAR(*Sample(text, series("answer", "_sum") + "}"), 300e-6, 1e-12);
+  // The buckets start at 1 us, so a 2 us stage is told from a 30 us one.
+  EXPECT_EQ(Sample(text, series("staging", "_bucket") + R"(,le="2.5e-06"})"), 1);
+  EXPECT_EQ(Sample(text, series("staging", "_bucket") + R"(,le="5e-05"})"), 2);
+  EXPECT_FALSE(HasLineStartingWith(text, R"(convserve_executor_stage_seconds_count{device="cpu")"));
+}
+
 TEST(MetricsTest, RejectionsExpirationsCancellationsAndQueueDepth) {
   auto metrics = NewMetrics();
   metrics->Rejected("conv1", RejectReason::kQueueFull);
@@ -197,6 +224,7 @@ TEST(MetricsTest, EveryFamilyIsNamedByTheConventions) {
   metrics->Cancelled("l");
   metrics->SetQueueDepth("l", 1);
   metrics->BatchExecuted("l", "cuda:0", "cfg", 1, 1e-3, 1e-4);
+  metrics->ExecutorStages("cuda:0", ExecutorStageSeconds{});
   metrics->SetLayerResidentBytes("l", "cuda:0", 1);
   metrics->SetDeviceMemory("cuda:0", 1, 2);
   metrics->SetTunerCounters("cuda:0", 1, 1, 1, 1);
@@ -226,6 +254,7 @@ TEST(MetricsTest, EveryFamilyIsNamedByTheConventions) {
       "convserve_device_healthy",
       "convserve_device_memory_total_bytes",
       "convserve_device_memory_used_bytes",
+      "convserve_executor_stage_seconds",
       "convserve_expired_requests_total",
       "convserve_kernel_achieved_occupancy_ratio",
       "convserve_kernel_theoretical_occupancy_ratio",
