@@ -3,7 +3,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cstring>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -115,9 +114,9 @@ class CudaExecutor::Lane {
 
 absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
     int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-    absl::Duration occupancy_sample_interval) {
+    absl::Duration occupancy_sample_interval, int staging_threads) {
   std::unique_ptr<CudaExecutor> executor(
-      new CudaExecutor(index, device, std::move(engine), metrics));
+      new CudaExecutor(index, device, std::move(engine), metrics, std::max(staging_threads, 0)));
   const std::string& name = executor->device_name_;
   if (absl::Status s = CudaStatus(cudaSetDevice(device), name, "cudaSetDevice"); !s.ok()) {
     return s;
@@ -156,12 +155,13 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
 }
 
 CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine,
-                           Metrics* metrics)
+                           Metrics* metrics, int staging_threads)
     : index_(index),
       device_(device),
       engine_(std::move(engine)),
       metrics_(metrics),
-      device_name_(engine_->device_name()) {}
+      device_name_(engine_->device_name()),
+      staging_copier_(staging_threads) {}
 
 CudaExecutor::~CudaExecutor() {
   Shutdown();
@@ -318,12 +318,15 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
           cudaSuccess) {
     return fail(error, "cudaMalloc (workspace)");
   }
-  // Merge along N straight into the pinned staging buffer.
+  // Merge along N straight into the pinned staging buffer, on several cores when it is large.
+  std::vector<ParallelCopier::Range> merge;
+  merge.reserve(batch.requests.size());
   char* staged = static_cast<char*>(lane.host_input.data());
   for (const InferenceRequest& request : batch.requests) {
-    std::memcpy(staged, request.input.data(), request.input.size());
+    merge.push_back({staged, request.input.data(), request.input.size()});
     staged += request.input.size();
   }
+  staging_copier_.Copy(merge);
   const auto& weights =
       static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
   const absl::Time staged_at = absl::Now();
