@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -114,9 +115,9 @@ class CudaExecutor::Lane {
 
 absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
     int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-    absl::Duration occupancy_sample_interval, int staging_threads) {
+    absl::Duration occupancy_sample_interval) {
   std::unique_ptr<CudaExecutor> executor(
-      new CudaExecutor(index, device, std::move(engine), metrics, std::max(staging_threads, 0)));
+      new CudaExecutor(index, device, std::move(engine), metrics));
   const std::string& name = executor->device_name_;
   if (absl::Status s = CudaStatus(cudaSetDevice(device), name, "cudaSetDevice"); !s.ok()) {
     return s;
@@ -155,13 +156,12 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
 }
 
 CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine,
-                           Metrics* metrics, int staging_threads)
+                           Metrics* metrics)
     : index_(index),
       device_(device),
       engine_(std::move(engine)),
       metrics_(metrics),
-      device_name_(engine_->device_name()),
-      staging_copier_(staging_threads) {}
+      device_name_(engine_->device_name()) {}
 
 CudaExecutor::~CudaExecutor() {
   Shutdown();
@@ -318,15 +318,12 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
           cudaSuccess) {
     return fail(error, "cudaMalloc (workspace)");
   }
-  // Merge along N straight into the pinned staging buffer, on several cores when it is large.
-  std::vector<ParallelCopier::Range> merge;
-  merge.reserve(batch.requests.size());
+  // Merge along N straight into the pinned staging buffer.
   char* staged = static_cast<char*>(lane.host_input.data());
   for (const InferenceRequest& request : batch.requests) {
-    merge.push_back({staged, request.input.data(), request.input.size()});
+    std::memcpy(staged, request.input.data(), request.input.size());
     staged += request.input.size();
   }
-  staging_copier_.Copy(merge);
   const auto& weights =
       static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
   const absl::Time staged_at = absl::Now();

@@ -20,7 +20,6 @@
 #include "server/executor.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/occupancy_sampler.h"
-#include "server/parallel_copy.h"
 
 namespace convserve {
 
@@ -31,11 +30,9 @@ class CudaExecutor final : public Executor {
   // Takes over `engine`, which drives CUDA device `device`. UNAVAILABLE / RESOURCE_EXHAUSTED
   // when streams or events cannot be created. `metrics` may be null and must outlive this.
   // A positive `occupancy_sample_interval` starts the CUPTI achieved-occupancy sampler.
-  // `staging_threads` helper threads share merging each batch's inputs into pinned staging
-  // memory with the launching thread (0: it copies alone).
   static absl::StatusOr<std::unique_ptr<Executor>> Create(
       int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-      absl::Duration occupancy_sample_interval = absl::ZeroDuration(), int staging_threads = 3);
+      absl::Duration occupancy_sample_interval = absl::ZeroDuration());
   ~CudaExecutor() override;
 
   int index() const override { return index_; }
@@ -56,8 +53,7 @@ class CudaExecutor final : public Executor {
   class Lane;  // defined in cuda_executor.cc
 
  private:
-  CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-               int staging_threads);
+  CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics);
   void LaneLoop(Lane& lane);
   // On the caller's thread: stages `batch` into `lane` and enqueues its copies and kernel, setting
   // `launch` and the run's staging and enqueue times (from `taken_at`, when Execute() got the
@@ -85,8 +81,6 @@ class CudaExecutor final : public Executor {
   // lanes have stopped, which waits for the answers they were given.
   static constexpr int kAnswerThreads = 4;
   std::unique_ptr<AnswerThreads> answer_threads_ = std::make_unique<AnswerThreads>(kAnswerThreads);
-  // Shares merging a batch's inputs into pinned staging (one core: ~47 us per 401 KB request).
-  ParallelCopier staging_copier_;
   absl::Mutex lanes_mu_;  // guards every lane's hand-over state
   std::vector<std::unique_ptr<Lane>> lanes_;
   bool stopping_ ABSL_GUARDED_BY(lanes_mu_) = false;

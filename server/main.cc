@@ -104,9 +104,6 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_b
           "fixed HTTP/2 stream receive window for requests, bytes, with BDP probing off; 0: "
           "gRPC's default (64 KiB grown by probing). See docs/operations.md");
 
-ABSL_FLAG(int32_t, staging_threads, kDefaults.staging_threads,
-          "helper threads per GPU that share copying each batch's inputs into pinned staging "
-          "memory with the launching thread; 0: it copies alone");
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
@@ -144,7 +141,6 @@ int main(int argc, char** argv) {
   options.tuning_cache = absl::GetFlag(FLAGS_tuning_cache);
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
-  options.staging_threads = absl::GetFlag(FLAGS_staging_threads);
   options.occupancy_sample_interval_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_occupancy_sample_interval));
   options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
@@ -178,10 +174,6 @@ int main(int argc, char** argv) {
   }
   if (options.transport.stream_window_bytes != 0 && options.transport.stream_window_bytes < 65535) {
     std::fprintf(stderr, "--grpc_stream_window_bytes must be 0 (gRPC's default) or >= 65535\n");
-    return 2;
-  }
-  if (options.staging_threads < 0 || options.staging_threads > 64) {
-    std::fprintf(stderr, "--staging_threads must be in [0, 64]\n");
     return 2;
   }
 

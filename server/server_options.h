@@ -58,8 +58,6 @@ struct ServerOptions {
   TransportOptions transport;
   // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
   int64_t occupancy_sample_interval_ms = 10000;
-  // Helper threads per GPU sharing the copy of a batch's inputs into pinned staging memory.
-  int staging_threads = 3;
 };
 
 }  // namespace convserve
