@@ -108,7 +108,8 @@ void CpuExecutor::Run(Batch& batch) {
   const absl::Time done_at = absl::Now();
   run.compute = done_at - start;
   run.kernel = run.compute;
-  // No copies to issue: staging is the merge, wait the reference convolution itself.
+  // No copies to issue: staging is the merge and the output buffer, wait the reference
+  // convolution itself.
   run.staging = staged_at - start;
   run.wait = done_at - staged_at;
   CompleteBatch(batch, output.data(), run, metrics_, answer_threads_.get());
