@@ -431,14 +431,14 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
   if (found != lane.graphs.end()) {
     std::rotate(lane.graphs.begin(), found, found + 1);
   } else {
-    if (cudaError_t error = cudaStreamBeginCapture(lane.stream, cudaStreamCaptureModeThreadLocal);
-        error != cudaSuccess) {
-      return CudaStatus(error, device_name_, "cudaStreamBeginCapture");
-    }
-    absl::Status issued = IssueKernels(lane, batch, launch, /*capturing=*/true);
-    if (issued.ok()) issued = IssueCopyOut(lane, batch);
+    cudaError_t error = cudaStreamBeginCapture(lane.stream, cudaStreamCaptureModeThreadLocal);
+    absl::Status issued;
     cudaGraph_t graph = nullptr;
-    cudaError_t error = cudaStreamEndCapture(lane.stream, &graph);
+    if (error == cudaSuccess) {
+      issued = IssueKernels(lane, batch, launch, /*capturing=*/true);
+      if (issued.ok()) issued = IssueCopyOut(lane, batch);
+      error = cudaStreamEndCapture(lane.stream, &graph);
+    }
     cudaGraphExec_t exec = nullptr;
     if (issued.ok() && error == cudaSuccess) error = cudaGraphInstantiate(&exec, graph, 0);
     if (graph != nullptr) cudaGraphDestroy(graph);
