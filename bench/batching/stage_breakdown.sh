@@ -12,7 +12,7 @@
 # (demo_conv3x3), LEVELS (1,64), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), SERVER_FLAGS,
 # CLIENT_FLAGS, PORT (50051; the echo uses PORT+1, metrics PORT+2), PYTHON (python3), COMMIT.
 set -uo pipefail
-# bench_workspace, perf, perf_limit_for, serve, bench_layer.
+# bench_workspace, bench_env, bench_eager_layer, perf, perf_limit_for, serve.
 . "$(dirname "$0")/../lib/serving.sh"
 bench_workspace
 DEVICE=${DEVICE:-cuda:0}
@@ -30,17 +30,9 @@ echo_target=127.0.0.1:$((PORT + 1))
 metrics_url=http://127.0.0.1:$((PORT + 2))/metrics
 perf_limit=$(perf_limit_for 1)
 
-{
-  echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
-  echo "layer: $LAYER (eager: batches of up to 32, preferred size 1)  levels: $LEVELS"
-  echo "server flags: ${SERVER_FLAGS:-none}  client flags: ${CLIENT_FLAGS:-none}"
-  { nvidia-smi --query-gpu=name,driver_version --format=csv || true; } 2>&1
-} >"$logs/env.txt"
-cat "$logs/env.txt"
-
-bench_layer "$PYTHON" "$work/demo" "$LAYER" eager "$work/repo" "$DEVICE" || exit 1
-echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 preferred_batch_sizes: 1 }' \
-  >>"$work/repo/eager/config.pbtxt"
+bench_env "layer: $LAYER (eager: batches of up to 32, preferred size 1)  levels: $LEVELS" \
+  "server flags: ${SERVER_FLAGS:-none}  client flags: ${CLIENT_FLAGS:-none}"
+bench_eager_layer "$PYTHON" "$work/demo" "$LAYER" "$work/repo" "$DEVICE" || exit 1
 
 echo_levels() {
   for level in ${LEVELS//,/ }; do perf "echo_$level" "$echo_target" eager "$level"; done

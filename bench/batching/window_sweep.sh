@@ -13,7 +13,7 @@
 # (demo_conv3x3), WINDOWS ("0 1048576 4194304 16777216"), ROUNDS (2), DURATION_S (4), WARMUP_S
 # (1), CONNECTIONS (8), PORT (50051; the echo uses PORT+1), PYTHON (python3), COMMIT.
 set -uo pipefail
-# bench_workspace, perf, perf_limit_for, serve, bench_layer.
+# bench_workspace, bench_env, bench_eager_layer, perf, perf_limit_for, serve.
 . "$(dirname "$0")/../lib/serving.sh"
 bench_workspace
 DEVICE=${DEVICE:-cuda:0}
@@ -30,16 +30,8 @@ target=127.0.0.1:$PORT
 echo_target=127.0.0.1:$((PORT + 1))
 perf_limit=$(perf_limit_for 1,64)
 
-{
-  echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
-  echo "windows: $WINDOWS  rounds: $ROUNDS  duration_s: $DURATION_S  connections: $CONNECTIONS"
-  { nvidia-smi --query-gpu=name,driver_version --format=csv || true; } 2>&1
-} >"$logs/env.txt"
-cat "$logs/env.txt"
-
-bench_layer "$PYTHON" "$work/demo" "$LAYER" eager "$work/repo" "$DEVICE" || exit 1
-echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 preferred_batch_sizes: 1 }' \
-  >>"$work/repo/eager/config.pbtxt"
+bench_env "windows: $WINDOWS  rounds: $ROUNDS  duration_s: $DURATION_S  connections: $CONNECTIONS"
+bench_eager_layer "$PYTHON" "$work/demo" "$LAYER" "$work/repo" "$DEVICE" || exit 1
 
 # One pass over the windows; the tag names the JSON files (perf_<echo|eager>_<window>_<pass>).
 sweep_pass() {

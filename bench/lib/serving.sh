@@ -110,3 +110,24 @@ bench_layer() {
   sed -i "s/^name: .*/name: \"$name\"/" "$repo/$name/config.pbtxt"
   if [ "$device" = cpu ]; then sed -i '/^warmup_batch_sizes/d' "$repo/$name/config.pbtxt"; fi
 }
+
+# bench_env LINE...: writes $logs/env.txt and shows it: the date, COMMIT, DEVICE and the core
+# count, then each LINE, then the GPU's name and driver unless DEVICE is cpu.
+bench_env() {
+  {
+    echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
+    printf '%s\n' "$@"
+    if [ "$DEVICE" != cpu ]; then
+      nvidia-smi --query-gpu=name,driver_version --format=csv 2>&1 || true
+    fi
+  } >"$logs/env.txt"
+  cat "$logs/env.txt"
+}
+
+# bench_eager_layer PYTHON DEMO_DIR LAYER REPO DEVICE: LAYER as REPO/eager (bench_layer), batching
+# up to 32 requests within 500 us but launching a lone request at once (preferred size 1).
+bench_eager_layer() {
+  bench_layer "$1" "$2" "$3" eager "$4" "$5" || return 1
+  echo 'batching { max_batch_size: 32 max_queue_delay_us: 500 preferred_batch_sizes: 1 }' \
+    >>"$4/eager/config.pbtxt"
+}
