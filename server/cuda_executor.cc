@@ -361,7 +361,7 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   // launch is issued call by call, so that its profiling range holds the kernels alone.
   SampledLaunch sample(sampler_.get(), &launch_mu_, launch->config_name, lane.stream);
   absl::Status issued;
-  if (sample.sampling() || !cuda_graphs_ || graphs_failed_.load()) {
+  if (sample.sampling() || !cuda_graphs_ || !Capturable(launch->config_name)) {
     issued = IssueKernels(lane, batch, *launch, /*capturing=*/false);
     // Waits for the stream only when this launch was sampled.
     if (absl::StatusOr<double> achieved = sample.Finish(); achieved.ok() && metrics_ != nullptr) {
@@ -445,14 +445,17 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
     if (!issued.ok() || error != cudaSuccess) {
       // Issue the batch directly (clearing the capture's non-sticky error first): a real error
       // fails there too and fails the batch; if it succeeds, capture itself was the problem
-      // and this device stops using graphs.
+      // and this configuration is issued call by call from now on.
       cudaGetLastError();
       absl::Status direct = IssueKernels(lane, batch, launch, /*capturing=*/false);
       if (direct.ok()) direct = IssueCopyOut(lane, batch);
-      if (direct.ok() && !graphs_failed_.exchange(true)) {
-        LogWarning(device_name_, ": CUDA graph capture failed (",
-                   issued.ok() ? cudaGetErrorName(error) : issued.ToString(),
-                   "); issuing batches call by call from now on");
+      if (direct.ok()) {
+        absl::MutexLock lock(&uncapturable_mu_);
+        if (uncapturable_.insert(launch.config_name).second) {
+          LogWarning(device_name_, ": CUDA graph capture of ", launch.config_name, " failed (",
+                     issued.ok() ? cudaGetErrorName(error) : issued.ToString(),
+                     "); its batches are issued call by call from now on");
+        }
       }
       return direct;
     }
@@ -461,6 +464,11 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
   }
   return CudaStatus(cudaGraphLaunch(lane.graphs.front()->exec, lane.stream), device_name_,
                     "cudaGraphLaunch");
+}
+
+bool CudaExecutor::Capturable(const std::string& kernel_config) {
+  absl::MutexLock lock(&uncapturable_mu_);
+  return !uncapturable_.contains(kernel_config);
 }
 
 void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -69,7 +70,8 @@ class CudaExecutor final : public Executor {
                             bool capturing);
   absl::Status IssueCopyOut(Lane& lane, const Batch& batch);
   // Both as one graph launch: captured on the lane's first batch of its kind, replayed after.
-  // When capture fails the device stops using graphs (logged once) and issues them directly.
+  // When capture fails the batch is issued directly, and so is every later batch of that kernel
+  // configuration (logged once).
   absl::Status IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch);
   // On the lane's thread: waits for the launched batch (issued at `issued_at`) and answers its
   // requests.
@@ -97,7 +99,11 @@ class CudaExecutor final : public Executor {
   bool stopping_ ABSL_GUARDED_BY(lanes_mu_) = false;
   std::atomic<bool> broken_{false};
   const bool cuda_graphs_;
-  std::atomic<bool> graphs_failed_{false};
+  // Kernel configurations whose capture failed (a launch feature graphs could not hold): their
+  // batches are issued call by call from then on; the others keep their graphs.
+  bool Capturable(const std::string& kernel_config);
+  absl::Mutex uncapturable_mu_;
+  absl::flat_hash_set<std::string> uncapturable_ ABSL_GUARDED_BY(uncapturable_mu_);
   // Null when sampling is off. Kernel launches hold launch_mu_ shared; the sampled one holds it
   // exclusively, so no other lane's kernel runs inside its profiling range.
   std::unique_ptr<OccupancySampler> sampler_;
