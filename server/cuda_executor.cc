@@ -121,7 +121,9 @@ class CudaExecutor::Lane {
   GrowingBuffer device_output{GrowingBuffer::Kind::kDevice};
   GrowingBuffer workspace{GrowingBuffer::Kind::kDevice};
   // Captured graphs, most recently used first; only the thread holding the lane touches them.
-  static constexpr size_t kMaxGraphs = 16;
+  // Enough for every batch size up to the default maximum (32) of two configurations: with 16,
+  // the mixed sizes at concurrency 64 kept evicting and re-capturing (enqueue +30 us a batch).
+  static constexpr size_t kMaxGraphs = 64;
   std::vector<std::unique_ptr<LaneGraph>> graphs;
   // Hand-over state, guarded by the executor's lanes_mu_: `busy` from Execute() taking the lane
   // until FreeLane(); `pending` once its batch is launched, until the lane thread takes it.
