@@ -3,10 +3,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -78,12 +82,28 @@ class PackedDeviceWeights final : public DeviceWeights {
   std::shared_ptr<const PackedWeights> packed_;
 };
 
+// One batch's device work after the input copy (kernel events, kernels, copy out), captured
+// once as a CUDA graph and replayed with one launch. Valid for exactly the problem, plan, lane
+// buffers (`key`) and weights object it was captured with.
+struct LaneGraph {
+  LaneGraph(std::string key, std::weak_ptr<const DeviceWeights> weights, cudaGraphExec_t exec)
+      : key(std::move(key)), weights(std::move(weights)), exec(exec) {}
+  ~LaneGraph() { cudaGraphExecDestroy(exec); }
+  LaneGraph(const LaneGraph&) = delete;
+  LaneGraph& operator=(const LaneGraph&) = delete;
+
+  const std::string key;
+  const std::weak_ptr<const DeviceWeights> weights;  // expired once the layer is gone
+  const cudaGraphExec_t exec;
+};
+
 }  // namespace
 
 class CudaExecutor::Lane {
  public:
   ~Lane() {
     if (thread.joinable()) thread.join();
+    graphs.clear();
     for (cudaEvent_t event : {start, kernel_start, kernel_end, end}) {
       if (event != nullptr) cudaEventDestroy(event);
     }
@@ -100,6 +120,11 @@ class CudaExecutor::Lane {
   GrowingBuffer device_input{GrowingBuffer::Kind::kDevice};
   GrowingBuffer device_output{GrowingBuffer::Kind::kDevice};
   GrowingBuffer workspace{GrowingBuffer::Kind::kDevice};
+  // Captured graphs, most recently used first; only the thread holding the lane touches them.
+  // Enough for every batch size up to the default maximum (32) of two configurations: with 16,
+  // the mixed sizes at concurrency 64 kept evicting and re-capturing (enqueue +30 us a batch).
+  static constexpr size_t kMaxGraphs = 64;
+  std::vector<std::unique_ptr<LaneGraph>> graphs;
   // Hand-over state, guarded by the executor's lanes_mu_: `busy` from Execute() taking the lane
   // until FreeLane(); `pending` once its batch is launched, until the lane thread takes it.
   struct Launched {
@@ -115,9 +140,9 @@ class CudaExecutor::Lane {
 
 absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
     int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-    absl::Duration occupancy_sample_interval) {
+    absl::Duration occupancy_sample_interval, bool cuda_graphs) {
   std::unique_ptr<CudaExecutor> executor(
-      new CudaExecutor(index, device, std::move(engine), metrics));
+      new CudaExecutor(index, device, std::move(engine), metrics, cuda_graphs));
   const std::string& name = executor->device_name_;
   if (absl::Status s = CudaStatus(cudaSetDevice(device), name, "cudaSetDevice"); !s.ok()) {
     return s;
@@ -156,12 +181,13 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
 }
 
 CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine,
-                           Metrics* metrics)
+                           Metrics* metrics, bool cuda_graphs)
     : index_(index),
       device_(device),
       engine_(std::move(engine)),
       metrics_(metrics),
-      device_name_(engine_->device_name()) {}
+      device_name_(engine_->device_name()),
+      cuda_graphs_(cuda_graphs) {}
 
 CudaExecutor::~CudaExecutor() {
   Shutdown();
@@ -324,8 +350,6 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
     std::memcpy(staged, request.input.data(), request.input.size());
     staged += request.input.size();
   }
-  const auto& weights =
-      static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
   const absl::Time staged_at = absl::Now();
   run.staging = staged_at - taken_at;
   if ((error = cudaEventRecord(lane.start, lane.stream)) != cudaSuccess) {
@@ -335,32 +359,27 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
                                cudaMemcpyHostToDevice, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaMemcpyAsync (input)");
   }
-  // Now and then the occupancy sampler measures this launch (see SampledLaunch).
+  // Now and then the occupancy sampler measures this launch (see SampledLaunch). A sampled
+  // launch is issued call by call, so that its profiling range holds the kernels alone.
   SampledLaunch sample(sampler_.get(), &launch_mu_, launch->config_name, lane.stream);
-  if ((error = cudaEventRecord(lane.kernel_start, lane.stream)) != cudaSuccess) {
-    return fail(error, "cudaEventRecord");
+  absl::Status issued;
+  if (sample.sampling() || !cuda_graphs_ || !Capturable(launch->config_name)) {
+    issued = IssueKernels(lane, batch, *launch, /*capturing=*/false);
+    // Waits for the stream only when this launch was sampled.
+    if (absl::StatusOr<double> achieved = sample.Finish(); achieved.ok() && metrics_ != nullptr) {
+      metrics_->SetOccupancy(device_name_, launch->config_name,
+                             engine_->Occupancy(problem, *launch).theoretical_occupancy, *achieved);
+    }
+    if (issued.ok()) issued = IssueCopyOut(lane, batch);
+  } else {
+    issued = IssueAsGraph(lane, batch, *launch);
   }
-  absl::Status ran = engine_->Run(problem, *launch, weights, lane.device_input.data(),
-                                  lane.device_output.data(), lane.workspace.data(), lane.stream);
-  if (!ran.ok()) {
+  if (!issued.ok()) {
     // A launch error may have poisoned the context; the next sync tells.
     const cudaError_t sticky = cudaStreamSynchronize(lane.stream);
     if (sticky != cudaSuccess) NoteError(sticky);
-    FailBatch(batch, absl::Status(ran.code(), absl::StrCat(device_name_, ": ", ran.message())),
-              metrics_);
+    FailBatch(batch, issued, metrics_);
     return false;
-  }
-  if ((error = cudaEventRecord(lane.kernel_end, lane.stream)) != cudaSuccess) {
-    return fail(error, "cudaEventRecord");
-  }
-  // Waits for the stream only when this launch was sampled (now and then, see SampledLaunch).
-  if (absl::StatusOr<double> achieved = sample.Finish(); achieved.ok() && metrics_ != nullptr) {
-    metrics_->SetOccupancy(device_name_, launch->config_name,
-                           engine_->Occupancy(problem, *launch).theoretical_occupancy, *achieved);
-  }
-  if ((error = cudaMemcpyAsync(lane.host_output.data(), lane.device_output.data(), output_bytes,
-                               cudaMemcpyDeviceToHost, lane.stream)) != cudaSuccess) {
-    return fail(error, "cudaMemcpyAsync (output)");
   }
   if ((error = cudaEventRecord(lane.end, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
@@ -368,6 +387,90 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   run.enqueue = absl::Now() - staged_at;
   planned = *std::move(launch);
   return true;
+}
+
+absl::Status CudaExecutor::IssueKernels(Lane& lane, const Batch& batch, const ConvLaunch& launch,
+                                        bool capturing) {
+  // Inside a capture the kernel events become event-record nodes of the graph.
+  auto record = [&](cudaEvent_t event) {
+    return capturing ? cudaEventRecordWithFlags(event, lane.stream, cudaEventRecordExternal)
+                     : cudaEventRecord(event, lane.stream);
+  };
+  if (cudaError_t error = record(lane.kernel_start); error != cudaSuccess) {
+    return CudaStatus(error, device_name_, "cudaEventRecord");
+  }
+  const auto& weights =
+      static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
+  absl::Status ran = engine_->Run(batch.problem, launch, weights, lane.device_input.data(),
+                                  lane.device_output.data(), lane.workspace.data(), lane.stream);
+  if (!ran.ok()) return absl::Status(ran.code(), absl::StrCat(device_name_, ": ", ran.message()));
+  if (cudaError_t error = record(lane.kernel_end); error != cudaSuccess) {
+    return CudaStatus(error, device_name_, "cudaEventRecord");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaExecutor::IssueCopyOut(Lane& lane, const Batch& batch) {
+  return CudaStatus(cudaMemcpyAsync(lane.host_output.data(), lane.device_output.data(),
+                                    static_cast<size_t>(batch.problem.output_bytes()),
+                                    cudaMemcpyDeviceToHost, lane.stream),
+                    device_name_, "cudaMemcpyAsync (output)");
+}
+
+absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch) {
+  const std::shared_ptr<const DeviceWeights>& weights = batch.layer->weights[index_];
+  // Everything a replay bakes in: the problem, the plan and the lane's buffers (which only grow,
+  // so a buffer at the same address is at least as large).
+  const std::string key =
+      absl::StrCat(batch.problem.ToString(), "|", launch.config_index, "|", launch.workspace_bytes,
+                   "|", reinterpret_cast<uintptr_t>(lane.device_input.data()), "|",
+                   reinterpret_cast<uintptr_t>(lane.device_output.data()), "|",
+                   reinterpret_cast<uintptr_t>(lane.workspace.data()), "|",
+                   reinterpret_cast<uintptr_t>(lane.host_output.data()));
+  auto found = std::find_if(lane.graphs.begin(), lane.graphs.end(), [&](const auto& graph) {
+    return graph->key == key && graph->weights.lock() == weights;
+  });
+  if (found != lane.graphs.end()) {
+    std::rotate(lane.graphs.begin(), found, found + 1);
+  } else {
+    cudaError_t error = cudaStreamBeginCapture(lane.stream, cudaStreamCaptureModeThreadLocal);
+    absl::Status issued;
+    cudaGraph_t graph = nullptr;
+    if (error == cudaSuccess) {
+      issued = IssueKernels(lane, batch, launch, /*capturing=*/true);
+      if (issued.ok()) issued = IssueCopyOut(lane, batch);
+      error = cudaStreamEndCapture(lane.stream, &graph);
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (issued.ok() && error == cudaSuccess) error = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (!issued.ok() || error != cudaSuccess) {
+      // Issue the batch directly (clearing the capture's non-sticky error first): a real error
+      // fails there too and fails the batch; if it succeeds, capture itself was the problem
+      // and this configuration is issued call by call from now on.
+      cudaGetLastError();
+      absl::Status direct = IssueKernels(lane, batch, launch, /*capturing=*/false);
+      if (direct.ok()) direct = IssueCopyOut(lane, batch);
+      if (direct.ok()) {
+        absl::MutexLock lock(&uncapturable_mu_);
+        if (uncapturable_.insert(launch.config_name).second) {
+          LogWarning(device_name_, ": CUDA graph capture of ", launch.config_name, " failed (",
+                     issued.ok() ? cudaGetErrorName(error) : issued.ToString(),
+                     "); its batches are issued call by call from now on");
+        }
+      }
+      return direct;
+    }
+    if (lane.graphs.size() >= Lane::kMaxGraphs) lane.graphs.pop_back();
+    lane.graphs.insert(lane.graphs.begin(), std::make_unique<LaneGraph>(key, weights, exec));
+  }
+  return CudaStatus(cudaGraphLaunch(lane.graphs.front()->exec, lane.stream), device_name_,
+                    "cudaGraphLaunch");
+}
+
+bool CudaExecutor::Capturable(const std::string& kernel_config) {
+  absl::MutexLock lock(&uncapturable_mu_);
+  return !uncapturable_.contains(kernel_config);
 }
 
 void CudaExecutor::FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -29,10 +30,12 @@ class CudaExecutor final : public Executor {
 
   // Takes over `engine`, which drives CUDA device `device`. UNAVAILABLE / RESOURCE_EXHAUSTED
   // when streams or events cannot be created. `metrics` may be null and must outlive this.
-  // A positive `occupancy_sample_interval` starts the CUPTI achieved-occupancy sampler.
+  // A positive `occupancy_sample_interval` starts the CUPTI achieved-occupancy sampler. With
+  // `cuda_graphs`, each batch's kernels and copy out are issued as one CUDA graph launch,
+  // captured per (problem, plan, lane) on first use.
   static absl::StatusOr<std::unique_ptr<Executor>> Create(
       int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-      absl::Duration occupancy_sample_interval = absl::ZeroDuration());
+      absl::Duration occupancy_sample_interval = absl::ZeroDuration(), bool cuda_graphs = true);
   ~CudaExecutor() override;
 
   int index() const override { return index_; }
@@ -53,13 +56,23 @@ class CudaExecutor final : public Executor {
   class Lane;  // defined in cuda_executor.cc
 
  private:
-  CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics);
+  CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
+               bool cuda_graphs);
   void LaneLoop(Lane& lane);
   // On the caller's thread: stages `batch` into `lane` and enqueues its copies and kernel, setting
   // `launch` and the run's staging and enqueue times (from `taken_at`, when Execute() got the
   // batch). False when a step failed; the batch has then been answered with the error.
   bool LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, ConvLaunch& launch,
                     BatchRun& run);
+  // Enqueue, on the lane's stream, the batch's kernels between the kernel events (recorded as
+  // graph nodes when `capturing`), and the copy of its output into staging.
+  absl::Status IssueKernels(Lane& lane, const Batch& batch, const ConvLaunch& launch,
+                            bool capturing);
+  absl::Status IssueCopyOut(Lane& lane, const Batch& batch);
+  // Both as one graph launch: captured on the lane's first batch of its kind, replayed after.
+  // When capture fails the batch is issued directly, and so is every later batch of that kernel
+  // configuration (logged once).
+  absl::Status IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch);
   // On the lane's thread: waits for the launched batch (issued at `issued_at`) and answers its
   // requests.
   void FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,
@@ -85,6 +98,12 @@ class CudaExecutor final : public Executor {
   std::vector<std::unique_ptr<Lane>> lanes_;
   bool stopping_ ABSL_GUARDED_BY(lanes_mu_) = false;
   std::atomic<bool> broken_{false};
+  const bool cuda_graphs_;
+  // Kernel configurations whose capture failed (a launch feature graphs could not hold): their
+  // batches are issued call by call from then on; the others keep their graphs.
+  bool Capturable(const std::string& kernel_config);
+  absl::Mutex uncapturable_mu_;
+  absl::flat_hash_set<std::string> uncapturable_ ABSL_GUARDED_BY(uncapturable_mu_);
   // Null when sampling is off. Kernel launches hold launch_mu_ shared; the sampled one holds it
   // exclusively, so no other lane's kernel runs inside its profiling range.
   std::unique_ptr<OccupancySampler> sampler_;

@@ -40,9 +40,9 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateGpuExecutor(const ServerOptions&
   }
   absl::StatusOr<std::unique_ptr<ConvEngine>> engine = ConvEngine::Create(engine_options);
   if (!engine.ok()) return engine.status();
-  absl::StatusOr<std::unique_ptr<Executor>> executor =
-      CudaExecutor::Create(index, device, *std::move(engine), metrics,
-                           absl::Milliseconds(options.occupancy_sample_interval_ms));
+  absl::StatusOr<std::unique_ptr<Executor>> executor = CudaExecutor::Create(
+      index, device, *std::move(engine), metrics,
+      absl::Milliseconds(options.occupancy_sample_interval_ms), options.cuda_graphs);
   return executor;
 #else
   (void)options;

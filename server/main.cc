@@ -104,6 +104,9 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_b
           "fixed HTTP/2 stream receive window for requests, bytes, with BDP probing off; 0: "
           "gRPC's default (64 KiB grown by probing). See docs/operations.md");
 
+ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
+          "issue each batch's kernels and output copy as one CUDA graph launch, captured once "
+          "per problem shape on each executor lane; false issues them call by call");
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
@@ -141,6 +144,7 @@ int main(int argc, char** argv) {
   options.tuning_cache = absl::GetFlag(FLAGS_tuning_cache);
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.occupancy_sample_interval_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_occupancy_sample_interval));
   options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);

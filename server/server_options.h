@@ -58,6 +58,8 @@ struct ServerOptions {
   TransportOptions transport;
   // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
   int64_t occupancy_sample_interval_ms = 10000;
+  // Issue each batch's kernels and copy out as one CUDA graph launch (captured per problem).
+  bool cuda_graphs = true;
 };
 
 }  // namespace convserve

@@ -120,5 +120,52 @@ TEST(GpuServerTest, ServesEveryDtypeWithinToleranceAndBatches) {
   }
 }
 
+// Lone requests (batches of one) replay each lane's captured graphs: two spatial sizes in turn,
+// fresh inputs every time, then the layer replaced with other weights under the same name, so a
+// graph that kept an old input, output or weight would answer wrongly. Both issue paths.
+class GpuGraphTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(GpuGraphTest, RepeatedShapesAndAReplacedLayerStayCorrect) {
+  ServerOptions options = TestServerOptions();
+  options.device = "cuda:0";
+  options.cuda_graphs = GetParam();
+  absl::StatusOr<std::unique_ptr<ConvServer>> probe = ConvServer::Create(options, nullptr);
+  if (!probe.ok()) GTEST_SKIP() << "no usable GPU: " << probe.status();
+  probe->reset();
+  RunningServer s = StartServer(options);
+
+  v1::LayerSpec spec = SmallSpec("graphs", 64, v1::DATA_TYPE_FP16);
+  spec.mutable_batching()->set_max_batch_size(1);
+  uint32_t seed = 1000;
+  for (int weights_seed : {17, 18}) {
+    const v1::LoadLayerRequest load = LoadRequestFor(spec, weights_seed);
+    {
+      grpc::ClientContext context;
+      v1::LoadLayerResponse response;
+      grpc::Status status = s.stub->LoadLayer(&context, load, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+    }
+    for (int round = 0; round < 4; ++round) {
+      for (int size : {28, 20}) {
+        const v1::ForwardRequest request =
+            ForwardFor("graphs", spec, 1, size, size, seed++, v1::LAYOUT_NHWC);
+        grpc::ClientContext context;
+        v1::ForwardResponse response;
+        grpc::Status status = s.stub->Forward(&context, request, &response);
+        ASSERT_TRUE(status.ok()) << status.error_message();
+        EXPECT_EQ(response.batch_size(), 1);
+        EXPECT_GT(response.timing().compute_us(), 0);
+        EXPECT_LT(RelativeError(load, request, response.output().data()), 2e-3)
+            << "weights " << weights_seed << " round " << round << " size " << size;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(IssuePaths, GpuGraphTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Graphs" : "CallByCall";
+                         });
+
 }  // namespace
 }  // namespace convserve
