@@ -6,7 +6,8 @@
 #   . .gpu/s/env.sh; COMMIT=<sha> bash bench/batching/stage_breakdown.sh
 # For each level the server's /metrics is read before and after the sweep; a stage's mean is the
 # difference of its histogram sums over the difference of its counts, so only that level's
-# batches count. $OUT receives summary.txt, results.json and logs.tgz.
+# batches count. $OUT receives summary.txt, results.json, metrics_last.txt (the last scrape) and
+# logs.tgz.
 #
 # Overrides (environment): DEVICE (cuda:0; cpu to check the script off the GPU machine), LAYER
 # (demo_conv3x3), LEVELS (1,64), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), SERVER_FLAGS,
@@ -52,6 +53,9 @@ serve server "$target" eager server_levels \
   convserve-server --device="$DEVICE" --listen="$target" \
   --metrics_listen=127.0.0.1:$((PORT + 2)) --state_dir="$work/state" \
   --model_repository="$work/repo" $SERVER_FLAGS
+
+# The last scrape stays beside the summary (occupancy, batch sizes, every other series).
+cp "$work/metrics_after_${LEVELS##*,}.txt" "$out/metrics_last.txt" 2>/dev/null
 
 "$PYTHON" - "$work" "$out" "$logs/env.txt" "$LEVELS" <<'EOF' | tee "$out/summary.txt"
 import json, os, re, sys

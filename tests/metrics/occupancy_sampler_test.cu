@@ -2,9 +2,11 @@
 // achieved occupancy of two spin kernels whose occupancy is known from their launch shape.
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/metrics/occupancy_sampler.h"
 
@@ -108,11 +110,18 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   ASSERT_TRUE(sampler.ShouldSample("spin")) << sampler.disabled_reason();
+  // Each sample initialises CUPTI's profiler and lets it go again; printed, to see what that
+  // costs the sampled launch.
+  const absl::Time begin = absl::Now();
   ASSERT_TRUE(sampler.Begin(stream).ok());
+  const absl::Duration begin_took = absl::Now() - begin;
   Spin<<<sms * blocks_per_sm, shape.threads, shape.shared_bytes, stream>>>(2'000'000, sink);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   absl::StatusOr<double> value = sampler.End(stream);
   ASSERT_TRUE(value.ok()) << value.status();
+  std::printf("sample host time: Begin %.0f us, Begin to End %.0f us\n",
+              absl::ToDoubleMicroseconds(begin_took),
+              absl::ToDoubleMicroseconds(absl::Now() - begin));
   *achieved = *value;
   cudaStreamDestroy(stream);
   cudaFree(sink);
