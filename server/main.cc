@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/debugging/failure_signal_handler.h"
+#include "absl/debugging/symbolize.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -180,6 +182,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--grpc_stream_window_bytes must be 0 (gRPC's default) or >= 65535\n");
     return 2;
   }
+
+  // A crash (SIGSEGV, SIGABRT, ...) writes its signal and a symbolised stack to stderr before the
+  // process dies, so the log says where. (SIGTERM is blocked below, so shutdown stays graceful.)
+  absl::InitializeSymbolizer(argv[0]);
+  absl::InstallFailureSignalHandler(absl::FailureSignalHandlerOptions());
 
   // Block the shutdown signals in every thread (they inherit the mask); main waits for them.
   sigset_t signals;

@@ -1,7 +1,6 @@
 // CUPTI Range Profiler plumbing for OccupancySampler (see occupancy_sampler.h). Each sample
-// initialises CUPTI's profiler, enables the range profiler on the device's context, collects one
-// user range around one launch in one pass, decodes and evaluates it on the host, and disables
-// and deinitialises the profiler again.
+// enables the range profiler on the device's context, collects one user range around one
+// launch in one pass, decodes and evaluates it on the host, and disables the profiler again.
 #include "server/metrics/occupancy_sampler.h"
 
 #include <cuda.h>
@@ -19,10 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/base/const_init.h"
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 
 namespace convserve {
 
@@ -88,51 +84,15 @@ absl::Status CudaStatus(cudaError_t error, const char* call) {
   std::memset(&name, 0, sizeof(name));     \
   name.structSize = type##_STRUCT_SIZE
 
-// CUPTI's profiler is initialised only while a sampler needs it (setting up, or taking a
-// sample): while it is, every CUDA call of the process pays for CUPTI's hooks (issuing a batch
-// took 72-78 us instead of 44-48 on the H100 host, bench/results/2026-12-06-stages-h100 run 2).
-// Counted, because the samplers of several devices share the one process-wide initialisation.
-class ProfilerUse {
- public:
-  static absl::Status Acquire() {
-    absl::MutexLock lock(&mu_);
-    if (users_ == 0) {
-      CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
-      if (absl::Status s = CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize");
-          !s.ok()) {
-        return s;
-      }
-    }
-    ++users_;
-    return absl::OkStatus();
-  }
-
-  static void Release() {
-    absl::MutexLock lock(&mu_);
-    if (--users_ > 0) return;
-    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_DeInitialize_Params, params);
-    cuptiProfilerDeInitialize(&params);
-  }
-
- private:
-  static inline absl::Mutex mu_{absl::kConstInit};
-  static inline int users_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// Holds the profiler for a scope.
-class ScopedProfilerUse {
- public:
-  ScopedProfilerUse() : status_(ProfilerUse::Acquire()) {}
-  ~ScopedProfilerUse() {
-    if (status_.ok()) ProfilerUse::Release();
-  }
-  ScopedProfilerUse(const ScopedProfilerUse&) = delete;
-  ScopedProfilerUse& operator=(const ScopedProfilerUse&) = delete;
-  const absl::Status& status() const { return status_; }
-
- private:
-  const absl::Status status_;
-};
+// The one process-wide cuptiProfilerInitialize.
+absl::Status InitializeProfilerOnce() {
+  static const absl::Status* status = [] {
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
+    return new absl::Status(
+        CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize"));
+  }();
+  return *status;
+}
 
 }  // namespace
 
@@ -144,7 +104,6 @@ struct OccupancySampler::Cupti {
   std::vector<uint8_t> config_image;
   std::vector<uint8_t> counter_data;
   CUpti_RangeProfiler_Object* range = nullptr;  // set only while a sample is being taken
-  bool profiler_held = false;                   // ProfilerUse acquired by EnableRange()
 
   ~Cupti() {
     DisableRange();
@@ -157,11 +116,8 @@ struct OccupancySampler::Cupti {
 
   const char* metric() const { return OccupancySampler::kMetricName; }
 
-  // Initialises the profiler and enables the range profiler on the context, armed for one range
-  // in one pass. DisableRange() undoes both, also after a failure here.
+  // Enables the range profiler on the context and arms it for one range in one pass.
   absl::Status EnableRange() {
-    if (absl::Status s = ProfilerUse::Acquire(); !s.ok()) return s;
-    profiler_held = true;
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Enable_Params, enable);
     enable.ctx = context;
     if (absl::Status s = CuptiStatus(cuptiRangeProfilerEnable(&enable), "cuptiRangeProfilerEnable");
@@ -210,16 +166,11 @@ struct OccupancySampler::Cupti {
   }
 
   void DisableRange() {
-    if (range != nullptr) {
-      CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Disable_Params, disable);
-      disable.pRangeProfilerObject = range;
-      cuptiRangeProfilerDisable(&disable);
-      range = nullptr;
-    }
-    if (profiler_held) {
-      ProfilerUse::Release();
-      profiler_held = false;
-    }
+    if (range == nullptr) return;
+    CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Disable_Params, disable);
+    disable.pRangeProfilerObject = range;
+    cuptiRangeProfilerDisable(&disable);
+    range = nullptr;
   }
 
   absl::Status StartRange() {
@@ -347,9 +298,7 @@ absl::Status OccupancySampler::Initialize() {
     return absl::FailedPreconditionError("cannot get the device's CUDA context");
   }
 
-  // Held until the start-up probe below is done; samples hold it again, one at a time.
-  const ScopedProfilerUse profiler;
-  if (!profiler.status().ok()) return profiler.status();
+  if (absl::Status s = InitializeProfilerOnce(); !s.ok()) return s;
 
   CONVSERVE_CUPTI_PARAMS(CUpti_Device_GetChipName_Params, chip);
   chip.deviceIndex = static_cast<size_t>(options_.device);

@@ -1,8 +1,8 @@
 // Achieved occupancy of our kernels, measured in the running server: now and then one launch is
 // wrapped in a CUPTI Range Profiler range (user range, user replay, one pass) that collects
 // sm__warps_active.avg.pct_of_peak_sustained_active, the metric Nsight Compute reports as
-// "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: CUPTI's
-// profiler is initialised, and enabled on the context, only for the sampled launch.
+// "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: the
+// profiler is enabled on the context only for the sampled launch.
 //
 // Where profiling is impossible (no permission to read GPU counters, another profiler holding
 // them, a metric that would need several passes) the sampler turns itself off, logs why once and
