@@ -441,6 +441,19 @@ TEST(ServerE2eTest, SigtermDrainsAcceptedRequests) {
   EXPECT_GE(ok, 1) << "no request in flight at SIGTERM was finished; log:\n" << server->Log();
 }
 
+// A crash leaves its trace: the server's failure handler writes the signal and a stack to the
+// log before the process dies of that signal (operators find where from the log alone).
+TEST(ServerE2eTest, CrashWritesTheSignalAndAStackToTheLog) {
+  std::unique_ptr<ServerProcess> server = StartServer();
+  ASSERT_TRUE(server->Signal(SIGSEGV).ok());
+  absl::StatusOr<int> exit_code = server->Wait(absl::Seconds(30));
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status() << server->Log();
+  EXPECT_EQ(*exit_code, 128 + SIGSEGV) << server->Log();
+  const std::string log = server->Log();
+  EXPECT_NE(log.find("*** SIGSEGV received"), std::string::npos) << log;
+  EXPECT_NE(log.find("PC: @"), std::string::npos) << log;
+}
+
 // A client given both servers' addresses spreads its calls over both. Each server holds the
 // layer with different weights, so every answer tells which server computed it.
 TEST(ServerE2eTest, RoundRobinSpreadsCallsOverTwoServers) {
