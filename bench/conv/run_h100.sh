@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the kernel proof on the lent GPU from a gpu-bundle (see docs/kernels.md):
-#   . .gpu/b/env.sh; bash bench/conv/run_h100.sh quick|full|sanitize|hopper
+#   . .gpu/b/env.sh; bash bench/conv/run_h100.sh quick|full|sanitize|hopper|source
 # hopper: memcheck and racecheck on the Hopper kinds (one row of each), then Nsight Compute on
 # the shapes in $NCU (comma list of shape:N:config, e.g. l4_3x3_512:32:b64x128x64_w64x128_s6_wgmma_tma).
+# source: for each $NCU item, where the warps stall instruction by instruction: Nsight Compute's
+# source page (SASS, with stall samples per instruction) as CSV, xz-compressed, and its details
+# page (a few files per item, so the device tool brings them all back; about 30 s an item).
 # Logs and JSON go to $OUT (the device tool brings them back).
 set -uo pipefail
 mode=${1:-quick}
@@ -63,5 +66,25 @@ case $mode in
         "$out/ncu_${shape}_n$batch.txt" | head -12
     done
     rm -f "$out/ncu_shape.tsv"
+    ;;
+  source)
+    for item in ${NCU//,/ }; do
+      IFS=: read -r shape batch config <<<"$item"
+      name=${shape}_n${batch}_$config
+      { grep "^#" "$data/resnet50.tsv"; grep -P "^$shape\t" "$data/resnet50.tsv"; } >/tmp/ncu_shape.tsv
+      ncu --section SourceCounters --section WarpStateStats --section SpeedOfLight \
+        --section InstructionStats --section Occupancy --launch-skip 2 --launch-count 1 \
+        --kernel-name regex:Conv -o "/tmp/$name" -f conv_bench --shapes=/tmp/ncu_shape.tsv \
+        --batches="$batch" --dtypes=fp16 --reps=3 --configs="$config" --no-cudnn \
+        >"/tmp/$name.log" 2>&1
+      echo "ncu $name rc=$?"
+      ncu -i "/tmp/$name.ncu-rep" --page details >"$out/$name.details.txt" 2>&1
+      # (--print-source is newer than some ncu versions; without it the source page is SASS.)
+      ncu -i "/tmp/$name.ncu-rep" --page source --csv --print-source sass >/tmp/source.csv 2>&1 ||
+        ncu -i "/tmp/$name.ncu-rep" --page source --csv >/tmp/source.csv 2>&1
+      xz -6 </tmp/source.csv >"$out/$name.sass.csv.xz"
+      grep -E "Duration|Achieved Occupancy|No Eligible|Issued Warp|Executed Ipc" \
+        "$out/$name.details.txt" | head -8
+    done
     ;;
 esac
