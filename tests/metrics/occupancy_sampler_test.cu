@@ -110,8 +110,8 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   ASSERT_TRUE(sampler.ShouldSample("spin")) << sampler.disabled_reason();
-  // Each sample initialises CUPTI's profiler and lets it go again; printed, to see what that
-  // costs the sampled launch.
+  // Printed, to see what a sample costs the thread of the sampled launch (Begin waits for the
+  // device to drain and arms the range; End waits for the stream and evaluates).
   const absl::Time begin = absl::Now();
   ASSERT_TRUE(sampler.Begin(stream).ok());
   const absl::Duration begin_took = absl::Now() - begin;
