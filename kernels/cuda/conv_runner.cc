@@ -268,7 +268,7 @@ std::string ConfigName(const TileConfig& c) {
 }
 
 int FindConfig(const std::string& name) {
-  // Built once: Plan looks a name up for every batch, and building all 57 names to compare
+  // Built once: Plan looks a name up for every batch, and building all the names to compare
   // took ~5 us of the request path.
   static const auto* const index = [] {
     auto* by_name = new absl::flat_hash_map<std::string, int>();
