@@ -171,7 +171,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-14";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-15";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
