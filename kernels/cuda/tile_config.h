@@ -150,6 +150,9 @@ inline constexpr TileConfig kConfigTable[] = {
     // The same, split four ways: l4_3x3_512 at N = 32 has 52 such tiles (M = 1568) for 264 block
     // slots, each a chain of 72 k tiles (55 -> 48 us; two ways never won, so no sk2 row).
     {KernelKind::kTensorOp,     128, 128,  64, 64, 32, 3, 4},
+    // Eight-way split of the 64 x 64 row for the deep 1x1 layers at N = 1 (K = 1024-2048, one M
+    // tile, 8-16 N tiles): four ways leave 32-64 blocks for 132 SMs, each a chain of 4-8 k tiles.
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 3, 8},
 };
 // clang-format on
 
@@ -168,7 +171,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-14";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-15";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
