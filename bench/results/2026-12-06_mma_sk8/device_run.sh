@@ -4,7 +4,7 @@
 #   rm -rf .gpu/k8 .gpu/k8.tar.xz; ../shared/tools/gpu-bundle .gpu/k8 \
 #     build-gpu/tests/kernels_gpu/conv_kernels_gpu_test build-gpu/bench/conv/conv_bench -- tests/data
 #   strip --strip-debug .gpu/k8/bin/*; (cd .gpu && tar -cf - k8 | xz -T2 -3 > k8.tar.xz)
-# device: carry [".gpu/k8.tar.xz"]: bash bench/results/2026-12-07_mma_sk8/device_run.sh
+# device: carry [".gpu/k8.tar.xz"]: bash bench/results/2026-12-06_mma_sk8/device_run.sh
 # $OUT/out.tgz gets the logs, bench.json, the PyTorch references and the summaries.
 set -uo pipefail
 (cd .gpu && tar -xJf k8.tar.xz)
