@@ -20,13 +20,13 @@ old() { PATH=$PWD/.gpu/k8/bin:$PATH LD_LIBRARY_PATH=$PWD/.gpu/k8/lib:${LD_LIBRAR
 . .gpu/ld/env.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >$O/env.txt 2>&1
 # 1. Every row, coverage shape and dtype; stop if anything fails. Memcheck on two rows.
-timeout 120 new conv_kernels_gpu_test --gtest_color=no >$O/kernels_test.log 2>&1
+new timeout 120 conv_kernels_gpu_test --gtest_color=no >$O/kernels_test.log 2>&1
 rc=$?
 echo "kernels test rc=$rc $((SECONDS - T0))s"
 grep -E "^\[  (PASSED|FAILED)|FAILED  \]" $O/kernels_test.log | head -8
 grep -E "resources.*b(128x128x64_w64x32_s3|64x64x64_w32x32_s3) " $O/kernels_test.log | head -4
 if [ $rc != 0 ]; then tar -czf $OUT/out.tgz -C $O .; exit 1; fi
-timeout 120 new compute-sanitizer --tool memcheck conv_kernels_gpu_test \
+new timeout 120 compute-sanitizer --tool memcheck conv_kernels_gpu_test \
   '--gtest_filter=*/b128x128x64_w64x32_s3:*/b64x64x64_w32x32_s3' >$O/memcheck.log 2>&1
 echo "memcheck rc=$? $((SECONDS - T0))s"
 grep -E "ERROR SUMMARY" $O/memcheck.log | tail -1
@@ -38,7 +38,7 @@ torch_ref() {
 }
 torch_ref before
 for v in new old; do
-  timeout 150 $v conv_bench --shapes=$D/resnet50.tsv --batches=32,8,1 --dtypes=fp16 --reps=25 \
+  $v timeout 150 conv_bench --shapes=$D/resnet50.tsv --batches=32,8,1 --dtypes=fp16 --reps=25 \
     --json=$O/bench_$v.json >$O/bench_$v.txt 2>&1
   echo "bench $v rc=$? $((SECONDS - T0))s"
 done
