@@ -4,10 +4,10 @@
 #   rm -rf .gpu/ld2; ../shared/tools/gpu-bundle .gpu/ld2 \
 #     build-gpu/tests/kernels_gpu/conv_kernels_gpu_test build-gpu/bench/conv/conv_bench -- tests/data
 #   strip --strip-debug .gpu/ld2/bin/*; (cd .gpu && tar -cf - ld2 | xz -T2 -3 > ld2.tar.xz)
-#   old: .gpu/ld.tar.xz, run 1's programs.
-# device: carry [".gpu/ld2.tar.xz", ".gpu/ld.tar.xz"]: bash bench/results/2026-12-06_mma_loaders/device_run2.sh
+#   old: .gpu/ld_old.tar.xz, run 1's conv_bench (bundle dir ld).
+# device: carry [".gpu/ld2.tar.xz", ".gpu/ld_old.tar.xz"]: bash bench/results/2026-12-06_mma_loaders/device_run2.sh
 set -uo pipefail
-(cd .gpu && tar -xJf ld2.tar.xz && tar -xJf ld.tar.xz)
+(cd .gpu && tar -xJf ld2.tar.xz && tar -xJf ld_old.tar.xz)
 D=$PWD/.gpu/ld2/data/data
 export CONVSERVE_TEST_DATA=$D
 O=/tmp/o
