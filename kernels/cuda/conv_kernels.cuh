@@ -341,12 +341,12 @@ template <typename T, int kRows, int kRowsPerPass>
 struct InputRows {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   int64_t image[kRows];   // element offset of the row's image and group
-  int64_t origin[kRows];  // byte offset of the row's input origin (ih, iw); 0 past M
+  int64_t origin[kRows];  // element offset of the row's input origin (ih, iw); 0 past M
   int ih[kRows];          // input origin of the row's output pixel
   int iw[kRows];
   int c, s, r;       // this thread's reduction position (filter tap r, s; channel c)
   int tap_h, tap_w;  // r * dil_h, s * dil_w
-  int64_t tap;       // byte offset of (tap_h, tap_w, c) from a row's origin
+  int64_t tap;       // element offset of (tap_h, tap_w, c) from a row's origin
 
   __device__ __forceinline__ void Init(const KernelParams& p, int m_first, int group, int k) {
     const int pq_count = p.out_h * p.out_w;
@@ -362,8 +362,7 @@ struct InputRows {
                    static_cast<int64_t>(group) * p.group_c;
         ih[i] = op * p.stride_h - p.pad_h;
         iw[i] = oq * p.stride_w - p.pad_w;
-        origin[i] = (image[i] + (static_cast<int64_t>(ih[i]) * p.width + iw[i]) * p.channels) *
-                    static_cast<int64_t>(sizeof(T));
+        origin[i] = image[i] + (static_cast<int64_t>(ih[i]) * p.width + iw[i]) * p.channels;
       } else {
         image[i] = 0;
         origin[i] = 0;
@@ -380,25 +379,20 @@ struct InputRows {
   __device__ __forceinline__ void UpdateTap(const KernelParams& p) {
     tap_h = r * p.dil_h;
     tap_w = s * p.dil_w;
-    tap = ((static_cast<int64_t>(tap_h) * p.width + tap_w) * p.channels + c) *
-          static_cast<int64_t>(sizeof(T));
+    tap = (static_cast<int64_t>(tap_h) * p.width + tap_w) * p.channels + c;
   }
 
   // Issues this thread's 16-byte copies of one k tile, row i to dst + i * row_stride (shared
   // memory bytes); padding, rows past M and inactive tiles (past the last) are zero-filled.
   __device__ __forceinline__ void Load(const KernelParams& p, const T* input, bool active,
                                        uint32_t dst, int row_stride, int block_k) {
-    // Byte offsets and non-short-circuit tests: a row's source is then two adds and two
-    // selects, with no shifts and no predicated parameter loads.
-    const uint64_t base = reinterpret_cast<uint64_t>(input);
-    const bool tap_ok = active & (r < p.kernel_h);
+    const bool tap_ok = active && r < p.kernel_h;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      const bool ok = tap_ok &
-                      (static_cast<unsigned>(ih[i] + tap_h) < static_cast<unsigned>(p.height)) &
-                      (static_cast<unsigned>(iw[i] + tap_w) < static_cast<unsigned>(p.width));
-      const uint64_t src = ok ? base + origin[i] + tap : base;
-      CpAsync16(dst + i * row_stride, reinterpret_cast<const void*>(src), ok ? 16 : 0);
+      const bool ok = tap_ok &&
+                      static_cast<unsigned>(ih[i] + tap_h) < static_cast<unsigned>(p.height) &&
+                      static_cast<unsigned>(iw[i] + tap_w) < static_cast<unsigned>(p.width);
+      CpAsync16(dst + i * row_stride, input + (ok ? origin[i] + tap : 0), ok ? 16 : 0);
     }
     c += block_k;
     while (c >= p.group_c) {
@@ -418,7 +412,7 @@ struct InputRows {
 // an offset per row, which the 128-register kernels rematerialised every tile).
 template <typename T, int kRows, int kRowsPerPass>
 struct WeightRows {
-  int64_t offset;  // byte offset of the thread's first row at its reduction position
+  int64_t offset;  // element offset of the thread's first row
   int valid_rows;  // rows i < valid_rows are output channels of the group
   int k;           // this thread's reduction position
 
@@ -426,26 +420,22 @@ struct WeightRows {
     valid_rows = n_first < p.group_k
                      ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
                      : 0;
-    offset = ((static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad + k0) *
-             static_cast<int64_t>(sizeof(T));
+    offset = (static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad;
     k = k0;
   }
 
   __device__ __forceinline__ void Load(const KernelParams& p, const T* weight, bool active,
                                        uint32_t dst, int row_stride, int block_k) {
-    const uint64_t base = reinterpret_cast<uint64_t>(weight);
-    const bool k_ok = active & (k < p.k_pad);
-    const uint64_t at = base + offset;
+    const bool k_ok = active && k < p.k_pad;
+    const int64_t at = offset + k;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       // Inactive (past the last tile) or out of range: a zero-byte copy, no branch.
-      const bool ok = k_ok & (i < valid_rows);
-      const uint64_t src =
-          ok ? at + static_cast<int64_t>(p.k_pad) * (i * kRowsPerPass * sizeof(T)) : base;
-      CpAsync16(dst + i * row_stride, reinterpret_cast<const void*>(src), ok ? 16 : 0);
+      const bool ok = k_ok && i < valid_rows;
+      const int64_t row_at = at + static_cast<int64_t>(i * kRowsPerPass) * p.k_pad;
+      CpAsync16(dst + i * row_stride, weight + (ok ? row_at : 0), ok ? 16 : 0);
     }
     k += block_k;
-    offset += static_cast<int64_t>(block_k) * static_cast<int64_t>(sizeof(T));
   }
 };
 
