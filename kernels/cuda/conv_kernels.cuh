@@ -330,16 +330,23 @@ struct GemmBlock {
 
 // The A operand (the implicit im2col of the NHWC input) as one thread loads it: column `vcol`
 // (kVec reduction elements, 16 bytes) of rows row0, row0 + kRowsPerPass, ... of the block's M
-// tile. Each row's output pixel is decoded once; the thread's (r, s, c) advances per k tile.
+// tile. Each row's output pixel is decoded once, into its input origin; the thread's filter tap
+// (r, s, c) is shared by its rows and advances per k tile, so a row's source is its origin plus
+// the tap's offset: two adds and two compares per 16-byte copy. (Computing (h * W + w) * C per
+// row and tile instead made the integer work ~3x the tensor-core instructions of the main loop,
+// Nsight Compute on the 128 x 128 row at N = 32, 2026-12-06.)
 // The 16-byte copies need C/groups to be a multiple of kVec, so that a vector never straddles
-// two filter taps; the element-gather kinds use only the decoded rows.
+// two filter taps; the element-gather kinds use only the decoded rows (image, ih, iw).
 template <typename T, int kRows, int kRowsPerPass>
 struct InputRows {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-  int64_t image[kRows];  // element offset of the row's image and group
-  int ih[kRows];         // input origin of the row's output pixel
+  int64_t image[kRows];   // element offset of the row's image and group
+  int64_t origin[kRows];  // element offset of the row's input origin (ih, iw); 0 past M
+  int ih[kRows];          // input origin of the row's output pixel
   int iw[kRows];
-  int c, s, r;  // this thread's reduction position (filter tap r, s; channel c)
+  int c, s, r;       // this thread's reduction position (filter tap r, s; channel c)
+  int tap_h, tap_w;  // r * dil_h, s * dil_w
+  int64_t tap;       // element offset of (tap_h, tap_w, c) from a row's origin
 
   __device__ __forceinline__ void Init(const KernelParams& p, int m_first, int group, int k) {
     const int pq_count = p.out_h * p.out_w;
@@ -355,8 +362,10 @@ struct InputRows {
                    static_cast<int64_t>(group) * p.group_c;
         ih[i] = op * p.stride_h - p.pad_h;
         iw[i] = oq * p.stride_w - p.pad_w;
+        origin[i] = image[i] + (static_cast<int64_t>(ih[i]) * p.width + iw[i]) * p.channels;
       } else {
         image[i] = 0;
+        origin[i] = 0;
         ih[i] = -(1 << 29);  // never in range
         iw[i] = 0;
       }
@@ -364,22 +373,26 @@ struct InputRows {
     c = k % p.group_c;
     s = (k / p.group_c) % p.kernel_w;
     r = k / p.group_c / p.kernel_w;
+    UpdateTap(p);
+  }
+
+  __device__ __forceinline__ void UpdateTap(const KernelParams& p) {
+    tap_h = r * p.dil_h;
+    tap_w = s * p.dil_w;
+    tap = (static_cast<int64_t>(tap_h) * p.width + tap_w) * p.channels + c;
   }
 
   // Issues this thread's 16-byte copies of one k tile, row i to dst + i * row_stride (shared
   // memory bytes); padding, rows past M and inactive tiles (past the last) are zero-filled.
   __device__ __forceinline__ void Load(const KernelParams& p, const T* input, bool active,
                                        uint32_t dst, int row_stride, int block_k) {
+    const bool tap_ok = active && r < p.kernel_h;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      const int h = ih[i] + r * p.dil_h;
-      const int w = iw[i] + s * p.dil_w;
-      const bool ok = active && r < p.kernel_h &&
-                      static_cast<unsigned>(h) < static_cast<unsigned>(p.height) &&
-                      static_cast<unsigned>(w) < static_cast<unsigned>(p.width);
-      const T* src =
-          ok ? input + image[i] + (static_cast<int64_t>(h) * p.width + w) * p.channels + c : input;
-      CpAsync16(dst + i * row_stride, src, ok ? 16 : 0);
+      const bool ok = tap_ok &&
+                      static_cast<unsigned>(ih[i] + tap_h) < static_cast<unsigned>(p.height) &&
+                      static_cast<unsigned>(iw[i] + tap_w) < static_cast<unsigned>(p.width);
+      CpAsync16(dst + i * row_stride, input + (ok ? origin[i] + tap : 0), ok ? 16 : 0);
     }
     c += block_k;
     while (c >= p.group_c) {
@@ -389,34 +402,38 @@ struct InputRows {
         ++r;
       }
     }
+    UpdateTap(p);
   }
 };
 
 // The B operand as one thread loads it: 16-byte column of rows row0, row0 + kRowsPerPass, ...
-// of the block's N tile in the packed weight [groups][K/groups][k_pad].
+// of the block's N tile in the packed weight [groups][K/groups][k_pad]. The rows are evenly
+// spaced, so one offset and a count of real rows describe them all (fewer live registers than
+// an offset per row, which the 128-register kernels rematerialised every tile).
 template <typename T, int kRows, int kRowsPerPass>
 struct WeightRows {
-  int64_t offset[kRows];
-  bool valid[kRows];
-  int k;  // this thread's reduction position
+  int64_t offset;  // element offset of the thread's first row
+  int valid_rows;  // rows i < valid_rows are output channels of the group
+  int k;           // this thread's reduction position
 
   __device__ __forceinline__ void Init(const KernelParams& p, int n_first, int group, int k0) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-      const int n = n_first + i * kRowsPerPass;
-      valid[i] = n < p.group_k;
-      offset[i] = (static_cast<int64_t>(group) * p.group_k + (valid[i] ? n : 0)) * p.k_pad;
-    }
+    valid_rows = n_first < p.group_k
+                     ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
+                     : 0;
+    offset = (static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad;
     k = k0;
   }
 
   __device__ __forceinline__ void Load(const KernelParams& p, const T* weight, bool active,
                                        uint32_t dst, int row_stride, int block_k) {
+    const bool k_ok = active && k < p.k_pad;
+    const int64_t at = offset + k;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       // Inactive (past the last tile) or out of range: a zero-byte copy, no branch.
-      const bool ok = active && valid[i] && k < p.k_pad;
-      CpAsync16(dst + i * row_stride, weight + offset[i] + (ok ? k : 0), ok ? 16 : 0);
+      const bool ok = k_ok && i < valid_rows;
+      const int64_t row_at = at + static_cast<int64_t>(i * kRowsPerPass) * p.k_pad;
+      CpAsync16(dst + i * row_stride, weight + (ok ? row_at : 0), ok ? 16 : 0);
     }
     k += block_k;
   }

@@ -153,6 +153,10 @@ inline constexpr TileConfig kConfigTable[] = {
     // Eight-way split of the 64 x 64 row for the deep 1x1 layers at N = 1 (K = 1024-2048, one M
     // tile, 8-16 N tiles): four ways leave 32-64 blocks for 132 SMs, each a chain of 4-8 k tiles.
     {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 3, 8},
+    // Deeper pipelines of the small tiles for N = 1, where a block's chain is 4-16 k tiles of
+    // cold loads and 2-3 in flight leave it waiting on each few; both stay under sm_89's 99 KB.
+    {KernelKind::kTensorOp,      32,  64,  64, 32, 32, 7, 1},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 5, 1},
 };
 // clang-format on
 
@@ -171,7 +175,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-15";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-16";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
