@@ -480,8 +480,11 @@ struct GemmShape {
                 "SIMT: fp32, 32x16 warp tile of 4x4 per lane");
 };
 
+// kSplitRow: compiled for a split-K row, with the cluster reduction. The unsplit rows get their
+// own kernels without it: carrying that code cost them 3-6% in the main loop on the H100
+// (bench/results/2026-12-06_mma_cluster_split, run 2).
 template <typename T, int kBlockM, int kBlockN, int kBlockKBytes, int kWarpM, int kWarpN,
-          int kStages, KernelKind kKind>
+          int kStages, KernelKind kKind, bool kSplitRow>
 __global__ void __launch_bounds__(
     (GemmShape<T, kBlockM, kBlockN, kBlockKBytes, kWarpM, kWarpN, kStages, kKind>::kThreads))
     ConvGemmKernel(const __grid_constant__ KernelParams p) {
@@ -678,7 +681,7 @@ __global__ void __launch_bounds__(
   // The split slices of this tile are one cluster (p.cluster_split): they sum in distributed
   // shared memory into slice 0 (cluster rank = split), which alone runs the epilogue, with the
   // whole sum (cluster_reduce.cuh). No partials in the workspace, no reduction kernel.
-  if constexpr (Shape::kClusterSplit) {
+  if constexpr (kSplitRow && Shape::kClusterSplit) {
     if (p.cluster_split) {
       constexpr int kCount = kMi * kNi * kAccPer;
       float(&flat)[kCount] = *reinterpret_cast<float(*)[kCount]>(&acc[0][0][0]);

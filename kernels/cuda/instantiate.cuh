@@ -27,8 +27,8 @@ cudaError_t LaunchGemm(const KernelParams& p, cudaStream_t stream) {
   constexpr int kBlockKBytes = c.block_k * 2;
   using Shape =
       GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
-  auto* kernel =
-      &ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
+  auto* kernel = &ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n,
+                                 c.stages, c.kind, (c.split_k > 1)>;
   if (!p.cluster_split) {
     kernel<<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
     return cudaPeekAtLastError();
@@ -180,11 +180,11 @@ KernelHandle MakeHandle() {
     constexpr int kBlockKBytes = c.block_k * 2;
     using Shape =
         GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
-    h = GemmHandle<Shape>(
-        reinterpret_cast<const void*>(&ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes,
-                                                      c.warp_m, c.warp_n, c.stages, c.kind>),
-        &LaunchGemm<T, kIndex>);
-    h.cluster_split = Shape::kClusterSplit;
+    h = GemmHandle<Shape>(reinterpret_cast<const void*>(
+                              &ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m,
+                                              c.warp_n, c.stages, c.kind, (c.split_k > 1)>),
+                          &LaunchGemm<T, kIndex>);
+    h.cluster_split = c.split_k > 1 && Shape::kClusterSplit;
   }
   return h;
 }
