@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/cluster_reduce.cuh"
 #include "kernels/cuda/kernel_params.h"
 #include "kernels/cuda/tile_config.h"
 
@@ -177,10 +178,16 @@ struct OutputRow {
   bool valid;
 };
 
+// Whether a launch's GEMM blocks store fp32 partial sums for the split-K reduction kernel: split
+// slices that do not sum inside a cluster (KernelParams::cluster_split).
+__device__ __forceinline__ bool StoresPartials(const KernelParams& p) {
+  return p.split_k > 1 && !p.cluster_split;
+}
+
 __device__ __forceinline__ OutputRow MakeOutputRow(const KernelParams& p, int m, int split) {
   OutputRow row;
   row.valid = m < p.gemm_m;
-  if (p.split_k > 1) {
+  if (StoresPartials(p)) {
     row.base = (static_cast<int64_t>(split) * p.gemm_m + m) * p.out_channels;
     row.step = 1;
   } else if (!p.output_nchw) {
@@ -223,7 +230,7 @@ __device__ __forceinline__ T FinishValue(const KernelParams& p, int channel, flo
 template <typename T, int kActivation>
 __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow& row, int channel,
                                           float v0, float v1, bool two) {
-  if (p.split_k > 1) {
+  if (StoresPartials(p)) {
     float* dst = p.partials + row.base + channel;
     if (two && ((row.base + channel) & 1) == 0) {
       *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
@@ -458,6 +465,9 @@ struct GemmShape {
   static constexpr int kBRows = kBlockN / kRowsPerPass;
   static constexpr int kStageBytes = (kBlockM + kBlockN) * kRowBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes;
+  // Split slices can sum inside a cluster (sm_90) when the block's fp32 tile fits in the drained
+  // pipeline's shared memory.
+  static constexpr bool kClusterSplit = kBlockM * kBlockN * 4 <= kSmemBytes;
 
   static_assert(kBlockM % kWarpM == 0 && kBlockN % kWarpN == 0, "warps must tile the block");
   static_assert(kThreads % kVecPerRow == 0, "threads must cover whole rows");
@@ -470,8 +480,11 @@ struct GemmShape {
                 "SIMT: fp32, 32x16 warp tile of 4x4 per lane");
 };
 
+// kSplitRow: compiled for a split-K row, with the cluster reduction. The unsplit rows get their
+// own kernels without it: carrying that code cost them 3-6% in the main loop on the H100
+// (bench/results/2026-12-06_mma_cluster_split, run 2).
 template <typename T, int kBlockM, int kBlockN, int kBlockKBytes, int kWarpM, int kWarpN,
-          int kStages, KernelKind kKind>
+          int kStages, KernelKind kKind, bool kSplitRow>
 __global__ void __launch_bounds__(
     (GemmShape<T, kBlockM, kBlockN, kBlockKBytes, kWarpM, kWarpN, kStages, kKind>::kThreads))
     ConvGemmKernel(const __grid_constant__ KernelParams p) {
@@ -485,7 +498,7 @@ __global__ void __launch_bounds__(
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Split slices: the reduction kernel, a programmatic dependent (LaunchSplitKReduce), may be
   // scheduled once every block of this grid has started; it waits for this grid's results.
-  if (p.split_k > 1) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  if (StoresPartials(p)) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
   const GemmBlock block = GemmBlock::Locate(p, kBlockM, kBlockN, kBlockK);
   // Named copies: lambdas below capture them (C++17 lambdas cannot capture structured bindings).
@@ -664,6 +677,25 @@ __global__ void __launch_bounds__(
   }
   CpAsyncWait<0>();
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The split slices of this tile are one cluster (p.cluster_split): they sum in distributed
+  // shared memory into slice 0 (cluster rank = split), which alone runs the epilogue, with the
+  // whole sum (cluster_reduce.cuh). No partials in the workspace, no reduction kernel.
+  if constexpr (kSplitRow && Shape::kClusterSplit) {
+    if (p.cluster_split) {
+      constexpr int kCount = kMi * kNi * kAccPer;
+      float(&flat)[kCount] = *reinterpret_cast<float(*)[kCount]>(&acc[0][0][0]);
+      __syncthreads();  // every warp is done reading the last stage
+      ParkAccumulators<kCount, Shape::kThreads>(flat, smem_base, tid);
+      ClusterSync();
+      SumSharedChunks<kCount, Shape::kThreads>(smem_base, tid, split, p.split_k);
+      ClusterSync();  // every share is in slice 0's parking; no slice reads another any more
+      if (split != 0) return;
+      ReloadAccumulators<kCount, Shape::kThreads>(flat, smem_base, tid);
+    }
+  }
+#endif
+
   const int channel0 = group * p.group_k;
   // Staged epilogue where the block's tile fits in the pipeline's shared memory.
   using Staged = StagedTile<T, kBlockM, kBlockN>;
@@ -693,7 +725,7 @@ __global__ void __launch_bounds__(
     }
   }
   // Epilogue straight from registers; split-K slices store raw sums (the reduction finishes).
-  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+  DispatchActivation(StoresPartials(p) ? 0 : p.activation, [&](auto tag) {
     constexpr int kAct = decltype(tag)::value;
     if constexpr (!Shape::kSimt) {
       const int g = lane / 4;

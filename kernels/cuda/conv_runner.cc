@@ -34,10 +34,33 @@ int64_t Align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 bool IsGemmKind(KernelKind kind) { return kind != KernelKind::kDepthwise; }
 
-// Split-K that sums in fp32 partials in the workspace and a second kernel; the TMA kind sums
-// inside a thread-block cluster instead.
-bool ReducesThroughWorkspace(KernelKind kind) {
-  return IsGemmKind(kind) && kind != KernelKind::kWgmmaTma;
+// Whether the current device runs the sm_90 code of the mma.sync kinds: a build with sm_90 code
+// on compute capability 9.0 or later.
+bool ClusterSplitOnDevice() {
+#ifdef CONVSERVE_HAVE_WGMMA
+  int device = 0;
+  int major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         major >= 9;
+#else
+  return false;
+#endif
+}
+
+// How a launch of `config` cut into `split` slices sums them: inside a thread-block cluster
+// (the TMA kind always; the mma.sync kinds on sm_90 when their tile fits in the drained
+// pipeline and the split in a portable cluster), or as fp32 partials in the workspace summed by
+// a second kernel.
+enum class SplitSum { kNone, kCluster, kWorkspace };
+SplitSum SplitSumOf(int config, DataType dtype, int split) {
+  const KernelKind kind = kConfigTable[config].kind;
+  if (split <= 1 || !IsGemmKind(kind)) return SplitSum::kNone;
+  if (kind == KernelKind::kWgmmaTma) return SplitSum::kCluster;
+  if (split <= 8 && GetKernel(config, dtype).cluster_split && ClusterSplitOnDevice()) {
+    return SplitSum::kCluster;
+  }
+  return SplitSum::kWorkspace;
 }
 
 // sm_90a code: runs on compute capability 9.0 devices only.
@@ -461,11 +484,9 @@ int64_t WorkspaceBytes(int config, const ConvProblem& problem) {
     bytes += Align256(run.input_bytes());
   }
   const TileConfig& c = kConfigTable[config];
-  if (ReducesThroughWorkspace(c.kind)) {
-    const SplitPlan split = PlanSplit(c, run);
-    if (split.split > 1) {
-      bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
-    }
+  const SplitPlan split = PlanSplit(c, run);
+  if (SplitSumOf(config, problem.params.dtype, split.split) == SplitSum::kWorkspace) {
+    bytes += Align256(split.split * problem.gemm_m() * problem.params.out_channels * 4);
   }
   return bytes;
 }
@@ -510,7 +531,9 @@ absl::Status LaunchConv(int config, const ConvProblem& problem, const DeviceWeig
   p.bias = weights.bias;
   p.output = output;
   const int vec = VectorWidth(problem.params.dtype);
-  const bool workspace_split = p.split_k > 1 && ReducesThroughWorkspace(c.kind);
+  const SplitSum split_sum = SplitSumOf(config, problem.params.dtype, p.split_k);
+  const bool workspace_split = split_sum == SplitSum::kWorkspace;
+  p.cluster_split = split_sum == SplitSum::kCluster ? 1 : 0;
   p.vector_store = !p.output_nchw && !workspace_split && p.group_k % vec == 0 &&
                    p.out_channels % vec == 0 && reinterpret_cast<uintptr_t>(output) % 16 == 0;
   if (workspace_split) p.partials = reinterpret_cast<float*>(scratch);
@@ -586,7 +609,7 @@ int HeuristicConfig(const ConvProblem& problem, const DeviceInfo& device) {
     // wgmma tiles ran 1.3-1.7x faster than mma.sync tiles of the same shape on the H100
     // (bench/results/2026-11-24_h100_wgmma_v2_staged_epilogue).
     if (IsHopperKind(c.kind)) cost *= 0.65;
-    if (split.split > 1 && ReducesThroughWorkspace(c.kind)) {
+    if (SplitSumOf(i, params.dtype, split.split) == SplitSum::kWorkspace) {
       cost += static_cast<double>(split.split) * problem.gemm_m() * params.out_channels * 8.0 /
               device.sm_count;
     }

@@ -27,9 +27,26 @@ cudaError_t LaunchGemm(const KernelParams& p, cudaStream_t stream) {
   constexpr int kBlockKBytes = c.block_k * 2;
   using Shape =
       GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
-  ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>
-      <<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
-  return cudaPeekAtLastError();
+  auto* kernel = &ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n,
+                                 c.stages, c.kind, (c.split_k > 1)>;
+  if (!p.cluster_split) {
+    kernel<<<GemmGrid(c, p), Shape::kThreads, Shape::kSmemBytes, stream>>>(p);
+    return cudaPeekAtLastError();
+  }
+  // A tile's split slices (consecutive in z) form one cluster and sum in it.
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = static_cast<unsigned>(p.split_k);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = GemmGrid(c, p);
+  config.blockDim = dim3(Shape::kThreads);
+  config.dynamicSmemBytes = Shape::kSmemBytes;
+  config.stream = stream;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, p);
 }
 
 template <typename T, int kIndex>
@@ -161,11 +178,13 @@ KernelHandle MakeHandle() {
     // spilled 80 bytes): no fp32 kernel for this row.
   } else {
     constexpr int kBlockKBytes = c.block_k * 2;
-    h = GemmHandle<
-        GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>>(
-        reinterpret_cast<const void*>(&ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes,
-                                                      c.warp_m, c.warp_n, c.stages, c.kind>),
-        &LaunchGemm<T, kIndex>);
+    using Shape =
+        GemmShape<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m, c.warp_n, c.stages, c.kind>;
+    h = GemmHandle<Shape>(reinterpret_cast<const void*>(
+                              &ConvGemmKernel<T, c.block_m, c.block_n, kBlockKBytes, c.warp_m,
+                                              c.warp_n, c.stages, c.kind, (c.split_k > 1)>),
+                          &LaunchGemm<T, kIndex>);
+    h.cluster_split = c.split_k > 1 && Shape::kClusterSplit;
   }
   return h;
 }

@@ -15,6 +15,8 @@ struct KernelHandle {
   const void* func = nullptr;  // the __global__ function; null: no kernel for this dtype
   int threads = 0;
   int smem_bytes = 0;  // dynamic shared memory per block
+  // The mma.sync kinds' split slices can sum inside a cluster on sm_90 (GemmShape::kClusterSplit).
+  bool cluster_split = false;
   // Launches with the grid the kind needs for `params`.
   cudaError_t (*launch)(const KernelParams& params, cudaStream_t stream) = nullptr;
 };

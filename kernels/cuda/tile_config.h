@@ -44,7 +44,7 @@ struct TileConfig {
   int warp_m;   // a warp's tile (a warpgroup's for kWgmma)
   int warp_n;
   int stages;   // cp.async pipeline depth
-  int split_k;  // > 1: the reduction is cut into this many slices, summed by a second kernel
+  int split_k;  // > 1: the reduction is cut into this many slices (summed as SplitSumOf says)
   // kWgmmaTma only: one block per SM walks many output tiles, so the producer copies the next
   // tile's operands while the consumers store this one (no split-K).
   bool persistent = false;
@@ -175,7 +175,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-16";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-17";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.

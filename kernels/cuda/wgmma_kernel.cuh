@@ -129,7 +129,7 @@ __device__ __forceinline__ void WgmmaStoreDirect(const KernelParams& p,
   const int warp = wg_thread / 32;
   const int lane = wg_thread % 32;
   const int channel0 = group * p.group_k;
-  DispatchActivation(p.split_k > 1 ? 0 : p.activation, [&](auto tag) {
+  DispatchActivation(StoresPartials(p) ? 0 : p.activation, [&](auto tag) {
     constexpr int kAct = decltype(tag)::value;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
