@@ -28,8 +28,8 @@ struct KernelParams {
   int k_pad = 0;    // gemm_k rounded up to 8: the packed weight row stride
   int split_k = 1;
   int k_tiles_per_split = 0;
-  // mma.sync kinds on sm_90: the split slices of a tile are one thread-block cluster and sum in
-  // it (no partials, no reduction kernel). Else split slices store partials.
+  // The split slices of a tile are one thread-block cluster and sum in it, no partials, no
+  // reduction kernel (the TMA kind always; the mma.sync kinds on sm_90). Else they store partials.
   int cluster_split = 0;
   int activation = 0;  // convserve::Activation
   int output_nchw = 0;
