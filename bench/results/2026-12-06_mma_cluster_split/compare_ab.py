@@ -13,9 +13,10 @@ import sys
 def load(paths):
     runs = []
     for path in paths.split(","):
-        runs.append({(r["shape"], r["n"], r["dtype"]): r["configs"] for r in json.load(open(path))["results"]})
-    keys = runs[0].keys()
-    return {k: {c: min(run[k][c] for run in runs) for c in runs[0][k] if runs[0][k][c]} for k in keys}
+        results = json.load(open(path))["results"]
+        runs.append({(r["shape"], r["n"], r["dtype"]): r["configs"] for r in results})
+    return {k: {c: min(run[k][c] for run in runs) for c in runs[0][k] if runs[0][k][c]}
+            for k in runs[0]}
 
 
 def geo(values):

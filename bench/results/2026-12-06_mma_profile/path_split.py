@@ -37,8 +37,8 @@ def main():
     for name, a, b in parts:
         e = sum(r[1] for r in rows[a:b])
         s = sum(r[2] for r in rows[a:b])
-        print(f"| {name} | {e / warps:.0f} | {100 * e / total:.0f}% | {100 * s / total_samples:.0f}% "
-              f"| {b - a} |")
+        print(f"| {name} | {e / warps:.0f} | {100 * e / total:.0f}% "
+              f"| {100 * s / total_samples:.0f}% | {b - a} |")
     print(f"| all | {total / warps:.0f} | | | {len(rows)} |")
 
 
