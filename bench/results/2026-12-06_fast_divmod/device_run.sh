@@ -7,7 +7,7 @@
 #   rm -rf .gpu/fd; ../shared/tools/gpu-bundle .gpu/fd build-gpu/tests/kernels_gpu/conv_kernels_gpu_test \
 #     build-gpu/bench/conv/conv_bench build-gpu/tests/server/gpu_server_test /tmp/conv_bench_main \
 #     -- tests/data
-#   strip --strip-debug .gpu/fd/bin/*; (cd .gpu && tar -cf - fd | xz -T2 -3 > fd.tar.xz)
+#   strip --strip-debug .gpu/fd/bin/*; (cd .gpu && tar -cf - fd | xz -T2 -9 > fd.tar.xz)
 # device: carry [".gpu/fd.tar.xz"]: bash bench/results/2026-12-06_fast_divmod/device_run.sh
 set -uo pipefail
 (cd .gpu && tar -xJf fd.tar.xz)
