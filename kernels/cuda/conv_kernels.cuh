@@ -308,8 +308,7 @@ struct GemmBlock {
     GemmBlock b;
     b.m_block = blockIdx.x * block_m;
     b.n_block = blockIdx.y * block_n;
-    b.group = blockIdx.z / p.split_k;
-    b.split = blockIdx.z - b.group * p.split_k;
+    b.group = p.div_split_k.DivMod(static_cast<int>(blockIdx.z), &b.split);
     const int total_k_tiles = (p.k_pad + block_k - 1) / block_k;
     b.kt_begin = b.split * p.k_tiles_per_split;
     b.kt_end = min(total_k_tiles, b.kt_begin + p.k_tiles_per_split);
@@ -356,15 +355,13 @@ struct InputRows {
   int64_t tap;       // element offset of (tap_h, tap_w, c) from a row's origin
 
   __device__ __forceinline__ void Init(const KernelParams& p, int m_first, int group, int k) {
-    const int pq_count = p.out_h * p.out_w;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       const int m = m_first + i * kRowsPerPass;
       if (m < p.gemm_m) {
-        const int img = m / pq_count;
-        const int pq = m - img * pq_count;
-        const int op = pq / p.out_w;
-        const int oq = pq - op * p.out_w;
+        int pq, oq;
+        const int img = p.div_pq.DivMod(m, &pq);
+        const int op = p.div_out_w.DivMod(pq, &oq);
         image[i] = static_cast<int64_t>(img) * p.height * p.width * p.channels +
                    static_cast<int64_t>(group) * p.group_c;
         ih[i] = op * p.stride_h - p.pad_h;
@@ -377,9 +374,7 @@ struct InputRows {
         iw[i] = 0;
       }
     }
-    c = k % p.group_c;
-    s = (k / p.group_c) % p.kernel_w;
-    r = k / p.group_c / p.kernel_w;
+    r = p.div_kernel_w.DivMod(p.div_group_c.DivMod(k, &c), &s);
     UpdateTap(p);
   }
 
@@ -535,10 +530,8 @@ __global__ void __launch_bounds__(
       for (int j = 0; j < kVec; ++j) {
         const int k = a_k + j;
         if (k < p.gemm_k) {
-          const int c = k % p.group_c;
-          const int rs = k / p.group_c;
-          const int s = rs % p.kernel_w;
-          const int r = rs / p.kernel_w;
+          int c, s;
+          const int r = p.div_kernel_w.DivMod(p.div_group_c.DivMod(k, &c), &s);
           tap_h[j] = r * p.dil_h;
           tap_w[j] = s * p.dil_w;
           tap_off[j] = (static_cast<int64_t>(tap_h[j]) * p.width + tap_w[j]) * p.channels + c;

@@ -239,6 +239,15 @@ KernelParams MakeKernelParams(const TileConfig& config, const ConvProblem& probl
   return p;
 }
 
+// The multiply-shift forms of the kernels' divisors, from p's final fields.
+void SetDivisors(KernelParams& p) {
+  p.div_pq = FastDivmod(std::max(1, p.out_h * p.out_w));
+  p.div_out_w = FastDivmod(std::max(1, p.out_w));
+  p.div_group_c = FastDivmod(std::max(1, p.group_c));
+  p.div_kernel_w = FastDivmod(std::max(1, p.kernel_w));
+  p.div_split_k = FastDivmod(std::max(1, p.split_k));
+}
+
 // The kernel's parameters for `config` on `problem`, which it runs as `run` (RunProblem): those
 // of `run`, with the layer's own output size and GEMM M.
 KernelParams RunParams(const TileConfig& config, const ConvProblem& problem,
@@ -247,6 +256,7 @@ KernelParams RunParams(const TileConfig& config, const ConvProblem& problem,
   p.out_h = static_cast<int>(problem.out_height());
   p.out_w = static_cast<int>(problem.out_width());
   p.gemm_m = static_cast<int>(problem.gemm_m());
+  SetDivisors(p);
   return p;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/conv_problem.h"
+#include "kernels/cuda/fast_divmod.h"
 
 namespace convserve {
 namespace cuda {
@@ -37,6 +38,13 @@ struct KernelParams {
   // GEMM kinds stage their tile in shared memory and store 16-byte vectors (StagedTile).
   int vector_store = 0;
   int depth_multiplier = 1;  // depthwise: K / C
+  // The divisors the GEMM kernels decode positions with, as multiply-shifts (fast_divmod.h); set
+  // by the host (SetDivisors in conv_runner.cc) once the fields above are final.
+  FastDivmod div_pq;        // out_h * out_w
+  FastDivmod div_out_w;     // out_w
+  FastDivmod div_group_c;   // group_c
+  FastDivmod div_kernel_w;  // kernel_w
+  FastDivmod div_split_k;   // split_k
 };
 
 }  // namespace cuda
