@@ -1,5 +1,5 @@
 // Division by a run-time divisor that is the same for a whole launch (output width, channels per
-// group, ...), as a multiply-high and a shift: a kernel's integer division by a register value
+// group, ...), as a multiply and a shift: a kernel's integer division by a register value
 // is a ~20-instruction sequence, and at N = 1 the mma.sync kernels spent a third of their
 // instructions decoding row and filter positions before their first copy (Nsight Compute,
 // bench/results/2026-12-06_mma_profile). Built on the host into KernelParams.
