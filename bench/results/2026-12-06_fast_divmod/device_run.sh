@@ -47,7 +47,7 @@ for round in 1 2; do
     echo "$which round $round rc=$? $((SECONDS - T0))s"
   done
 done
-python3 bench/results/2026-12-06_mma_cluster_split/compare_ab.py $O/ab_old_1.json,$O/ab_old_2.json \
+python3 bench/conv/compare_ab.py $O/ab_old_1.json,$O/ab_old_2.json \
   $O/ab_new_1.json,$O/ab_new_2.json >$O/ab_all_rows.md 2>&1
 tail -4 $O/ab_all_rows.md
 grep -E "b64x64x32_w32x32_s4 |b64x64x64_w32x32_s3 |fewch" $O/ab_all_rows.md
