@@ -194,11 +194,10 @@ __device__ __forceinline__ OutputRow MakeOutputRow(const KernelParams& p, int m,
     row.base = static_cast<int64_t>(m) * p.out_channels;
     row.step = 1;
   } else {
-    const int pq_count = p.out_h * p.out_w;
-    const int image = m / pq_count;
-    const int pq = m - image * pq_count;
-    row.base = static_cast<int64_t>(image) * p.out_channels * pq_count + pq;
-    row.step = pq_count;
+    int pq;
+    const int image = p.div_pq.DivMod(m, &pq);
+    row.base = static_cast<int64_t>(image) * p.out_channels * p.div_pq.divisor + pq;
+    row.step = p.div_pq.divisor;
   }
   return row;
 }
@@ -226,10 +225,11 @@ __device__ __forceinline__ T FinishValue(const KernelParams& p, int channel, flo
   return ActivateToT<T, kActivation>(p, v + BiasOf<T>(p, channel));
 }
 
-// Stores channels `channel` and `channel + 1` (when `two`) of one row.
+// Stores channels `channel` and `channel + 1` (when `two`) of one row; b0 and b1 are their
+// biases (unused for partial sums).
 template <typename T, int kActivation>
 __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow& row, int channel,
-                                          float v0, float v1, bool two) {
+                                          float v0, float v1, float b0, float b1, bool two) {
   if (StoresPartials(p)) {
     float* dst = p.partials + row.base + channel;
     if (two && ((row.base + channel) & 1) == 0) {
@@ -241,9 +241,9 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     return;
   }
   T* out = static_cast<T*>(p.output);
-  const T r0 = FinishValue<T, kActivation>(p, channel, v0);
+  const T r0 = ActivateToT<T, kActivation>(p, v0 + b0);
   if (two && row.step == 1 && sizeof(T) == 2 && ((row.base + channel) & 1) == 0) {
-    const T r1 = FinishValue<T, kActivation>(p, channel + 1, v1);
+    const T r1 = ActivateToT<T, kActivation>(p, v1 + b1);
     uint16_t lo, hi;
     memcpy(&lo, &r0, 2);
     memcpy(&hi, &r1, 2);
@@ -251,8 +251,7 @@ __device__ __forceinline__ void StorePair(const KernelParams& p, const OutputRow
     return;
   }
   out[row.base + channel * row.step] = r0;
-  if (two)
-    out[row.base + (channel + 1) * row.step] = FinishValue<T, kActivation>(p, channel + 1, v1);
+  if (two) out[row.base + (channel + 1) * row.step] = ActivateToT<T, kActivation>(p, v1 + b1);
 }
 
 // The epilogue for NHWC outputs without split-K (KernelParams::vector_store): a tile's threads
@@ -581,23 +580,27 @@ __global__ void __launch_bounds__(
 #pragma unroll
       for (int e = 0; e < kAccPer; ++e) acc[i][j][e] = 0.f;
 
-        // Prologue: fill kStages - 1 stages.
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    load_tile(s, kt_begin + s < kt_end);
-    CpAsyncCommit();
-  }
+  // One loop fills the pipeline and runs it: its first kStages - 1 steps only load (the
+  // prologue), each later step waits for the oldest stage, refills the stage read one step
+  // before and multiplies. At N = 1 each block runs its path once with the L2 flushed, so every
+  // instruction is a cold fetch ("no instruction" led the stalls, Nsight Compute 2026-12-06):
+  // a separately unrolled prologue held kStages - 1 more copies of the loader.
   int read_stage = 0;
-  int write_stage = kStages - 1;
+  int write_stage = 0;
   // Not unrolled: the body is large, and unrolled copies overflow the instruction cache
   // (Nsight Compute showed 62% of stalls as "no instruction" before this pragma).
 #pragma unroll 1
-  for (int kt = kt_begin; kt < kt_end; ++kt) {
-    CpAsyncWait<kStages - 2>();
-    __syncthreads();
-    // The stage written now was read in the previous iteration, which every thread has left.
+  for (int step = 0, kt = kt_begin - (kStages - 1); kt < kt_end; ++step, ++kt) {
+    const bool multiply = step >= kStages - 1;
+    if (multiply) {
+      CpAsyncWait<kStages - 2>();
+      // The stage written now was read in the previous step, which every thread has left.
+      __syncthreads();
+    }
     load_tile(write_stage, kt + kStages - 1 < kt_end);
     CpAsyncCommit();
+    write_stage = write_stage + 1 == kStages ? 0 : write_stage + 1;
+    if (!multiply) continue;
 
     const uint32_t a_stage = smem_base + read_stage * Shape::kStageBytes;
     const uint32_t b_stage = a_stage + kBlockM * kRowBytes;
@@ -666,7 +669,6 @@ __global__ void __launch_bounds__(
       }
     }
     read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
-    write_stage = write_stage + 1 == kStages ? 0 : write_stage + 1;
   }
   CpAsyncWait<0>();
 
@@ -690,6 +692,16 @@ __global__ void __launch_bounds__(
 #endif
 
   const int channel0 = group * p.group_k;
+  // A lane's columns are the same in every row it stores: their biases are read once, not per
+  // element (the per-element loads were a tenth of the N = 1 epilogue).
+  constexpr int kBiasCols = Shape::kSimt ? 1 : kNi;
+  float bias[kBiasCols][2];
+#pragma unroll
+  for (int ni = 0; ni < kBiasCols; ++ni) {
+    const int n = n_block + warp_n * kWarpN + ni * 8 + 2 * (lane % 4);
+    bias[ni][0] = !Shape::kSimt && n < p.group_k ? BiasOf<T>(p, channel0 + n) : 0.f;
+    bias[ni][1] = !Shape::kSimt && n + 1 < p.group_k ? BiasOf<T>(p, channel0 + n + 1) : 0.f;
+  }
   // Staged epilogue where the block's tile fits in the pipeline's shared memory.
   using Staged = StagedTile<T, kBlockM, kBlockN>;
   if constexpr (!Shape::kSimt && Staged::kBytes <= Shape::kSmemBytes) {
@@ -706,9 +718,8 @@ __global__ void __launch_bounds__(
             for (int ni = 0; ni < kNi; ++ni) {
               const int c = warp_n * kWarpN + ni * 8 + 2 * (lane % 4);
               if (n_block + c >= p.group_k) continue;
-              const int channel = channel0 + n_block + c;
-              Staged::Put(smem, r, c, FinishValue<T, kAct>(p, channel, acc[mi][ni][half * 2]),
-                          FinishValue<T, kAct>(p, channel + 1, acc[mi][ni][half * 2 + 1]));
+              Staged::Put(smem, r, c, ActivateToT<T, kAct>(p, acc[mi][ni][half * 2] + bias[ni][0]),
+                          ActivateToT<T, kAct>(p, acc[mi][ni][half * 2 + 1] + bias[ni][1]));
             }
           }
       });
@@ -735,7 +746,8 @@ __global__ void __launch_bounds__(
             const int n = n_block + warp_n * kWarpN + ni * 8 + 2 * t;
             if (n >= p.group_k) continue;
             StorePair<T, kAct>(p, row, channel0 + n, acc[mi][ni][half * 2],
-                               acc[mi][ni][half * 2 + 1], n + 1 < p.group_k);
+                               acc[mi][ni][half * 2 + 1], bias[ni][0], bias[ni][1],
+                               n + 1 < p.group_k);
           }
         }
     } else {
@@ -750,8 +762,9 @@ __global__ void __launch_bounds__(
         for (int j = 0; j < 4; j += 2) {
           const int n = n_block + warp_n * 16 + ln * 4 + j;
           if (n >= p.group_k) continue;
-          StorePair<T, kAct>(p, row, channel0 + n, acc[i][j][0], acc[i][j + 1][0],
-                             n + 1 < p.group_k);
+          StorePair<T, kAct>(
+              p, row, channel0 + n, acc[i][j][0], acc[i][j + 1][0], BiasOf<T>(p, channel0 + n),
+              n + 1 < p.group_k ? BiasOf<T>(p, channel0 + n + 1) : 0.f, n + 1 < p.group_k);
         }
       }
     }

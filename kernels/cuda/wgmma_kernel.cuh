@@ -139,8 +139,10 @@ __device__ __forceinline__ void WgmmaStoreDirect(const KernelParams& p,
       for (int j = 0; j < kWgN / 8; ++j) {
         const int n = n0 + j * 8 + 2 * (lane % 4);
         if (n >= p.group_k) continue;
+        const bool two = n + 1 < p.group_k;
         StorePair<T, kAct>(p, row, channel0 + n, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1],
-                           n + 1 < p.group_k);
+                           BiasOf<T>(p, channel0 + n), two ? BiasOf<T>(p, channel0 + n + 1) : 0.f,
+                           two);
       }
     }
   });

@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(
   // channels (a slab each).
   const int slab_channels = min(p.group_c, kBlockK);
   const int a_row_bytes = slab_channels * static_cast<int>(sizeof(T));
-  const int slabs_per_tile = kRowBytes / a_row_bytes;
+  const int slabs_per_tile = a_row_bytes == kRowBytes ? 1 : kRowBytes / a_row_bytes;
 
   const int tid = threadIdx.x;
   if (tid == 0) {
@@ -287,19 +287,16 @@ __global__ void __launch_bounds__(
       for (int t = tile_first; t < tile_count; t += tile_step) {
         const GemmBlock block = locate(t);
         // The tile's first output pixel, as the input position of its top-left filter tap.
-        const int pq_count = p.out_h * p.out_w;
-        const int image = block.m_block / pq_count;
-        const int pq = block.m_block - image * pq_count;
-        const int out_row = pq / p.out_w;
-        const int w0 = (pq - out_row * p.out_w) * p.stride_w - p.pad_w;
+        // Multiply-shift divisions (FastDivmod): they stand between launch and the first copy.
+        int pq, out_col;
+        const int image = p.div_pq.DivMod(block.m_block, &pq);
+        const int out_row = p.div_out_w.DivMod(pq, &out_col);
+        const int w0 = out_col * p.stride_w - p.pad_w;
         const int h0 = out_row * p.stride_h - p.pad_h;
         // The filter tap (r, s) and channel of the first slab, stepped slab by slab after it
         // (no divisions in the loop: this one thread feeds the whole block).
-        const int k_first = block.kt_begin * kBlockK;
-        const int tap_first = k_first / p.group_c;
-        int r = tap_first / p.kernel_w;
-        int s = tap_first - r * p.kernel_w;
-        int channel = k_first - tap_first * p.group_c;
+        int channel, s;
+        int r = p.div_kernel_w.DivMod(p.div_group_c.DivMod(block.kt_begin * kBlockK, &channel), &s);
 #pragma unroll 1
         for (int kt = block.kt_begin; kt < block.kt_end; ++kt, ++issued) {
           const int stage = issued % kStages;
