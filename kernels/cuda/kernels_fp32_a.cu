@@ -5,7 +5,7 @@ namespace convserve {
 namespace cuda {
 
 void FillKernelsFp32A(KernelTable& table) {
-  FillKernels<float, 0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 57, 58, 59>(table);
+  FillKernels<float, 0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 57, 58, 59, 60, 61, 62>(table);
 }
 
 }  // namespace cuda

@@ -157,6 +157,16 @@ inline constexpr TileConfig kConfigTable[] = {
     // cold loads and 2-3 in flight leave it waiting on each few; both stay under sm_89's 99 KB.
     {KernelKind::kTensorOp,      32,  64,  64, 32, 32, 7, 1},
     {KernelKind::kTensorOp,      64,  64,  64, 32, 32, 5, 1},
+    // The small tiles with more, smaller warp tiles, for N = 1: there a block is alone on its SM
+    // and its warps are issue-bound (Nsight Compute on l2_1x1_512to128, 2026-12-06: "selected"
+    // and fixed-latency waits 63% of stalls, loads 0.4%), so the 2-warp 32 x 64 tile used half
+    // of the SM's four schedulers and each warp ran ~2,900 instructions. Twice the warps halve
+    // each warp's share of the loads, the multiplies and the epilogue.
+    {KernelKind::kTensorOp,      32,  64,  64, 16, 32, 4, 1},
+    {KernelKind::kTensorOp,      32,  64,  64, 16, 32, 4, 4},
+    {KernelKind::kTensorOp,      32,  64,  64, 16, 16, 4, 1},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 16, 5, 1},
+    {KernelKind::kTensorOp,      64,  64,  64, 32, 16, 3, 8},
 };
 // clang-format on
 
@@ -175,7 +185,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-17";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-18";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
