@@ -47,13 +47,17 @@ python3 bench/conv/compare_ab.py $O/ab_old_1.json,$O/ab_old_2.json \
   $O/ab_new_1.json,$O/ab_new_2.json >$O/ab_all_rows.md 2>&1
 tail -2 $O/ab_all_rows.md
 grep -E "b32x64x64_w32x32_s4 |b64x64x64_w64x64_s6_wgmma |b64x64x64_w64x64_s6_wgmma_tma " $O/ab_all_rows.md
-# The N = 1 worst mma.sync layer on the new 4- and 8-warp rows (run 1 had the 2-warp one).
-NCU=l2_1x1_512to128:1:b32x64x64_w16x32_s4,l2_1x1_512to128:1:b32x64x64_w16x16_s4 \
-  OUT=$O/ncu timeout 120 bash bench/conv/run_h100.sh source
-echo "ncu rc=$? $((SECONDS - T0))s"
+tar -czf $OUT/cp2.tgz -C $O .  # kept if a later step runs out of time
+# The N = 1 worst mma.sync layer on the new 4- and 8-warp rows (run 1 had the 2-warp one), last:
+# the device time left this session may not reach it.
+ncu_items() {
+  NCU=l2_1x1_512to128:1:b32x64x64_w16x32_s4,l2_1x1_512to128:1:b32x64x64_w16x16_s4 \
+    OUT=$O/ncu timeout 120 bash bench/conv/run_h100.sh source
+  echo "ncu rc=$? $((SECONDS - T0))s"
+}
 # Closing figures of this tree against the faster of two PyTorch cuDNN samples (H100 only;
 # CLOSING=0 skips them).
-if [ "${CLOSING:-1}" = 0 ]; then finish; exit 0; fi
+if [ "${CLOSING:-1}" = 0 ]; then ncu_items; finish; exit 0; fi
 torch_ref() {
   timeout 120 python3 bench/conv/torch_cudnn_reference.py $D/resnet50.tsv --batches=32,8,1 \
     --dtypes=fp16,bf16 --json=$O/torch_$1.json >$O/torch_$1.txt 2>&1
@@ -73,9 +77,12 @@ for dtype in fp16 bf16; do
     tail -3 $O/summary_${dtype}_$family.md
   done
 done
+tar -czf $OUT/cp2.tgz -C $O .
 # Issue 3's Triton reference (NCHW, TF32) on the same layers at N = 32, against our mma.sync rows.
 timeout 200 python3 bench/conv/triton_reference.py $D/resnet50.tsv --batches=32 \
   --json=$O/triton.json --ours=$O/bench.json --dtype=fp16 --family=mma >$O/triton_mma.md 2>&1
 echo "triton rc=$? $((SECONDS - T0))s"
 tail -2 $O/triton_mma.md
+tar -czf $OUT/cp2.tgz -C $O .
+ncu_items
 finish
