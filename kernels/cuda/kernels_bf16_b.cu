@@ -5,7 +5,7 @@ namespace convserve {
 namespace cuda {
 
 void FillKernelsBf16B(KernelTable& table) {
-  FillKernels<__nv_bfloat16, 6, 7, 8, 9, 14, 15, 16, 17, 18, 19, 55, 56, 63, 64>(table);
+  FillKernels<__nv_bfloat16, 6, 7, 8, 9, 14, 15, 16, 17, 18, 19, 55, 56>(table);
 }
 
 }  // namespace cuda

@@ -5,7 +5,7 @@ namespace convserve {
 namespace cuda {
 
 void FillKernelsFp32B(KernelTable& table) {
-  FillKernels<float, 6, 7, 8, 9, 14, 15, 16, 17, 18, 19, 55, 56, 63, 64>(table);
+  FillKernels<float, 6, 7, 8, 9, 14, 15, 16, 17, 18, 19, 55, 56>(table);
 }
 
 }  // namespace cuda

@@ -161,12 +161,13 @@ inline constexpr TileConfig kConfigTable[] = {
     // and its warps are issue-bound (Nsight Compute on l2_1x1_512to128, 2026-12-06: "selected"
     // and fixed-latency waits 63% of stalls, loads 0.4%), so the 2-warp 32 x 64 tile used half
     // of the SM's four schedulers and each warp ran ~2,900 instructions. Twice the warps halve
-    // each warp's share of the loads, the multiplies and the epilogue.
+    // each warp's share of the loads, the multiplies and the epilogue: best mma.sync row on 14
+    // of 20 layers at N = 1 (7.55 us under Nsight where the 2-warp row took 9.82).
     {KernelKind::kTensorOp,      32,  64,  64, 16, 32, 4, 1},
     {KernelKind::kTensorOp,      32,  64,  64, 16, 32, 4, 4},
     {KernelKind::kTensorOp,      32,  64,  64, 16, 16, 4, 1},
-    {KernelKind::kTensorOp,      64,  64,  64, 32, 16, 5, 1},
-    {KernelKind::kTensorOp,      64,  64,  64, 32, 16, 3, 8},
+    // (The 64 x 64 tile on eight warps, w32x16 with 5 stages or split eight ways, was never the
+    // best row of any layer, dtype or batch: bench/results/2026-12-06_cold_path, run 2.)
 };
 // clang-format on
 
@@ -185,7 +186,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-18";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-19";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
