@@ -21,17 +21,7 @@ import triton.language as tl
 import triton.testing
 
 from summarize import best_of_family
-
-
-def read_shapes(path):
-    shapes = []
-    for line in open(path):
-        if line.startswith("#") or not line.strip():
-            continue
-        f = line.split("\t")
-        name, c, h, w, k, r, s, stride, pad = f[0], *map(int, f[1:9])
-        shapes.append((name, c, h, w, k, r, s, stride, pad))
-    return shapes
+from torch_cudnn_reference import read_shapes
 
 
 CONFIGS = [

@@ -1,0 +1,108 @@
+# The steps a kernel round's device call is made of, for the scripts under bench/results/ to
+# source on the device machine (from the repository root, after `set -uo pipefail`):
+#
+#   . bench/conv/device_steps.sh
+#   device_begin BUNDLE RESULTS   # unpack .gpu/BUNDLE.tar.xz; results go to $OUT/RESULTS.tgz
+#   kernel_tests || { device_end; exit 1; }
+#   memcheck_rows '*/row_a:*/row_b'
+#   server_test
+#   ab_rounds 2 conv_bench_main conv_bench   # interleaved A/B, then bench/conv/compare_ab.py
+#   closing_figures                           # against PyTorch's cuDNN, fp16 and bf16
+#   device_end
+#
+# Each step writes its logs under $O, prints one line with its exit status and the seconds
+# since device_begin, and keeps going on failure (except where the caller says otherwise).
+
+# Unpacks the gpu-bundle .gpu/$1.tar.xz and sets D (its data), O (the results folder) and
+# CONVSERVE_TEST_DATA; $2 names the archive device_end writes under $OUT.
+device_begin() {
+  (cd .gpu && tar -xJf "$1.tar.xz")
+  . ".gpu/$1/env.sh"
+  D=$PWD/.gpu/$1/data/data
+  export CONVSERVE_TEST_DATA=$D
+  O=/tmp/$2
+  RESULTS=$2
+  mkdir -p "$O"
+  T0=$SECONDS
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >"$O/env.txt" 2>&1
+}
+
+# Packs $O into $OUT (again after each long step, so a call that runs out of time keeps what
+# it had).
+device_save() { tar -czf "$OUT/$RESULTS.tgz" -C "$O" .; }
+device_end() {
+  device_save
+  echo "total $((SECONDS - T0))s"
+}
+
+# Every row on every coverage shape; returns the test's status.
+kernel_tests() {
+  timeout 120 conv_kernels_gpu_test --gtest_color=no >"$O/kernels_test.log" 2>&1
+  local rc=$?
+  echo "kernels test rc=$rc $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/kernels_test.log" | head -12
+  return $rc
+}
+
+# compute-sanitizer memcheck on the rows of gtest filter $1.
+memcheck_rows() {
+  timeout 150 compute-sanitizer --tool memcheck conv_kernels_gpu_test --gtest_color=no \
+    "--gtest_filter=$1" >"$O/memcheck.log" 2>&1
+  echo "memcheck rc=$? $((SECONDS - T0))s"
+  grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED)" "$O/memcheck.log" | tail -2
+}
+
+server_test() {
+  timeout 60 gpu_server_test --gtest_color=no >"$O/gpu_server_test.log" 2>&1
+  echo "gpu_server_test rc=$? $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/gpu_server_test.log" | head -4
+}
+
+# Same-call A/B: $1 rounds of (old binary $2, new binary $3) on every row, fp16, N = 32, 8, 1,
+# no cuDNN; extra arguments go to both. Then old / new per row in $O/ab_all_rows.md.
+ab_rounds() {
+  local rounds=$1 old_bin=$2 new_bin=$3
+  shift 3
+  local round which bin olds="" news=""
+  for round in $(seq "$rounds"); do
+    for which in old new; do
+      bin=$new_bin
+      [ $which = old ] && bin=$old_bin
+      timeout 80 "$bin" --shapes="$D/resnet50.tsv" --batches=32,8,1 --dtypes=fp16 --reps=25 \
+        --no-cudnn --json="$O/ab_${which}_$round.json" "$@" >"$O/ab_${which}_$round.txt" 2>&1
+      echo "$which round $round rc=$? $((SECONDS - T0))s"
+    done
+    olds=$olds${olds:+,}$O/ab_old_$round.json
+    news=$news${news:+,}$O/ab_new_$round.json
+  done
+  python3 bench/conv/compare_ab.py "$olds" "$news" >"$O/ab_all_rows.md" 2>&1
+  tail -2 "$O/ab_all_rows.md"
+  device_save
+}
+
+# PyTorch's cuDNN before and after conv_bench (fp16 and bf16, N = 32, 8, 1, every row), then
+# summarize.py per dtype for all rows and the mma.sync family.
+closing_figures() {
+  local dtype family
+  torch_sample before
+  timeout 220 conv_bench --shapes="$D/resnet50.tsv" --batches=32,8,1 --dtypes=fp16,bf16 \
+    --reps=25 --json="$O/bench.json" >"$O/bench.txt" 2>&1
+  echo "bench rc=$? $((SECONDS - T0))s"
+  grep "launch floor" "$O/bench.txt"
+  torch_sample after
+  for dtype in fp16 bf16; do
+    for family in all mma; do
+      python3 bench/conv/summarize.py "$O/bench.json" "$O/torch_before.json" \
+        "$O/torch_after.json" --dtype=$dtype --family=$family >"$O/summary_${dtype}_$family.md" 2>&1
+      echo "summary_${dtype}_$family.md:"
+      tail -3 "$O/summary_${dtype}_$family.md"
+    done
+  done
+  device_save
+}
+
+torch_sample() {
+  timeout 120 python3 bench/conv/torch_cudnn_reference.py "$D/resnet50.tsv" --batches=32,8,1 \
+    --dtypes=fp16,bf16 --json="$O/torch_$1.json" >"$O/torch_$1.txt" 2>&1
+  echo "torch $1 rc=$? $((SECONDS - T0))s"
+}
