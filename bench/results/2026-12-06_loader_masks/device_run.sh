@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
-# One device call (about 7 minutes) for PREDICTION.md: the kernels test, memcheck on the changed
-# kinds, the GPU server test, main's conv_bench against this branch's interleaved twice on every
-# row, the staging copy's A/B (stage_breakdown.sh on main's server and this branch's, two passes
-# in opposite order), then the closing figures against PyTorch's cuDNN.
+# Two device calls for PREDICTION.md (each bundle with the tracked tree must stay under 64 MiB,
+# and every GPU binary carries the whole kernel table, ~11 MB compressed):
+# - PART=kernels (about 5 minutes): the kernels test, memcheck on the changed kinds, main's
+#   conv_bench against this branch's interleaved twice on every row, then the closing figures
+#   against PyTorch's cuDNN.
+# - PART=server (about 2 minutes): the GPU server test, then the staging copy's A/B:
+#   stage_breakdown.sh on main's server and this branch's, two passes in opposite order.
 # Built here for sm_90 (Release, -Werror); main's binaries from build-gpu before the branch, in
 # /tmp/base-bin (conv_bench as conv_bench_main, convserve-server as convserve-server-main):
 #   ninja -C build-gpu conv_kernels_gpu_test conv_bench gpu_server_test convserve-server \
 #     convserve-cli convserve-echo-server
 #   ../shared/tools/gpu-bundle .gpu/lm build-gpu/tests/kernels_gpu/conv_kernels_gpu_test \
-#     build-gpu/bench/conv/conv_bench build-gpu/tests/server/gpu_server_test \
-#     /tmp/base-bin/conv_bench_main build-gpu/server/convserve-server \
-#     build-gpu/client/convserve-cli build-gpu/bench/echo/convserve-echo-server \
-#     /tmp/base-bin/convserve-server-main -- tests/data
-#   strip --strip-debug .gpu/lm/bin/*; (cd .gpu && tar -cf - lm | xz -T2 -6 > lm.tar.xz)
-# device: carry [".gpu/lm.tar.xz"]: bash bench/results/2026-12-06_loader_masks/device_run.sh
+#     build-gpu/bench/conv/conv_bench /tmp/base-bin/conv_bench_main -- tests/data
+#   ../shared/tools/gpu-bundle .gpu/ls build-gpu/tests/server/gpu_server_test \
+#     build-gpu/server/convserve-server build-gpu/client/convserve-cli \
+#     build-gpu/bench/echo/convserve-echo-server /tmp/base-bin/convserve-server-main -- tests/data
+#   strip --strip-debug .gpu/l?/bin/*
+#   (cd .gpu && for b in lm ls; do tar -cf - $b | xz -T2 -6 > $b.tar.xz; done)
+# device: carry [".gpu/lm.tar.xz"]: PART=kernels bash bench/results/2026-12-06_loader_masks/device_run.sh
+# device: carry [".gpu/ls.tar.xz"]: PART=server bash bench/results/2026-12-06_loader_masks/device_run.sh
 set -uo pipefail
 . bench/conv/device_steps.sh
+if [ "$PART" = kernels ]; then
 device_begin lm lm1
 kernel_tests || { device_end; exit 1; }
 # The changed kinds on every coverage shape: mma.sync (small and large tiles, split), plain and
 # warp-specialised wgmma.
 memcheck_rows '*/b32x64x64_w16x32_s4:*/b128x128x64_w64x32_s3:*/b64x64x64_w32x32_s3_sk8:*/b64x64x64_w64x64_s6_wgmma:*/b128x64x64_w64x64_s6_wgmma_ws'
-server_test
 ab_rounds 2 conv_bench_main conv_bench
+closing_figures
+device_end
+exit 0
+fi
+
+device_begin ls ls1
+server_test
 # The staging copy: main's server (a) and this branch's (b), a b b a.
 for pass in 1 2; do
   order="a b"
@@ -43,6 +55,4 @@ for pass in 1 2; do
     cp /tmp/sb_${v}_$pass/summary.txt "$O/staging_${v}_$pass/" 2>/dev/null
   done
 done
-device_save
-[ "${CLOSING:-1}" != 0 ] && closing_figures
 device_end
