@@ -354,10 +354,10 @@ struct InputRows {
   uint64_t origin[kRows];
   int ih[kRows];  // input origin of the row's output pixel
   int iw[kRows];
-  int c, s, r;         // this thread's reduction position (filter tap r, s; channel c)
-  int tap_h, tap_w;    // r * dil_h, s * dil_w
-  int64_t tap_bytes;   // byte offset of (tap_h, tap_w, c) from a row's origin
-  uint32_t in_range;   // bit i: row i reads a real input pixel at this tap
+  int c, s, r;        // this thread's reduction position (filter tap r, s; channel c)
+  int tap_h, tap_w;   // r * dil_h, s * dil_w
+  int64_t tap_bytes;  // byte offset of (tap_h, tap_w, c) from a row's origin
+  uint32_t in_range;  // bit i: row i reads a real input pixel at this tap
 
   __device__ __forceinline__ void Init(const KernelParams& p, const T* input, int m_first,
                                        int group, int k) {
@@ -436,16 +436,16 @@ struct InputRows {
 template <typename T, int kRows, int kRowsPerPass>
 struct WeightRows {
   static_assert(kRows <= 32, "one mask bit per row");
-  const T* first;     // the thread's first row at its reduction position
-  int64_t row_step;   // elements from one of its rows to the next
+  const T* first;      // the thread's first row at its reduction position
+  int64_t row_step;    // elements from one of its rows to the next
   uint32_t real_rows;  // bit i: row i is an output channel of the group
   int k;               // this thread's reduction position
 
   __device__ __forceinline__ void Init(const KernelParams& p, const T* weight, int n_first,
                                        int group, int k0) {
-    const int valid_rows =
-        n_first < p.group_k ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
-                            : 0;
+    const int valid_rows = n_first < p.group_k
+                               ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
+                               : 0;
     real_rows = valid_rows >= 32 ? ~0u : (1u << valid_rows) - 1u;
     first = weight + (static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad + k0;
     row_step = static_cast<int64_t>(kRowsPerPass) * p.k_pad;

@@ -220,8 +220,7 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   auto load_tile = [&](int stage, bool active) {
     const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + chunk_offset;
     a_rows.Load(p, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
-    b_rows.Load(p, active, a_dst + kBlockM * kRowBytes, Shape::kRowsPerPass * kRowBytes,
-                kBlockK);
+    b_rows.Load(p, active, a_dst + kBlockM * kRowBytes, Shape::kRowsPerPass * kRowBytes, kBlockK);
   };
 
   const int warpgroup = tid / 128;
