@@ -2,8 +2,8 @@
 # Two device calls for PREDICTION.md (each bundle with the tracked tree must stay under 64 MiB,
 # and every GPU binary carries the whole kernel table, ~11 MB compressed):
 # - PART=kernels (about 6 minutes): the kernels test, memcheck on the changed kinds, main's
-#   conv_bench against this branch's interleaved twice on every row, the closing figures
-#   against PyTorch's cuDNN, and Nsight Compute on the mma.sync family's worst N = 1 layer.
+#   conv_bench against this branch's interleaved twice on every row, Nsight Compute on the mma.sync family's worst N = 1
+#   layer, then (unless CLOSING=0) the closing figures against PyTorch's cuDNN.
 # - PART=server (about 2 minutes): the GPU server test, then the staging copy's A/B:
 #   stage_breakdown.sh on main's server and this branch's, two passes in opposite order.
 # Built here for sm_90 (Release, -Werror); main's binaries from build-gpu before the branch, in
@@ -28,13 +28,15 @@ kernel_tests || { device_end; exit 1; }
 # warp-specialised wgmma.
 memcheck_rows '*/b32x64x64_w16x32_s4:*/b128x128x64_w64x32_s3:*/b64x64x64_w32x32_s3_sk8:*/b64x64x64_w64x64_s6_wgmma:*/b128x64x64_w64x64_s6_wgmma_ws'
 ab_rounds 2 conv_bench_main conv_bench
-closing_figures
 # The family's worst N = 1 layer on its best row, against the cold-path round's 1,910
 # instructions per warp (bench/results/2026-12-06_cold_path, run 2).
 NCU=l2_1x1_512to128:1:b32x64x64_w16x32_s4 OUT=$O/ncu timeout 100 bash bench/conv/run_h100.sh source
 python3 bench/conv/sass_mix.py $O/ncu/l2_1x1_512to128_n1_b32x64x64_w16x32_s4.sass.csv.xz --loop \
   >$O/ncu/sass_mix.txt 2>&1
 head -30 $O/ncu/sass_mix.txt
+device_save
+# CLOSING=0 leaves them out when device time is short.
+[ "${CLOSING:-1}" != 0 ] && closing_figures
 device_end
 exit 0
 fi
