@@ -2,8 +2,9 @@
 # Two device calls for PREDICTION.md (each bundle with the tracked tree must stay under 64 MiB,
 # and every GPU binary carries the whole kernel table, ~11 MB compressed):
 # - PART=kernels (about 6 minutes): the kernels test, memcheck on the changed kinds, main's
-#   conv_bench against this branch's interleaved twice on every row, Nsight Compute on the mma.sync family's worst N = 1
-#   layer, then (unless CLOSING=0) the closing figures against PyTorch's cuDNN.
+#   conv_bench against this branch's interleaved twice on every row, Nsight Compute on the
+#   mma.sync family's worst N = 1 layer, then (unless CLOSING=0) the closing figures against
+#   PyTorch's cuDNN.
 # - PART=server (about 2 minutes): the GPU server test, then the staging copy's A/B:
 #   stage_breakdown.sh on main's server and this branch's, two passes in opposite order.
 # Built here for sm_90 (Release, -Werror); main's binaries from build-gpu before the branch, in
