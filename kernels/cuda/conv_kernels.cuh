@@ -335,32 +335,25 @@ struct GemmBlock {
 
 // The A operand (the implicit im2col of the NHWC input) as one thread loads it: column `vcol`
 // (kVec reduction elements, 16 bytes) of rows row0, row0 + kRowsPerPass, ... of the block's M
-// tile. Each row's output pixel is decoded once, into a pointer to its input origin; the
-// thread's filter tap (r, s, c) is shared by its rows and advances per k tile, so a row's source
-// is its origin plus the tap's offset. Which rows read real pixels (not padding, not past M)
-// depends only on the tap, so it is a bit mask recomputed when the tap changes (every
-// group_c / block_k tiles; never for a 1x1 filter), not per row and tile: the main loop's copy
-// of a row is one 64-bit add, a bit test and the cp.async. (Nsight Compute, 2026-12-06: the
-// loaders' address and bounds work was half of all instructions at N = 1.)
+// tile. Each row's output pixel is decoded once, into its input origin; the thread's filter tap
+// (r, s, c) is shared by its rows and advances per k tile, so a row's source is its origin plus
+// the tap's offset: two adds and two compares per 16-byte copy. (Computing (h * W + w) * C per
+// row and tile instead made the integer work ~3x the tensor-core instructions of the main loop,
+// Nsight Compute on the 128 x 128 row at N = 32, 2026-12-06.)
 // The 16-byte copies need C/groups to be a multiple of kVec, so that a vector never straddles
 // two filter taps; the element-gather kinds use only the decoded rows (image, ih, iw).
 template <typename T, int kRows, int kRowsPerPass>
 struct InputRows {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-  static_assert(kRows <= 32, "one mask bit per row");
-  int64_t image[kRows];  // element offset of the row's image and group
-  // The address of the row's input origin (ih, iw), anything past M. Bytes, so that a copy's
-  // source is one 64-bit add (as element pointers the compiler re-derived them every tile).
-  uint64_t origin[kRows];
-  int ih[kRows];  // input origin of the row's output pixel
+  int64_t image[kRows];   // element offset of the row's image and group
+  int64_t origin[kRows];  // element offset of the row's input origin (ih, iw); 0 past M
+  int ih[kRows];          // input origin of the row's output pixel
   int iw[kRows];
-  int c, s, r;        // this thread's reduction position (filter tap r, s; channel c)
-  int tap_h, tap_w;   // r * dil_h, s * dil_w
-  int64_t tap_bytes;  // byte offset of (tap_h, tap_w, c) from a row's origin
-  uint32_t in_range;  // bit i: row i reads a real input pixel at this tap
+  int c, s, r;       // this thread's reduction position (filter tap r, s; channel c)
+  int tap_h, tap_w;  // r * dil_h, s * dil_w
+  int64_t tap;       // element offset of (tap_h, tap_w, c) from a row's origin
 
-  __device__ __forceinline__ void Init(const KernelParams& p, const T* input, int m_first,
-                                       int group, int k) {
+  __device__ __forceinline__ void Init(const KernelParams& p, int m_first, int group, int k) {
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
       const int m = m_first + i * kRowsPerPass;
@@ -372,15 +365,13 @@ struct InputRows {
                    static_cast<int64_t>(group) * p.group_c;
         ih[i] = op * p.stride_h - p.pad_h;
         iw[i] = oq * p.stride_w - p.pad_w;
+        origin[i] = image[i] + (static_cast<int64_t>(ih[i]) * p.width + iw[i]) * p.channels;
       } else {
         image[i] = 0;
+        origin[i] = 0;
         ih[i] = -(1 << 29);  // never in range
         iw[i] = 0;
       }
-      const T* at = input + image[i] + (static_cast<int64_t>(ih[i]) * p.width + iw[i]) * p.channels;
-      // Opaque to the optimiser, which would otherwise fold the origin back into an element
-      // offset and rebuild the address from it every tile.
-      asm("mov.b64 %0, %1;" : "=l"(origin[i]) : "l"(reinterpret_cast<uint64_t>(at)));
     }
     r = p.div_kernel_w.DivMod(p.div_group_c.DivMod(k, &c), &s);
     UpdateTap(p);
@@ -389,81 +380,62 @@ struct InputRows {
   __device__ __forceinline__ void UpdateTap(const KernelParams& p) {
     tap_h = r * p.dil_h;
     tap_w = s * p.dil_w;
-    tap_bytes = ((static_cast<int64_t>(tap_h) * p.width + tap_w) * p.channels + c) *
-                static_cast<int64_t>(sizeof(T));
-    in_range = 0;
-    if (r < p.kernel_h) {
-#pragma unroll
-      for (int i = 0; i < kRows; ++i) {
-        const bool ok = static_cast<unsigned>(ih[i] + tap_h) < static_cast<unsigned>(p.height) &&
-                        static_cast<unsigned>(iw[i] + tap_w) < static_cast<unsigned>(p.width);
-        in_range |= static_cast<uint32_t>(ok) << i;
-      }
-    }
+    tap = (static_cast<int64_t>(tap_h) * p.width + tap_w) * p.channels + c;
   }
 
   // Issues this thread's 16-byte copies of one k tile, row i to dst + i * row_stride (shared
-  // memory bytes); padding, rows past M and inactive tiles (past the last) are zero-filled. A
-  // zero-filled copy reads nothing (src-size 0), so its address is not clamped.
-  __device__ __forceinline__ void Load(const KernelParams& p, bool active, uint32_t dst,
-                                       int row_stride, int block_k) {
-    const uint32_t rows = active ? in_range : 0u;
+  // memory bytes); padding, rows past M and inactive tiles (past the last) are zero-filled.
+  __device__ __forceinline__ void Load(const KernelParams& p, const T* input, bool active,
+                                       uint32_t dst, int row_stride, int block_k) {
+    const bool tap_ok = active && r < p.kernel_h;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      CpAsync16(dst + i * row_stride, reinterpret_cast<const void*>(origin[i] + tap_bytes),
-                (rows >> i) & 1u ? 16 : 0);
+      const bool ok = tap_ok &&
+                      static_cast<unsigned>(ih[i] + tap_h) < static_cast<unsigned>(p.height) &&
+                      static_cast<unsigned>(iw[i] + tap_w) < static_cast<unsigned>(p.width);
+      CpAsync16(dst + i * row_stride, input + (ok ? origin[i] + tap : 0), ok ? 16 : 0);
     }
     c += block_k;
-    if (c < p.group_c) {
-      tap_bytes += block_k * static_cast<int>(sizeof(T));  // same filter tap: same masks
-      return;
-    }
-    do {
+    while (c >= p.group_c) {
       c -= p.group_c;
       if (++s == p.kernel_w) {
         s = 0;
         ++r;
       }
-    } while (c >= p.group_c);
+    }
     UpdateTap(p);
   }
 };
 
 // The B operand as one thread loads it: 16-byte column of rows row0, row0 + kRowsPerPass, ...
 // of the block's N tile in the packed weight [groups][K/groups][k_pad]. The rows are evenly
-// spaced, so one pointer, a stride and a mask of real rows describe them all (fewer live
-// registers than a pointer per row, which the 128-register kernels rematerialised every tile).
+// spaced, so one offset and a count of real rows describe them all (fewer live registers than
+// an offset per row, which the 128-register kernels rematerialised every tile).
 template <typename T, int kRows, int kRowsPerPass>
 struct WeightRows {
-  static_assert(kRows <= 32, "one mask bit per row");
-  const T* first;      // the thread's first row at its reduction position
-  int64_t row_step;    // elements from one of its rows to the next
-  uint32_t real_rows;  // bit i: row i is an output channel of the group
-  int k;               // this thread's reduction position
+  int64_t offset;  // element offset of the thread's first row
+  int valid_rows;  // rows i < valid_rows are output channels of the group
+  int k;           // this thread's reduction position
 
-  __device__ __forceinline__ void Init(const KernelParams& p, const T* weight, int n_first,
-                                       int group, int k0) {
-    const int valid_rows = n_first < p.group_k
-                               ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
-                               : 0;
-    real_rows = valid_rows >= 32 ? ~0u : (1u << valid_rows) - 1u;
-    first = weight + (static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad + k0;
-    row_step = static_cast<int64_t>(kRowsPerPass) * p.k_pad;
+  __device__ __forceinline__ void Init(const KernelParams& p, int n_first, int group, int k0) {
+    valid_rows = n_first < p.group_k
+                     ? min(kRows, (p.group_k - n_first + kRowsPerPass - 1) / kRowsPerPass)
+                     : 0;
+    offset = (static_cast<int64_t>(group) * p.group_k + n_first) * p.k_pad;
     k = k0;
   }
 
-  // As InputRows::Load: rows past the group and tiles past the reduction copy zeros, reading
-  // nothing.
-  __device__ __forceinline__ void Load(const KernelParams& p, bool active, uint32_t dst,
-                                       int row_stride, int block_k) {
-    const uint32_t rows = active && k < p.k_pad ? real_rows : 0u;
-    const T* src = first;
+  __device__ __forceinline__ void Load(const KernelParams& p, const T* weight, bool active,
+                                       uint32_t dst, int row_stride, int block_k) {
+    const bool k_ok = active && k < p.k_pad;
+    const int64_t at = offset + k;
 #pragma unroll
     for (int i = 0; i < kRows; ++i) {
-      CpAsync16(dst + i * row_stride, src, (rows >> i) & 1u ? 16 : 0);
-      src += row_step;
+      // Inactive (past the last tile) or out of range: a zero-byte copy, no branch.
+      const bool ok = k_ok && i < valid_rows;
+      const int64_t row_at = at + static_cast<int64_t>(i * kRowsPerPass) * p.k_pad;
+      CpAsync16(dst + i * row_stride, weight + (ok ? row_at : 0), ok ? 16 : 0);
     }
-    first += block_k;
     k += block_k;
   }
 };
@@ -536,9 +508,9 @@ __global__ void __launch_bounds__(
   const int row0 = tid / Shape::kVecPerRow;
 
   InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
-  a_rows.Init(p, input, m_block + row0, group, kt_begin * kBlockK + vcol * kVec);
+  a_rows.Init(p, m_block + row0, group, kt_begin * kBlockK + vcol * kVec);
   WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
-  b_rows.Init(p, weight, n_block + row0, group, kt_begin * kBlockK + vcol * kVec);
+  b_rows.Init(p, n_block + row0, group, kt_begin * kBlockK + vcol * kVec);
   int a_k = kt_begin * kBlockK + vcol * kVec;  // element gather's reduction position
 
   const uint32_t smem_base = SmemAddress(smem);
@@ -547,7 +519,7 @@ __global__ void __launch_bounds__(
     const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + row0 * kRowBytes + vcol * 16;
     const uint32_t b_dst = a_dst + kBlockM * kRowBytes;
     if constexpr (!Shape::kGather) {
-      a_rows.Load(p, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
+      a_rows.Load(p, input, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
     } else if (active) {
       // Element gather: decode each of this thread's kVec reduction indices once, then read
       // every row's element with a bounds check. Plain loads, stored to shared memory.
@@ -588,7 +560,7 @@ __global__ void __launch_bounds__(
       }
     }
     a_k += kBlockK;
-    b_rows.Load(p, active, b_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
+    b_rows.Load(p, weight, active, b_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
   };
 
   const int warp = tid / 32;

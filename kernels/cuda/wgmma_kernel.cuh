@@ -210,17 +210,18 @@ __global__ void __launch_bounds__((WgmmaShape<T, kBlockM, kBlockN, kWgN, kStages
   const int vcol = tid % (kRowBytes / 16);
   const int row0 = tid / (kRowBytes / 16);
   const uint32_t chunk_offset = row0 * kRowBytes + ((vcol ^ (row0 % 8)) * 16);
+  InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
+  a_rows.Init(p, m_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
+  WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
+  b_rows.Init(p, n_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
   const T* input = static_cast<const T*>(p.input);
   const T* weight = static_cast<const T*>(p.weight);
-  InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
-  a_rows.Init(p, input, m_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
-  WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
-  b_rows.Init(p, weight, n_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
 
   auto load_tile = [&](int stage, bool active) {
     const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + chunk_offset;
-    a_rows.Load(p, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
-    b_rows.Load(p, active, a_dst + kBlockM * kRowBytes, Shape::kRowsPerPass * kRowBytes, kBlockK);
+    a_rows.Load(p, input, active, a_dst, Shape::kRowsPerPass * kRowBytes, kBlockK);
+    b_rows.Load(p, weight, active, a_dst + kBlockM * kRowBytes, Shape::kRowsPerPass * kRowBytes,
+                kBlockK);
   };
 
   const int warpgroup = tid / 128;

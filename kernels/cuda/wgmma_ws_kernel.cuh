@@ -138,12 +138,12 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
     const int vcol = tid % (kRowBytes / 16);
     const int row0 = tid / (kRowBytes / 16);
     const uint32_t chunk_offset = row0 * kRowBytes + ((vcol ^ (row0 % 8)) * 16);
+    InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
+    a_rows.Init(p, m_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
+    WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
+    b_rows.Init(p, n_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
     const T* input = static_cast<const T*>(p.input);
     const T* weight = static_cast<const T*>(p.weight);
-    InputRows<T, Shape::kARows, Shape::kRowsPerPass> a_rows;
-    a_rows.Init(p, input, m_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
-    WeightRows<T, Shape::kBRows, Shape::kRowsPerPass> b_rows;
-    b_rows.Init(p, weight, n_block + row0, group, kt_begin * kBlockK + vcol * Shape::kVec);
     constexpr int kPass = Shape::kRowsPerPass * kRowBytes;
     // Publishes tile i: its copies have landed (the caller waited), so round fp32 to TF32,
     // fence to the async proxy and arrive.
@@ -162,8 +162,8 @@ __global__ void __launch_bounds__((WgmmaWsShape<T, kBlockM, kBlockN, kWgN, kStag
       const int stage = i % kStages;
       if (i >= kStages) MbarrierWait(empty_bar + 8 * stage, ((i / kStages) - 1) & 1);
       const uint32_t a_dst = smem_base + stage * Shape::kStageBytes + chunk_offset;
-      a_rows.Load(p, true, a_dst, kPass, kBlockK);
-      b_rows.Load(p, true, a_dst + kBlockM * kRowBytes, kPass, kBlockK);
+      a_rows.Load(p, input, true, a_dst, kPass, kBlockK);
+      b_rows.Load(p, weight, true, a_dst + kBlockM * kRowBytes, kPass, kBlockK);
       CpAsyncCommit();
       if (i >= Shape::kLag) {
         CpAsyncWait<Shape::kLag>();
