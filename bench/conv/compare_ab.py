@@ -58,5 +58,6 @@ def main():
             cells.append(f"{geo(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else "-")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
+
 if __name__ == "__main__":
     main()
