@@ -40,7 +40,7 @@ absl::Status FromProto(v1::ForwardRequest& request, grpc::CallbackServerContext&
   out.input_layout = *layout;
   out.output_layout = *output_layout;
   // Moved, not copied: a 401 KB tensor costs a memcpy of tens of microseconds per request.
-  out.input = std::move(*request.mutable_input()->mutable_data());
+  out.input = TensorBytes(std::move(*request.mutable_input()->mutable_data()));
   out.accepted_at = absl::Now();
   if (context.deadline() != std::chrono::system_clock::time_point::max()) {
     out.deadline = absl::FromChrono(context.deadline());

@@ -1,6 +1,10 @@
 #include "server/cpu_executor.h"
 
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -85,12 +89,20 @@ void CpuExecutor::WorkerLoop() {
 void CpuExecutor::Run(Batch& batch) {
   const auto& weights = static_cast<const HostWeights&>(*batch.layer->weights[index_]);
   const absl::Time start = absl::Now();
-  // Merge along N: one request's input is used in place, several are concatenated.
+  // Merge along N: a lone request's input held in one aligned piece is used in place; otherwise
+  // the pieces are concatenated (the reference reads elements through typed pointers).
   std::string merged;
-  const char* input = batch.requests.front().input.data();
-  if (batch.requests.size() > 1) {
-    merged.reserve(static_cast<size_t>(batch.problem.input_bytes()));
-    for (const InferenceRequest& request : batch.requests) merged += request.input;
+  const std::vector<absl::string_view>& first = batch.requests.front().input.pieces();
+  const char* input = first.empty() ? nullptr : first.front().data();
+  if (batch.requests.size() > 1 || first.size() != 1 ||
+      reinterpret_cast<uintptr_t>(input) % alignof(std::max_align_t) != 0) {
+    merged.resize(static_cast<size_t>(batch.problem.input_bytes()));
+    char* end = merged.data();
+    for (const InferenceRequest& request : batch.requests) {
+      end = request.input.CopyTo(end, [](char* dst, const char* src, size_t bytes) {
+        std::memcpy(dst, src, bytes);
+      });
+    }
     input = merged.data();
   }
   std::string output(static_cast<size_t>(batch.problem.output_bytes()), '\0');

@@ -387,8 +387,7 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   // Merge along N straight into the pinned staging buffer.
   char* staged = static_cast<char*>(lane.host_input.data());
   for (const InferenceRequest& request : batch.requests) {
-    CopyToStaging(staged, request.input.data(), request.input.size());
-    staged += request.input.size();
+    staged = request.input.CopyTo(staged, CopyToStaging);
   }
   const absl::Time staged_at = absl::Now();
   run.staging = staged_at - taken_at;

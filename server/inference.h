@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kernels/conv_problem.h"
+#include "server/tensor_bytes.h"
 
 namespace convserve {
 
@@ -44,7 +45,9 @@ struct InferenceRequest {
   DataType dtype = DataType::kFloat32;
   Layout input_layout = Layout::kNchw;
   Layout output_layout = Layout::kNchw;
-  std::string input;  // raw little-endian elements in input_layout order (moved, not copied)
+  // Raw little-endian elements in input_layout order, never copied before the executor stages
+  // them (the native front-end borrows gRPC's receive buffers; KServe moves its string).
+  TensorBytes input;
   // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.
   absl::Time deadline = absl::InfiniteFuture();
   // True once the client has gone away; polled before launch. May be empty.

@@ -224,7 +224,7 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
   out.dtype = *dtype;
   out.input_layout = in_layout;
   out.output_layout = out_layout;
-  out.input = std::move(data);
+  out.input = TensorBytes(std::move(data));
   out.api = Api::kKserve;
   out.deadline = std::min(grpc_deadline, out.accepted_at + *timeout);
   return absl::OkStatus();

@@ -10,7 +10,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/text_format.h"
@@ -110,11 +113,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         d > 0 && d <= (int64_t{1} << 20) && expected <= (int64_t{1} << 20) ? expected * d : -1;
     if (expected < 0) break;
   }
+  // Borrowed in up to four pieces, as the native front-end hands over gRPC's receive slices.
+  const int cuts = in.ConsumeIntegralInRange<int>(0, 3);
+  size_t cut_at[3] = {0, 0, 0};
+  for (int i = 0; i < cuts; ++i) cut_at[i] = in.ConsumeIntegral<size_t>();
+  auto bytes = std::make_shared<std::string>();
   if (in.ConsumeBool() && expected > 0 && expected <= (int64_t{1} << 20)) {
-    request.input.assign(expected, '\x3c');
+    bytes->assign(static_cast<size_t>(expected), '\x3c');
   } else {
-    request.input = in.ConsumeRemainingBytesAsString();
+    *bytes = in.ConsumeRemainingBytesAsString();
   }
+  std::vector<absl::string_view> pieces;
+  absl::string_view rest = *bytes;
+  for (int i = 0; i < cuts; ++i) {
+    const size_t length = rest.empty() ? 0 : cut_at[i] % (rest.size() + 1);
+    pieces.push_back(rest.substr(0, length));
+    rest.remove_prefix(length);
+  }
+  pieces.push_back(rest);
+  request.input = TensorBytes(std::move(pieces), std::move(bytes));
 
   const std::string layer = request.layer;
   const int64_t n = request.shape[0], h = request.shape[2], w = request.shape[3];

@@ -77,7 +77,7 @@ InferenceRequest InferenceRequestFor(const std::string& layer, std::string input
   request.shape[1] = channels;
   request.shape[2] = h;
   request.shape[3] = w;
-  request.input = std::move(input);
+  request.input = TensorBytes(std::move(input));
   return request;
 }
 
