@@ -1,11 +1,13 @@
 #include "server/conv2d_service.h"
 
 #include <chrono>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "server/forward_wire.h"
 #include "server/layer_spec.h"
 
 namespace convserve {
@@ -14,9 +16,10 @@ namespace {
 
 // Translates a ForwardRequest into `out` (everything but `done`), checking the fields only the
 // wire format can get wrong; the core checks the rest against the layer. On success the tensor
-// bytes have moved from `request` into `out.input`.
-absl::Status FromProto(v1::ForwardRequest& request, grpc::CallbackServerContext& context,
-                       InferenceRequest& out) {
+// bytes have moved from `wire` into `out.input`.
+absl::Status FromWire(ForwardWireRequest& wire, grpc::CallbackServerContext& context,
+                      InferenceRequest& out) {
+  const v1::ForwardRequest& request = wire.request;
   out.layer = request.layer();
   if (!request.has_input()) return absl::InvalidArgumentError("input must be set");
   const v1::Tensor& input = request.input();
@@ -39,8 +42,8 @@ absl::Status FromProto(v1::ForwardRequest& request, grpc::CallbackServerContext&
   out.dtype = *dtype;
   out.input_layout = *layout;
   out.output_layout = *output_layout;
-  // Moved, not copied: a 401 KB tensor costs a memcpy of tens of microseconds per request.
-  out.input = TensorBytes(std::move(*request.mutable_input()->mutable_data()));
+  // Borrowed from gRPC's receive buffers: the executor's staging copy is the first copy.
+  out.input = std::move(wire.input_data);
   out.accepted_at = absl::Now();
   if (context.deadline() != std::chrono::system_clock::time_point::max()) {
     out.deadline = absl::FromChrono(context.deadline());
@@ -54,12 +57,13 @@ absl::Status FromProto(v1::ForwardRequest& request, grpc::CallbackServerContext&
   return absl::OkStatus();
 }
 
-void FillResponse(InferenceResult& result, v1::ForwardResponse& response) {
+// The reply's message without output.data, which SerializeForwardResponse adds uncopied.
+v1::ForwardResponse ResponseFields(InferenceResult& result) {
+  v1::ForwardResponse response;
   v1::Tensor* output = response.mutable_output();
   output->set_dtype(DataTypeToProto(result.dtype));
   output->set_layout(LayoutToProto(result.layout));
   for (int64_t d : result.shape) output->add_shape(d);
-  output->set_data(std::move(result.output));
   v1::Timing* timing = response.mutable_timing();
   timing->set_queue_us(result.queue_us);
   timing->set_compute_us(result.compute_us);
@@ -67,27 +71,26 @@ void FillResponse(InferenceResult& result, v1::ForwardResponse& response) {
   response.set_batch_size(result.batch_size);
   response.set_kernel_config(std::move(result.kernel_config));
   response.set_device(std::move(result.device));
+  return response;
 }
 
 }  // namespace
 
 grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* context,
-                                                 const v1::ForwardRequest* request,
-                                                 v1::ForwardResponse* response) {
-  // gRPC hands the request over as const, but the message belongs to this call until Finish;
-  // the allocator state is gRPC's sanctioned way to reach it mutably (as in the KServe
-  // front-end), which lets the tensor bytes move into the core instead of being copied.
-  auto* messages = static_cast<grpc::MessageHolder<v1::ForwardRequest, v1::ForwardResponse>*>(
-      context->GetRpcAllocatorState());
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  absl::StatusOr<ForwardWireRequest> wire = ParseForwardRequest(*request);
   InferenceRequest inference;
-  if (absl::Status s = FromProto(*messages->request(), *context, inference); !s.ok()) {
+  absl::Status status = wire.ok() ? FromWire(*wire, *context, inference) : wire.status();
+  if (!status.ok()) {
     if (metrics_ != nullptr) {
-      metrics_->Rejected(request->layer(), RejectReason::kInvalid);
-      metrics_->RequestFinished(request->layer(), Api::kNative, s.code(), 0, 0);
+      const std::string layer = wire.ok() ? wire->request.layer() : std::string();
+      metrics_->Rejected(layer, RejectReason::kInvalid);
+      metrics_->RequestFinished(layer, Api::kNative, status.code(), 0, 0);
     }
-    reactor->Finish(ToGrpcStatus(s));
+    reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
   inference.done = [reactor, response](absl::StatusOr<InferenceResult> result) {
@@ -95,7 +98,9 @@ grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* co
       reactor->Finish(ToGrpcStatus(result.status()));
       return;
     }
-    FillResponse(*result, *response);
+    grpc::ByteBuffer reply =
+        SerializeForwardResponse(ResponseFields(*result), std::move(result->output));
+    response->Swap(&reply);
     reactor->Finish(grpc::Status::OK);
   };
   core_.Submit(std::move(inference));

@@ -1,7 +1,9 @@
 // The native gRPC service convserve.v1.Conv2d on the callback API: each handler checks the
 // proto's fields, hands the work to the serving core and returns; the reply is finished later
 // from whichever thread completes the work. Forward never blocks a gRPC thread; LoadLayer and
-// Tune (which wait on the device) run on a management thread.
+// Tune (which wait on the device) run on a management thread. Forward is gRPC's raw method: it
+// reads and writes its messages with server/forward_wire.h, so the tensors are not copied on
+// the way in or out.
 #pragma once
 
 #include "convserve/v1/conv2d.grpc.pb.h"
@@ -12,7 +14,8 @@
 
 namespace convserve {
 
-class Conv2dService final : public convserve::v1::Conv2d::CallbackService {
+class Conv2dService final : public convserve::v1::Conv2d::WithRawCallbackMethod_Forward<
+                                convserve::v1::Conv2d::CallbackService> {
  public:
   // `core`, `metrics` (may be null) and `access` (null: every call allowed) must outlive the
   // gRPC server this is registered with.
@@ -29,8 +32,8 @@ class Conv2dService final : public convserve::v1::Conv2d::CallbackService {
                                        const convserve::v1::ListLayersRequest* request,
                                        convserve::v1::ListLayersResponse* response) override;
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
-                                    const convserve::v1::ForwardRequest* request,
-                                    convserve::v1::ForwardResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context,
                                  const convserve::v1::TuneRequest* request,
                                  convserve::v1::TuneResponse* response) override;

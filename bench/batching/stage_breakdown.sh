@@ -11,7 +11,8 @@
 #
 # Overrides (environment): DEVICE (cuda:0; cpu to check the script off the GPU machine), LAYER
 # (demo_conv3x3), LEVELS (1,64), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), SERVER_FLAGS,
-# CLIENT_FLAGS, PORT (50051; the echo uses PORT+1, metrics PORT+2), PYTHON (python3), COMMIT.
+# ECHO_FLAGS (e.g. --zero_copy_forward), CLIENT_FLAGS, PORT (50051; the echo uses PORT+1,
+# metrics PORT+2), PYTHON (python3), COMMIT.
 set -uo pipefail
 # bench_workspace, bench_env, bench_eager_layer, perf, perf_limit_for, serve.
 . "$(dirname "$0")/../lib/serving.sh"
@@ -23,6 +24,7 @@ DURATION_S=${DURATION_S:-4}
 WARMUP_S=${WARMUP_S:-1}
 CONNECTIONS=${CONNECTIONS:-8}
 SERVER_FLAGS=${SERVER_FLAGS:-}
+ECHO_FLAGS=${ECHO_FLAGS:-}
 CLIENT_FLAGS=${CLIENT_FLAGS:-}
 PORT=${PORT:-50051}
 PYTHON=${PYTHON:-python3}
@@ -32,14 +34,15 @@ metrics_url=http://127.0.0.1:$((PORT + 2))/metrics
 perf_limit=$(perf_limit_for 1)
 
 bench_env "layer: $LAYER (eager: batches of up to 32, preferred size 1)  levels: $LEVELS" \
-  "server flags: ${SERVER_FLAGS:-none}  client flags: ${CLIENT_FLAGS:-none}"
+  "server flags: ${SERVER_FLAGS:-none}  echo flags: ${ECHO_FLAGS:-none}" \
+  "client flags: ${CLIENT_FLAGS:-none}"
 bench_eager_layer "$PYTHON" "$work/demo" "$LAYER" "$work/repo" "$DEVICE" || exit 1
 
 echo_levels() {
   for level in ${LEVELS//,/ }; do perf "echo_$level" "$echo_target" eager "$level"; done
 }
 serve echo "$echo_target" "" echo_levels \
-  convserve-echo-server --listen="$echo_target" --model_repository="$work/repo"
+  convserve-echo-server --listen="$echo_target" --model_repository="$work/repo" $ECHO_FLAGS
 
 scrape() { curl -s "$metrics_url" >"$work/metrics_$1.txt" || echo "scrape $1 failed"; }
 server_levels() {

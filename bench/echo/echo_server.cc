@@ -3,7 +3,9 @@
 // weights are checked for size and dropped), Forward checks the input against the layer and
 // answers with an output tensor of the size the real conv would produce, without computing
 // anything. What perf measures against it is gRPC, protobuf and the copies: the cost every
-// Forward pays before any kernel runs.
+// Forward pays before any kernel runs. By default Forward's messages go through protobuf as
+// gRPC's generated code would (a copy of each tensor in and out); with --zero_copy_forward they
+// go through server/forward_wire.h as convserve-server's do (no copy of either).
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
@@ -26,6 +28,7 @@
 #include "common/http2_window.h"
 #include "common/malloc_tuning.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
+#include "server/forward_wire.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC address to serve on (host:port)");
 ABSL_FLAG(std::string, model_repository, "", "layer directories to load at start (specs only)");
@@ -33,6 +36,9 @@ ABSL_FLAG(int32_t, max_message_mb, 512, "largest gRPC message received or sent, 
 ABSL_FLAG(int32_t, grpc_stream_window_bytes, 0,
           "fixed HTTP/2 stream receive window for requests, bytes (0: gRPC's default); keep it "
           "equal to convserve-server's (same default) so the floor pays the same transport costs");
+ABSL_FLAG(bool, zero_copy_forward, false,
+          "read and write Forward's messages without copying the tensors, as convserve-server "
+          "does; false: through protobuf messages, as gRPC's generated code does");
 
 namespace convserve {
 namespace {
@@ -41,8 +47,11 @@ namespace v1 = convserve::v1;
 
 constexpr char kDevice[] = "echo (no compute)";
 
-class EchoService final : public v1::Conv2d::CallbackService {
+class EchoService final
+    : public v1::Conv2d::WithRawCallbackMethod_Forward<v1::Conv2d::CallbackService> {
  public:
+  explicit EchoService(bool zero_copy_forward) : zero_copy_forward_(zero_copy_forward) {}
+
   absl::StatusOr<v1::LayerInfo> Load(const v1::LoadLayerRequest& request) {
     absl::StatusOr<ConvParams> params = ParamsFromSpec(request.spec());
     if (!params.ok()) return params.status();
@@ -91,25 +100,30 @@ class EchoService final : public v1::Conv2d::CallbackService {
   }
 
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
-                                    const v1::ForwardRequest* request,
-                                    v1::ForwardResponse* response) override {
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override {
     const absl::Time accepted = absl::Now();
-    absl::StatusOr<ConvProblem> problem = Check(*request);
+    absl::StatusOr<ForwardWireRequest> wire = Read(*request);
+    if (!wire.ok()) return Finish(context, wire.status());
+    absl::StatusOr<ConvProblem> problem = Check(wire->request, wire->input_data.size());
     if (!problem.ok()) return Finish(context, problem.status());
-    v1::Tensor& output = *response->mutable_output();
-    output.set_dtype(request->input().dtype());
-    output.set_layout(request->output_layout() == v1::LAYOUT_DEFAULT ? request->input().layout()
-                                                                     : request->output_layout());
+    v1::ForwardResponse reply;
+    v1::Tensor& output = *reply.mutable_output();
+    output.set_dtype(wire->request.input().dtype());
+    output.set_layout(wire->request.output_layout() == v1::LAYOUT_DEFAULT
+                          ? wire->request.input().layout()
+                          : wire->request.output_layout());
     for (int64_t d : {problem->batch, problem->params.out_channels, problem->out_height(),
                       problem->out_width()}) {
       output.add_shape(d);
     }
-    output.mutable_data()->resize(static_cast<size_t>(problem->output_bytes()));
-    response->set_batch_size(static_cast<int32_t>(problem->batch));
-    response->set_kernel_config("echo");
-    response->set_device(kDevice);
-    const int64_t total_us = absl::ToInt64Microseconds(absl::Now() - accepted);
-    response->mutable_timing()->set_total_us(total_us);
+    reply.set_batch_size(static_cast<int32_t>(problem->batch));
+    reply.set_kernel_config("echo");
+    reply.set_device(kDevice);
+    reply.mutable_timing()->set_total_us(absl::ToInt64Microseconds(absl::Now() - accepted));
+    grpc::ByteBuffer written =
+        Write(std::move(reply), std::string(static_cast<size_t>(problem->output_bytes()), '\0'));
+    response->Swap(&written);
     return Finish(context, absl::OkStatus());
   }
 
@@ -131,9 +145,29 @@ class EchoService final : public v1::Conv2d::CallbackService {
     return reactor;
   }
 
+  absl::StatusOr<ForwardWireRequest> Read(const grpc::ByteBuffer& request) const {
+    if (zero_copy_forward_) return ParseForwardRequest(request);
+    ForwardWireRequest wire;
+    grpc::ByteBuffer shared(request);  // gRPC's deserialiser consumes its buffer
+    if (!grpc::SerializationTraits<v1::ForwardRequest>::Deserialize(&shared, &wire.request).ok()) {
+      return absl::InvalidArgumentError("the request is not a valid convserve.v1.ForwardRequest");
+    }
+    wire.input_data = TensorBytes(std::move(*wire.request.mutable_input()->mutable_data()));
+    return wire;
+  }
+
+  grpc::ByteBuffer Write(v1::ForwardResponse reply, std::string data) const {
+    if (zero_copy_forward_) return SerializeForwardResponse(reply, std::move(data));
+    reply.mutable_output()->set_data(std::move(data));
+    grpc::ByteBuffer written;
+    bool own_buffer = false;
+    (void)grpc::SerializationTraits<v1::ForwardResponse>::Serialize(reply, &written, &own_buffer);
+    return written;
+  }
+
   // The checks that decide the output size: the layer exists, the input's dtype, channels and
   // byte length fit it.
-  absl::StatusOr<ConvProblem> Check(const v1::ForwardRequest& request) {
+  absl::StatusOr<ConvProblem> Check(const v1::ForwardRequest& request, size_t data_bytes) {
     ConvProblem problem;
     {
       absl::MutexLock lock(&mu_);
@@ -159,14 +193,15 @@ class EchoService final : public v1::Conv2d::CallbackService {
     problem.height = input.shape(2);
     problem.width = input.shape(3);
     if (absl::Status valid = ValidateProblem(problem); !valid.ok()) return valid;
-    if (static_cast<int64_t>(input.data().size()) != problem.input_bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat("input.data is ", input.data().size(),
+    if (static_cast<int64_t>(data_bytes) != problem.input_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("input.data is ", data_bytes,
                                                      " bytes; the shape needs ",
                                                      problem.input_bytes()));
     }
     return problem;
   }
 
+  const bool zero_copy_forward_;
   absl::Mutex mu_;
   std::map<std::string, Layer> layers_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
@@ -185,7 +220,7 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  EchoService service;
+  EchoService service(absl::GetFlag(FLAGS_zero_copy_forward));
   const std::string repository = absl::GetFlag(FLAGS_model_repository);
   if (!repository.empty()) {
     absl::StatusOr<std::vector<std::string>> dirs = ListRepositoryLayers(repository);
