@@ -13,10 +13,11 @@
 #     /tmp/base-bin/convserve-echo-server-main -- tests/data
 #   strip --strip-debug .gpu/zc/bin/*; (cd .gpu && tar -cf - zc | xz -T2 -6 > zc.tar.xz)
 # device: carry [".gpu/zc.tar.xz"]: bash bench/results/2026-12-06_zero_copy/device_run.sh
+# PART=repeat (about 5 minutes, a second call): issue 5's check again, b, a, then b against the
+# echo server's zero-copy mode.
 set -uo pipefail
 . bench/conv/device_steps.sh
-device_begin zc zc1
-server_test
+device_begin zc "zc${PART:+_$PART}"
 # a: main's server and echo server, first on PATH under their own names; b: this tree's.
 mkdir -p /tmp/main_bin
 ln -sf "$(command -v convserve-server-main)" /tmp/main_bin/convserve-server
@@ -32,25 +33,35 @@ stages() {  # stages VARIANT NAME [ECHO_FLAGS]
   mkdir -p "$O/stages_$2"
   cp /tmp/sb_$2/summary.txt /tmp/sb_$2/results.json "$O/stages_$2/" 2>/dev/null
 }
+overhead() {  # overhead VARIANT NAME [ECHO_FLAGS]
+  (
+    [ "$1" = a ] && export PATH=/tmp/main_bin:$PATH
+    OUT=/tmp/oh_$2 SKIP_GPU_TEST=1 LEVELS=1,64 ROUNDS=5 COMMIT=srv_$1 ECHO_FLAGS=${3:-} \
+      timeout 130 bash bench/batching/run_h100.sh >/tmp/oh_$2.log 2>&1
+  )
+  echo "== overhead $2 ($((SECONDS - T0))s)"
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=|interleaved c=1" /tmp/oh_$2/summary.txt \
+    2>/dev/null | tail -20
+  mkdir -p "$O/overhead_$2"
+  cp /tmp/oh_$2/summary.txt /tmp/oh_$2/results.json "$O/overhead_$2/" 2>/dev/null
+}
+if [ "${PART:-}" = repeat ]; then
+  overhead b b2
+  device_save
+  overhead a a2
+  device_save
+  overhead b b3_zero_copy_echo --zero_copy_forward
+  device_end
+  exit 0
+fi
+server_test
 stages a a1
 stages b b1
 stages b b2
 stages a a2
 stages b b3_zero_copy_echo --zero_copy_forward
 device_save
-overhead() {  # overhead VARIANT
-  (
-    [ "$1" = a ] && export PATH=/tmp/main_bin:$PATH
-    OUT=/tmp/oh_$1 SKIP_GPU_TEST=1 LEVELS=1,64 ROUNDS=5 COMMIT=srv_$1 timeout 130 \
-      bash bench/batching/run_h100.sh >/tmp/oh_$1.log 2>&1
-  )
-  echo "== overhead $1 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=|interleaved c=1" /tmp/oh_$1/summary.txt \
-    2>/dev/null | tail -20
-  mkdir -p "$O/overhead_$1"
-  cp /tmp/oh_$1/summary.txt /tmp/oh_$1/results.json "$O/overhead_$1/" 2>/dev/null
-}
-overhead b
+overhead b b
 device_save
-overhead a
+overhead a a
 device_end
