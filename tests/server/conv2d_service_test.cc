@@ -1,13 +1,17 @@
 // The native service through a real gRPC channel to an in-process server on a loopback port,
 // CPU backend: results against the reference, every validation rejection, batching, overload,
 // deadlines, cancellation, atomic replace and health.
+#include <grpc/compression.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <functional>
 #include <future>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -230,6 +234,54 @@ TEST(Conv2dServiceTest, EveryForwardRejectionNamesTheField) {
   // The server still serves after all that.
   v1::ForwardResponse response;
   EXPECT_TRUE(Forward(s, ForwardFor("conv", spec, 1, 6, 6, 5), &response).ok());
+}
+
+// Forward reads its request off the wire itself (server/forward_wire.h): bytes that are not a
+// ForwardRequest get INVALID_ARGUMENT saying where; a gzip-compressed request and one whose
+// tensor spans many receive slices are read like any other.
+TEST(Conv2dServiceTest, ForwardReadsTheWireItself) {
+  RunningServer s = StartServer(TestServerOptions());
+  const v1::LayerSpec spec = SmallSpec("conv", 8);
+  const v1::LoadLayerRequest load = LoadRequestFor(spec, 11);
+  ASSERT_TRUE(Load(s, load).ok());
+
+  grpc::GenericStub generic(s.channel);
+  auto call_raw = [&](const std::string& bytes) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&context, "/convserve.v1.Conv2d/Forward", grpc::StubOptions(), &request,
+                      &response, [&done](grpc::Status status) { done.set_value(status); });
+    return done.get_future().get();
+  };
+  const v1::ForwardRequest good = ForwardFor("conv", spec, 1, 6, 6, 21);
+  const std::string good_bytes = good.SerializeAsString();
+  for (const auto& [bytes, words] : std::vector<std::pair<std::string, std::string>>{
+           {good_bytes.substr(0, good_bytes.size() - 7), "runs past its end"},
+           {std::string("\x0a\x04") + "conv\x1f", "invalid wire type 7"},
+           {std::string("\x0a\x02\xc3\x28"), "not UTF-8"}}) {
+    grpc::Status status = call_raw(bytes);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << words;
+    EXPECT_THAT(status.error_message(), HasSubstr(words));
+  }
+  EXPECT_TRUE(call_raw(good_bytes).ok());
+
+  // 2 x 8 x 64 x 64 fp32: 256 KB of input, many receive slices; sent gzip-compressed too.
+  const v1::ForwardRequest big = ForwardFor("conv", spec, 2, 64, 64, 22);
+  const std::string expected =
+      ReferenceOutput(load, big.input().data(), 2, 64, 64, Layout::kNchw, Layout::kNchw);
+  for (bool compress : {false, true}) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    if (compress) context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    v1::ForwardResponse response;
+    grpc::Status status = s.stub->Forward(&context, big, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.output().data(), expected) << "compressed: " << compress;
+  }
 }
 
 struct LoadRejection {
