@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -107,6 +109,23 @@ absl::Status CheckModelVersion(absl::string_view model, absl::string_view versio
 
 absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
                                 InferenceRequest& out) {
+  // Borrowed while checking; on success the one entry moves into `out` (a failed request keeps
+  // its bytes).
+  std::vector<TensorBytes> raw_input_contents;
+  for (const std::string& raw : request.raw_input_contents()) {
+    raw_input_contents.emplace_back(std::vector<absl::string_view>{raw}, nullptr);
+  }
+  absl::Status status =
+      DecodeInferRequest(request, std::move(raw_input_contents), grpc_deadline, out);
+  if (status.ok() && request.raw_input_contents_size() == 1) {
+    out.input = TensorBytes(std::move(*request.mutable_raw_input_contents(0)));
+  }
+  return status;
+}
+
+absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
+                                std::vector<TensorBytes> raw_input_contents,
+                                absl::Time grpc_deadline, InferenceRequest& out) {
   if (request.model_name().empty()) return Invalid("model_name", "required");
   if (absl::Status status = CheckModelVersion(request.model_name(), request.model_version());
       !status.ok()) {
@@ -116,7 +135,7 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
     return Invalid("inputs", absl::StrCat("expected exactly one tensor named '", kInputName,
                                           "', got ", request.inputs_size()));
   }
-  inference::ModelInferRequest::InferInputTensor& input = *request.mutable_inputs(0);
+  const inference::ModelInferRequest::InferInputTensor& input = request.inputs(0);
   if (input.name() != kInputName) {
     return Invalid("inputs[0].name",
                    absl::StrCat("model '", request.model_name(), "' has no input '", input.name(),
@@ -166,22 +185,22 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
   const int64_t bytes = elements * DataTypeSize(*dtype);
 
   // Data: raw bytes (any datatype) or typed FP32 contents.
-  std::string data;
-  if (request.raw_input_contents_size() > 0) {
-    if (request.raw_input_contents_size() != 1) {
+  TensorBytes data;
+  if (!raw_input_contents.empty()) {
+    if (raw_input_contents.size() != 1) {
       return Invalid("raw_input_contents", absl::StrCat("expected 1 entry (one per input), got ",
-                                                        request.raw_input_contents_size()));
+                                                        raw_input_contents.size()));
     }
     if (input.has_contents()) {
       return Invalid("inputs[0].contents", "must be unset when raw_input_contents is used");
     }
-    std::string& raw = *request.mutable_raw_input_contents(0);
+    const TensorBytes& raw = raw_input_contents.front();
     if (static_cast<int64_t>(raw.size()) != bytes) {
       return Invalid("raw_input_contents[0]",
                      absl::StrCat("expected ", bytes, " bytes for ", input.datatype(), " ",
                                   ShapeString(input.shape()), ", got ", raw.size()));
     }
-    data.swap(raw);
+    data = std::move(raw_input_contents.front());
   } else if (input.has_contents()) {
     const inference::InferTensorContents& contents = input.contents();
     if (*dtype != DataType::kFloat32) {
@@ -199,8 +218,9 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
           absl::StrCat("expected ", elements, " elements for ", ShapeString(input.shape()),
                        ", got ", contents.fp32_contents_size()));
     }
-    data.resize(static_cast<size_t>(bytes));
-    std::memcpy(data.data(), contents.fp32_contents().data(), static_cast<size_t>(bytes));
+    std::string values(static_cast<size_t>(bytes), '\0');
+    std::memcpy(values.data(), contents.fp32_contents().data(), static_cast<size_t>(bytes));
+    data = TensorBytes(std::move(values));
   } else {
     return Invalid("inputs[0]",
                    "no tensor data; send raw_input_contents or inputs[0].contents.fp32_contents");
@@ -224,7 +244,7 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
   out.dtype = *dtype;
   out.input_layout = in_layout;
   out.output_layout = out_layout;
-  out.input = TensorBytes(std::move(data));
+  out.input = std::move(data);
   out.api = Api::kKserve;
   out.deadline = std::min(grpc_deadline, out.accepted_at + *timeout);
   return absl::OkStatus();
@@ -257,6 +277,13 @@ absl::Status InKserveTerms(const absl::Status& status, Layout input_layout) {
 
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
                          inference::ModelInferResponse& response) {
+  std::string raw = EncodeInferResponseFields(model, id, std::move(result), response);
+  response.add_raw_output_contents()->swap(raw);
+}
+
+std::string EncodeInferResponseFields(const std::string& model, const std::string& id,
+                                      InferenceResult result,
+                                      inference::ModelInferResponse& response) {
   response.set_model_name(model);
   response.set_model_version(kModelVersion);
   response.set_id(id);
@@ -270,7 +297,6 @@ void EncodeInferResponse(const std::string& model, const std::string& id, Infere
   } else {
     for (int64_t dim : {s[0], s[1], s[2], s[3]}) output.add_shape(dim);
   }
-  response.add_raw_output_contents()->swap(result.output);
 
   auto& parameters = *response.mutable_parameters();
   parameters["queue_us"].set_int64_param(result.queue_us);
@@ -279,6 +305,7 @@ void EncodeInferResponse(const std::string& model, const std::string& id, Infere
   parameters["batch_size"].set_int64_param(result.batch_size);
   parameters["kernel_config"].set_string_param(std::move(result.kernel_config));
   parameters["device"].set_string_param(std::move(result.device));
+  return std::move(result.output);
 }
 
 void EncodeStreamError(const absl::Status& status, const std::string& model, const std::string& id,

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -43,6 +44,11 @@ absl::Status CheckModelVersion(absl::string_view model, absl::string_view versio
 // offending field (e.g. "inputs[0].shape"); NOT_FOUND for an unknown model version.
 absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
                                 InferenceRequest& out);
+// The same, with raw_input_contents already taken out of `request` (server/kserve/infer_wire.h
+// borrows them from the received message).
+absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
+                                std::vector<TensorBytes> raw_input_contents,
+                                absl::Time grpc_deadline, InferenceRequest& out);
 
 // The serving core names fields in the native API's terms ("input.shape[1] (C) ..."); this
 // renames the leading field of such a message to this API's ("inputs[0].shape[3] (C) ..." for
@@ -53,6 +59,11 @@ absl::Status InKserveTerms(const absl::Status& status, Layout input_layout);
 // raw_output_contents, with the server's timing in the response parameters.
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
                          inference::ModelInferResponse& response);
+// The same without raw_output_contents: returns the output tensor's bytes instead, for
+// SerializeModelInferResponse (server/kserve/infer_wire.h) to send uncopied.
+std::string EncodeInferResponseFields(const std::string& model, const std::string& id,
+                                      InferenceResult result,
+                                      inference::ModelInferResponse& response);
 
 // A failed request's answer on a ModelStreamInfer stream.
 void EncodeStreamError(const absl::Status& status, const std::string& model, const std::string& id,

@@ -3,15 +3,15 @@
 // thread waits on inference.
 #include "server/kserve/kserve_service.h"
 
-#include <grpcpp/support/message_allocator.h>
-
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "server/kserve/call_deadline.h"
 #include "server/kserve/infer_codec.h"
+#include "server/kserve/infer_wire.h"
 #include "server/kserve/stream_infer_reactor.h"
 
 namespace convserve {
@@ -86,35 +86,35 @@ grpc::ServerUnaryReactor* KserveService::ModelMetadata(
 }
 
 grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext* context,
-                                                    const inference::ModelInferRequest* request,
-                                                    inference::ModelInferResponse* response) {
-  // gRPC hands the request over as const, but the message belongs to this call until Finish;
-  // the allocator state is gRPC's sanctioned way to reach it mutably, which lets the tensor
-  // bytes move into the core instead of being copied.
-  auto* messages = static_cast<
-      grpc::MessageHolder<inference::ModelInferRequest, inference::ModelInferResponse>*>(
-      context->GetRpcAllocatorState());
-  inference::ModelInferRequest& mutable_request = *messages->request();
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-
+  absl::StatusOr<kserve::InferWireRequest> wire = kserve::ParseModelInferRequest(*request);
   InferenceRequest inference;
-  if (absl::Status status =
-          kserve::DecodeInferRequest(mutable_request, kserve::DeadlineOf(*context), inference);
-      !status.ok()) {
+  absl::Status status =
+      wire.ok() ? kserve::DecodeInferRequest(wire->request, std::move(wire->raw_input_contents),
+                                             kserve::DeadlineOf(*context), inference)
+                : wire.status();
+  if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
   inference.is_cancelled = [context] { return context->IsCancelled(); };
-  // `request` and `response` stay valid until Finish, which only this callback calls.
-  inference.done = [reactor, request, response,
+  // `response` stays valid until Finish, which only this callback calls.
+  inference.done = [reactor, response, model = wire->request.model_name(), id = wire->request.id(),
                     layout = inference.input_layout](absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
       reactor->Finish(ToGrpcStatus(kserve::InKserveTerms(result.status(), layout)));
       return;
     }
-    kserve::EncodeInferResponse(request->model_name(), request->id(), *std::move(result),
-                                *response);
+    inference::ModelInferResponse fields;
+    std::string output = kserve::EncodeInferResponseFields(model, id, *std::move(result), fields);
+    std::vector<std::string> raw_output_contents;
+    raw_output_contents.push_back(std::move(output));
+    grpc::ByteBuffer reply =
+        kserve::SerializeModelInferResponse(fields, std::move(raw_output_contents));
+    response->Swap(&reply);
     reactor->Finish(grpc::Status::OK);
   };
   core_.Submit(std::move(inference));

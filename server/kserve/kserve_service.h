@@ -14,7 +14,9 @@ namespace convserve {
 
 // Thread-safe; handlers validate, submit and return without blocking. `core` must outlive the
 // service and the grpc::Server it is registered on.
-class KserveService final : public inference::GRPCInferenceService::CallbackService {
+class KserveService final
+    : public inference::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
+          inference::GRPCInferenceService::CallbackService> {
  public:
   // `server_name` and `server_version` are what ServerMetadata reports; by default
   // "convserve" and the version of this build.
@@ -45,10 +47,12 @@ class KserveService final : public inference::GRPCInferenceService::CallbackServ
                                           const inference::ModelMetadataRequest* request,
                                           inference::ModelMetadataResponse* response) override;
   // Answers when the core's done callback fires: the result, or the status that ended the
-  // request (NOT_FOUND, INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED, ...).
+  // request (NOT_FOUND, INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED, ...). gRPC's raw
+  // method: the messages are read and written with server/kserve/infer_wire.h, so the tensors
+  // are not copied by protobuf.
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   // Every request read gets one response message, in completion order; a failed request's
   // message carries error_message and the stream goes on.
   grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*

@@ -12,7 +12,7 @@
 
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "tests/server/forward_wire_oracle.h"
+#include "tests/server/wire_oracle.h"
 
 namespace convserve {
 namespace {

@@ -1,0 +1,122 @@
+// Protobuf's own parser as the oracle for the zero-copy codecs (server/forward_wire.h,
+// server/kserve/infer_wire.h): shared by their unit tests and the fuzzer
+// (tests/fuzz/wire_fuzzer.cc).
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "convserve/v1/conv2d.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "kserve/grpc_predict_v2.pb.h"
+#include "server/forward_wire.h"
+#include "server/kserve/infer_wire.h"
+
+namespace convserve::testing {
+
+// `bytes` cut at `cuts` (offsets, any order, clamped) into views of one shared copy.
+struct CutBytes {
+  std::shared_ptr<const std::string> owned;
+  std::vector<absl::string_view> pieces;
+};
+inline CutBytes Cut(const std::string& bytes, std::vector<size_t> cuts) {
+  for (size_t& cut : cuts) cut = std::min(cut, bytes.size());
+  std::sort(cuts.begin(), cuts.end());
+  cuts.push_back(bytes.size());
+  CutBytes out{std::make_shared<const std::string>(bytes), {}};
+  size_t begin = 0;
+  for (size_t cut : cuts) {
+    out.pieces.emplace_back(out.owned->data() + begin, cut - begin);
+    begin = cut;
+  }
+  return out;
+}
+
+// Serialised with maps in key order, so equal messages give equal bytes.
+inline std::string Canonical(const google::protobuf::MessageLite& message) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  message.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+// "" when every piece of `bytes` lies inside `owned`.
+inline std::string Borrowed(const TensorBytes& bytes, const std::string& owned) {
+  for (absl::string_view piece : bytes.pieces()) {
+    if (!piece.empty() && (piece.data() < owned.data() ||
+                           piece.data() + piece.size() > owned.data() + owned.size())) {
+      return "a tensor does not point into the received bytes";
+    }
+  }
+  return "";
+}
+
+// Both refuse (ours with INVALID_ARGUMENT), or both accept with the same message: "" then, what
+// differs otherwise.
+template <typename Ours>
+std::string SameVerdict(const absl::StatusOr<Ours>& ours, bool theirs_ok) {
+  if (ours.ok() != theirs_ok) {
+    return absl::StrCat("protobuf ", theirs_ok ? "accepts" : "refuses", " it, ours says ",
+                        ours.status().ToString());
+  }
+  if (!theirs_ok && ours.status().code() != absl::StatusCode::kInvalidArgument) {
+    return absl::StrCat("refused with the wrong code: ", ours.status().ToString());
+  }
+  return "";
+}
+
+// ParseForwardRequest against protobuf on `bytes` cut at `cuts`.
+inline std::string CompareWithProtobuf(const std::string& bytes, std::vector<size_t> cuts) {
+  const CutBytes cut = Cut(bytes, std::move(cuts));
+  absl::StatusOr<ForwardWireRequest> ours = ParseForwardRequest(cut.pieces, cut.owned);
+  v1::ForwardRequest theirs;
+  const bool theirs_ok = theirs.ParseFromString(bytes);
+  if (std::string verdict = SameVerdict(ours, theirs_ok); !verdict.empty() || !theirs_ok) {
+    return verdict;
+  }
+  if (!ours->request.input().data().empty()) return "input.data was parsed, not borrowed";
+  if (std::string borrowed = Borrowed(ours->input_data, *cut.owned); !borrowed.empty()) {
+    return borrowed;
+  }
+  v1::ForwardRequest merged = ours->request;
+  if (merged.has_input()) merged.mutable_input()->set_data(ours->input_data.ToString());
+  if (!ours->input_data.empty() && !merged.has_input()) return "data without input";
+  if (Canonical(merged) != Canonical(theirs)) {
+    return absl::StrCat("messages differ:\n ours: ", merged.ShortDebugString(),
+                        "\n protobuf: ", theirs.ShortDebugString());
+  }
+  return "";
+}
+
+// kserve::ParseModelInferRequest against protobuf on `bytes` cut at `cuts`.
+inline std::string CompareInferWithProtobuf(const std::string& bytes, std::vector<size_t> cuts) {
+  const CutBytes cut = Cut(bytes, std::move(cuts));
+  absl::StatusOr<kserve::InferWireRequest> ours =
+      kserve::ParseModelInferRequest(cut.pieces, cut.owned);
+  inference::ModelInferRequest theirs;
+  const bool theirs_ok = theirs.ParseFromString(bytes);
+  if (std::string verdict = SameVerdict(ours, theirs_ok); !verdict.empty() || !theirs_ok) {
+    return verdict;
+  }
+  if (ours->request.raw_input_contents_size() != 0) return "raw_input_contents were parsed";
+  inference::ModelInferRequest merged = ours->request;
+  for (const TensorBytes& raw : ours->raw_input_contents) {
+    if (std::string borrowed = Borrowed(raw, *cut.owned); !borrowed.empty()) return borrowed;
+    merged.add_raw_input_contents(raw.ToString());
+  }
+  if (Canonical(merged) != Canonical(theirs)) {
+    return absl::StrCat("messages differ:\n ours: ", merged.ShortDebugString(),
+                        "\n protobuf: ", theirs.ShortDebugString());
+  }
+  return "";
+}
+
+}  // namespace convserve::testing
