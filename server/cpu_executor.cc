@@ -99,9 +99,8 @@ void CpuExecutor::Run(Batch& batch) {
     merged.resize(static_cast<size_t>(batch.problem.input_bytes()));
     char* end = merged.data();
     for (const InferenceRequest& request : batch.requests) {
-      end = request.input.CopyTo(end, [](char* dst, const char* src, size_t bytes) {
-        std::memcpy(dst, src, bytes);
-      });
+      end = request.input.CopyTo(
+          end, [](char* dst, const char* src, size_t bytes) { std::memcpy(dst, src, bytes); });
     }
     input = merged.data();
   }

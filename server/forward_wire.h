@@ -34,8 +34,8 @@ struct ForwardWireRequest {
 // Parses a serialised convserve.v1.ForwardRequest held in `pieces` (in order), which stay valid
 // while `keep_alive` lives. INVALID_ARGUMENT, naming what is wrong, when the bytes are not a
 // valid ForwardRequest.
-absl::StatusOr<ForwardWireRequest> ParseForwardRequest(
-    const std::vector<absl::string_view>& pieces, std::shared_ptr<const void> keep_alive);
+absl::StatusOr<ForwardWireRequest> ParseForwardRequest(const std::vector<absl::string_view>& pieces,
+                                                       std::shared_ptr<const void> keep_alive);
 
 // The same, over a message as gRPC received it (no copy: the slices are shared).
 absl::StatusOr<ForwardWireRequest> ParseForwardRequest(const grpc::ByteBuffer& buffer);

@@ -21,7 +21,7 @@ enum class Api : uint8_t { kNative, kKserve };
 inline const char* ApiName(Api api) { return api == Api::kNative ? "native" : "kserve"; }
 
 struct InferenceResult {
-  std::string output;            // raw elements in output_layout order
+  std::string output;               // raw elements in output_layout order
   int64_t shape[4] = {0, 0, 0, 0};  // [N, K, P, Q]
   DataType dtype = DataType::kFloat32;
   Layout layout = Layout::kNchw;

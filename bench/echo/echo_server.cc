@@ -194,9 +194,8 @@ class EchoService final
     problem.width = input.shape(3);
     if (absl::Status valid = ValidateProblem(problem); !valid.ok()) return valid;
     if (static_cast<int64_t>(data_bytes) != problem.input_bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat("input.data is ", data_bytes,
-                                                     " bytes; the shape needs ",
-                                                     problem.input_bytes()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input.data is ", data_bytes, " bytes; the shape needs ", problem.input_bytes()));
     }
     return problem;
   }

@@ -90,9 +90,8 @@ TEST_F(ForwardWireTest, BorrowsTheDataWithoutCopying) {
   // Two pieces cut inside the data: the data comes back as views of both.
   const size_t data_at = bytes.find(request.input().data());
   ASSERT_NE(data_at, std::string::npos);
-  const std::vector<absl::string_view> pieces = {
-      absl::string_view(bytes).substr(0, data_at + 1000),
-      absl::string_view(bytes).substr(data_at + 1000)};
+  const std::vector<absl::string_view> pieces = {absl::string_view(bytes).substr(0, data_at + 1000),
+                                                 absl::string_view(bytes).substr(data_at + 1000)};
   absl::StatusOr<ForwardWireRequest> parsed = ParseForwardRequest(pieces, nullptr);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   ASSERT_EQ(parsed->input_data.pieces().size(), 2u);
@@ -110,8 +109,8 @@ TEST_F(ForwardWireTest, UnknownFieldsAndGroupsAreKeptAsProtobufKeepsThem) {
                               std::string(8, 'y') + Delimited(22, "zz") + Tag(23, 5) +
                               std::string(4, 'w') + group;
   // Inside input too, around its data; and input.data and layer with the wrong wire type.
-  const std::string tensor = unknown + request.input().SerializeAsString() + group + Tag(4, 0) +
-                             Varint(3);
+  const std::string tensor =
+      unknown + request.input().SerializeAsString() + group + Tag(4, 0) + Varint(3);
   const std::string bytes = unknown + Delimited(1, request.layer()) + Delimited(2, tensor) +
                             Tag(2, 0) + Varint(9) + unknown;
   for (int round = 0; round < 50; ++round) {
