@@ -20,7 +20,7 @@ absl::Status NotARequest(absl::string_view what) {
 }  // namespace
 
 absl::StatusOr<InferWireRequest> ParseModelInferRequest(
-    const std::vector<absl::string_view>& pieces, std::shared_ptr<const void> keep_alive) {
+    const std::vector<absl::string_view>& pieces, const std::shared_ptr<const void>& keep_alive) {
   size_t total = 0;
   for (absl::string_view piece : pieces) total += piece.size();
   wire::Cursor cursor(pieces);
@@ -54,7 +54,7 @@ absl::StatusOr<InferWireRequest> ParseModelInferRequest(
 absl::StatusOr<InferWireRequest> ParseModelInferRequest(const grpc::ByteBuffer& buffer) {
   absl::StatusOr<wire::ReceivedPieces> received = wire::PiecesOf(buffer);
   if (!received.ok()) return received.status();
-  return ParseModelInferRequest(received->pieces, std::move(received->keep_alive));
+  return ParseModelInferRequest(received->pieces, received->keep_alive);
 }
 
 grpc::ByteBuffer SerializeModelInferResponse(const inference::ModelInferResponse& response,

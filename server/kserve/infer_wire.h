@@ -28,7 +28,7 @@ struct InferWireRequest {
 // Parses a serialised inference.ModelInferRequest held in `pieces` (in order), which stay valid
 // while `keep_alive` lives. INVALID_ARGUMENT, naming what is wrong, when the bytes are not one.
 absl::StatusOr<InferWireRequest> ParseModelInferRequest(
-    const std::vector<absl::string_view>& pieces, std::shared_ptr<const void> keep_alive);
+    const std::vector<absl::string_view>& pieces, const std::shared_ptr<const void>& keep_alive);
 absl::StatusOr<InferWireRequest> ParseModelInferRequest(const grpc::ByteBuffer& buffer);
 
 // Serialises `response` (whose raw_output_contents must be empty) followed by
