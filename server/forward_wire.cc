@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "server/wire_scan.h"
 
 namespace convserve {
@@ -68,6 +69,8 @@ absl::StatusOr<ForwardWireRequest> ParseForwardRequest(const std::vector<absl::s
     field_start.AppendUntil(cursor.offset(), request_rest);
   }
   ForwardWireRequest out;
+  // A client's bad string is answered below, not logged by protobuf once per request.
+  const google::protobuf::LogSilencer quiet;
   if (!out.request.ParseFromString(request_rest)) {
     return absl::InvalidArgumentError(
         "the request is not a valid convserve.v1.ForwardRequest (a field does not parse, e.g. "

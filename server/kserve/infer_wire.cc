@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "server/wire_scan.h"
 
 namespace convserve::kserve {
@@ -45,6 +46,8 @@ absl::StatusOr<InferWireRequest> ParseModelInferRequest(
     }
     field_start.AppendUntil(cursor.offset(), rest);
   }
+  // A client's bad string is answered below, not logged by protobuf once per request.
+  const google::protobuf::LogSilencer quiet;
   if (!out.request.ParseFromString(rest)) {
     return NotARequest("a field does not parse (e.g. a string that is not UTF-8)");
   }

@@ -13,6 +13,7 @@
 #include "convserve/v1/conv2d.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/stubs/logging.h"
 #include "kserve/grpc_predict_v2.pb.h"
 #include "server/forward_wire.h"
 #include "server/kserve/infer_wire.h"
@@ -78,6 +79,7 @@ inline std::string CompareWithProtobuf(const std::string& bytes, std::vector<siz
   const CutBytes cut = Cut(bytes, std::move(cuts));
   absl::StatusOr<ForwardWireRequest> ours = ParseForwardRequest(cut.pieces, cut.owned);
   v1::ForwardRequest theirs;
+  const google::protobuf::LogSilencer quiet;  // bad strings are the point here
   const bool theirs_ok = theirs.ParseFromString(bytes);
   if (std::string verdict = SameVerdict(ours, theirs_ok); !verdict.empty() || !theirs_ok) {
     return verdict;
@@ -102,6 +104,7 @@ inline std::string CompareInferWithProtobuf(const std::string& bytes, std::vecto
   absl::StatusOr<kserve::InferWireRequest> ours =
       kserve::ParseModelInferRequest(cut.pieces, cut.owned);
   inference::ModelInferRequest theirs;
+  const google::protobuf::LogSilencer quiet;  // bad strings are the point here
   const bool theirs_ok = theirs.ParseFromString(bytes);
   if (std::string verdict = SameVerdict(ours, theirs_ok); !verdict.empty() || !theirs_ok) {
     return verdict;
