@@ -17,7 +17,7 @@
 # echo server's zero-copy mode.
 set -uo pipefail
 . bench/conv/device_steps.sh
-device_begin zc "zc${PART:+_$PART}"
+device_begin "${BUNDLE:-zc}" "zc${PART:+_$PART}"
 # a: main's server and echo server, first on PATH under their own names; b: this tree's.
 mkdir -p /tmp/main_bin
 ln -sf "$(command -v convserve-server-main)" /tmp/main_bin/convserve-server
@@ -45,6 +45,15 @@ overhead() {  # overhead VARIANT NAME [ECHO_FLAGS]
   mkdir -p "$O/overhead_$2"
   cp /tmp/oh_$2/summary.txt /tmp/oh_$2/results.json "$O/overhead_$2/" 2>/dev/null
 }
+# PART=final (about 2 minutes, a third call, on the landing tree's binaries, bundle zf): the GPU
+# server test, one stage pass and issue 5's check on the landing server.
+if [ "${PART:-}" = final ]; then
+  server_test
+  stages b final
+  overhead b final
+  device_end
+  exit 0
+fi
 if [ "${PART:-}" = repeat ]; then
   overhead b b2
   device_save
