@@ -16,6 +16,8 @@ namespace convserve::kserve {
 namespace {
 
 using ::convserve::testing::Canonical;
+using ::convserve::testing::CheckEveryTruncation;
+using ::convserve::testing::CheckRandomByteChanges;
 using ::convserve::testing::CompareInferWithProtobuf;
 using ::inference::ModelInferRequest;
 using ::inference::ModelInferResponse;
@@ -50,9 +52,7 @@ class InferWireTest : public ::testing::Test {
   }
 
   std::vector<size_t> RandomCuts(size_t size, int max_cuts) {
-    std::vector<size_t> cuts(rng_() % (max_cuts + 1));
-    for (size_t& cut : cuts) cut = size == 0 ? 0 : rng_() % (size + 1);
-    return cuts;
+    return testing::RandomCuts(rng_, size, max_cuts);
   }
 
   const uint32_t seed_;
@@ -87,21 +87,18 @@ TEST_F(InferWireTest, BorrowsEachRawEntryInOrder) {
 }
 
 TEST_F(InferWireTest, EveryTruncationIsJudgedAsProtobufJudgesIt) {
-  const std::string bytes = RandomRequest(30).SerializeAsString();
-  for (size_t size = 0; size <= bytes.size(); ++size) {
-    ASSERT_EQ(CompareInferWithProtobuf(bytes.substr(0, size), RandomCuts(size, 3)), "")
-        << "prefix of " << size << " bytes, seed " << seed_;
-  }
+  EXPECT_EQ(
+      CheckEveryTruncation(CompareInferWithProtobuf, RandomRequest(30).SerializeAsString(), rng_),
+      "")
+      << "seed " << seed_;
 }
 
 TEST_F(InferWireTest, RandomByteChangesAreJudgedAsProtobufJudgesThem) {
-  for (int round = 0; round < 3000; ++round) {
-    std::string bytes = RandomRequest(16).SerializeAsString();
-    const int changes = 1 + static_cast<int>(rng_() % 4);
-    for (int i = 0; i < changes; ++i) bytes[rng_() % bytes.size()] = static_cast<char>(rng_());
-    ASSERT_EQ(CompareInferWithProtobuf(bytes, RandomCuts(bytes.size(), 4)), "")
-        << "round " << round << ", seed " << seed_;
-  }
+  EXPECT_EQ(CheckRandomByteChanges(
+                CompareInferWithProtobuf, [&] { return RandomRequest(16).SerializeAsString(); },
+                3000, rng_),
+            "")
+      << "seed " << seed_;
 }
 
 TEST_F(InferWireTest, MalformedRequestsSayWhat) {

@@ -17,6 +17,8 @@
 namespace convserve {
 namespace {
 
+using testing::CheckEveryTruncation;
+using testing::CheckRandomByteChanges;
 using testing::CompareWithProtobuf;
 
 class ForwardWireTest : public ::testing::Test {
@@ -45,9 +47,7 @@ class ForwardWireTest : public ::testing::Test {
   }
 
   std::vector<size_t> RandomCuts(size_t size, int max_cuts) {
-    std::vector<size_t> cuts(rng_() % (max_cuts + 1));
-    for (size_t& cut : cuts) cut = size == 0 ? 0 : rng_() % (size + 1);
-    return cuts;
+    return testing::RandomCuts(rng_, size, max_cuts);
   }
 
   // Hand-encoded fields, for what protobuf's serialiser never writes.
@@ -133,21 +133,17 @@ TEST_F(ForwardWireTest, RepeatedInputsMergeAsInProtobuf) {
 }
 
 TEST_F(ForwardWireTest, EveryTruncationIsJudgedAsProtobufJudgesIt) {
-  const std::string bytes = RandomRequest(40).SerializeAsString();
-  for (size_t size = 0; size <= bytes.size(); ++size) {
-    ASSERT_EQ(CompareWithProtobuf(bytes.substr(0, size), RandomCuts(size, 3)), "")
-        << "prefix of " << size << " bytes, seed " << seed_;
-  }
+  EXPECT_EQ(CheckEveryTruncation(CompareWithProtobuf, RandomRequest(40).SerializeAsString(), rng_),
+            "")
+      << "seed " << seed_;
 }
 
 TEST_F(ForwardWireTest, RandomByteChangesAreJudgedAsProtobufJudgesThem) {
-  for (int round = 0; round < 3000; ++round) {
-    std::string bytes = RandomRequest(24).SerializeAsString();
-    const int changes = 1 + static_cast<int>(rng_() % 4);
-    for (int i = 0; i < changes; ++i) bytes[rng_() % bytes.size()] = static_cast<char>(rng_());
-    ASSERT_EQ(CompareWithProtobuf(bytes, RandomCuts(bytes.size(), 4)), "")
-        << "round " << round << ", seed " << seed_;
-  }
+  EXPECT_EQ(
+      CheckRandomByteChanges(
+          CompareWithProtobuf, [&] { return RandomRequest(24).SerializeAsString(); }, 3000, rng_),
+      "")
+      << "seed " << seed_;
 }
 
 TEST_F(ForwardWireTest, MalformedRequestsNameWhatIsWrong) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,39 @@ inline std::string CompareInferWithProtobuf(const std::string& bytes, std::vecto
   if (Canonical(merged) != Canonical(theirs)) {
     return absl::StrCat("messages differ:\n ours: ", merged.ShortDebugString(),
                         "\n protobuf: ", theirs.ShortDebugString());
+  }
+  return "";
+}
+
+// What both codecs' tests and the fuzzer ask of an oracle above: "" when ours agrees.
+using Oracle = std::string (*)(const std::string& bytes, std::vector<size_t> cuts);
+
+// Up to `max_cuts` random offsets in [0, size].
+inline std::vector<size_t> RandomCuts(std::mt19937& rng, size_t size, int max_cuts) {
+  std::vector<size_t> cuts(rng() % (max_cuts + 1));
+  for (size_t& cut : cuts) cut = size == 0 ? 0 : rng() % (size + 1);
+  return cuts;
+}
+
+// `oracle` on every prefix of `bytes`: "" when it agrees on all, else the first disagreement.
+inline std::string CheckEveryTruncation(Oracle oracle, const std::string& bytes,
+                                        std::mt19937& rng) {
+  for (size_t size = 0; size <= bytes.size(); ++size) {
+    std::string diff = oracle(bytes.substr(0, size), RandomCuts(rng, size, 3));
+    if (!diff.empty()) return absl::StrCat("prefix of ", size, " bytes: ", diff);
+  }
+  return "";
+}
+
+// `oracle` on `rounds` messages from `make()`, each with 1-4 random bytes changed.
+template <typename MakeBytes>
+std::string CheckRandomByteChanges(Oracle oracle, MakeBytes make, int rounds, std::mt19937& rng) {
+  for (int round = 0; round < rounds; ++round) {
+    std::string bytes = make();
+    const int changes = 1 + static_cast<int>(rng() % 4);
+    for (int i = 0; i < changes; ++i) bytes[rng() % bytes.size()] = static_cast<char>(rng());
+    std::string diff = oracle(bytes, RandomCuts(rng, bytes.size(), 4));
+    if (!diff.empty()) return absl::StrCat("round ", round, ": ", diff);
   }
   return "";
 }
