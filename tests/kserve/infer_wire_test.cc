@@ -19,6 +19,7 @@ using ::convserve::testing::Canonical;
 using ::convserve::testing::CheckEveryTruncation;
 using ::convserve::testing::CheckRandomByteChanges;
 using ::convserve::testing::CompareInferWithProtobuf;
+using ::convserve::testing::Flatten;
 using ::inference::ModelInferRequest;
 using ::inference::ModelInferResponse;
 
@@ -109,16 +110,6 @@ TEST_F(InferWireTest, MalformedRequestsSayWhat) {
   EXPECT_EQ(parsed.status().message(),
             "the request is not a valid inference.ModelInferRequest: field runs past its end at "
             "byte 2");
-}
-
-std::string Flatten(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  EXPECT_TRUE(buffer.Dump(&slices).ok());
-  std::string out;
-  for (const grpc::Slice& slice : slices) {
-    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  }
-  return out;
 }
 
 TEST_F(InferWireTest, RepliesReadBackWithProtobuf) {

@@ -20,6 +20,7 @@ namespace {
 using testing::CheckEveryTruncation;
 using testing::CheckRandomByteChanges;
 using testing::CompareWithProtobuf;
+using testing::Flatten;
 
 class ForwardWireTest : public ::testing::Test {
  protected:
@@ -166,16 +167,6 @@ TEST_F(ForwardWireTest, MalformedRequestsNameWhatIsWrong) {
         << parsed.status().message();
     EXPECT_EQ(CompareWithProtobuf(bytes, {}), "") << words;
   }
-}
-
-std::string Flatten(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  EXPECT_TRUE(buffer.Dump(&slices).ok());
-  std::string out;
-  for (const grpc::Slice& slice : slices) {
-    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  }
-  return out;
 }
 
 TEST_F(ForwardWireTest, RepliesReadBackWithProtobuf) {

@@ -123,6 +123,17 @@ inline std::string CompareInferWithProtobuf(const std::string& bytes, std::vecto
   return "";
 }
 
+// A serialised reply's bytes, its slices joined ("" when it cannot be read).
+inline std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return "";
+  std::string out;
+  for (const grpc::Slice& slice : slices) {
+    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return out;
+}
+
 // What both codecs' tests and the fuzzer ask of an oracle above: "" when ours agrees.
 using Oracle = std::string (*)(const std::string& bytes, std::vector<size_t> cuts);
 
