@@ -20,8 +20,10 @@ set -uo pipefail
 device_begin "${BUNDLE:-zc}" "zc${PART:+_$PART}"
 # a: main's server and echo server, first on PATH under their own names; b: this tree's.
 mkdir -p /tmp/main_bin
-ln -sf "$(command -v convserve-server-main)" /tmp/main_bin/convserve-server
-ln -sf "$(command -v convserve-echo-server-main)" /tmp/main_bin/convserve-echo-server
+if command -v convserve-server-main >/dev/null; then
+  ln -sf "$(command -v convserve-server-main)" /tmp/main_bin/convserve-server
+  ln -sf "$(command -v convserve-echo-server-main)" /tmp/main_bin/convserve-echo-server
+fi
 stages() {  # stages VARIANT NAME [ECHO_FLAGS]
   (
     [ "$1" = a ] && export PATH=/tmp/main_bin:$PATH
