@@ -46,7 +46,8 @@ struct InferenceRequest {
   Layout input_layout = Layout::kNchw;
   Layout output_layout = Layout::kNchw;
   // Raw little-endian elements in input_layout order, never copied before the executor stages
-  // them (the native front-end borrows gRPC's receive buffers; KServe moves its string).
+  // them (Forward and ModelInfer borrow gRPC's receive buffers; ModelStreamInfer moves its
+  // message's string).
   TensorBytes input;
   // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.
   absl::Time deadline = absl::InfiniteFuture();
