@@ -41,8 +41,7 @@ absl::StatusOr<ForwardWireRequest> ParseForwardRequest(const std::vector<absl::s
 absl::StatusOr<ForwardWireRequest> ParseForwardRequest(const grpc::ByteBuffer& buffer);
 
 // Serialises a ForwardResponse: `response` (whose output.data must be empty) with `output_data`
-// as output.data. `output_data` is taken over, not copied.
-grpc::ByteBuffer SerializeForwardResponse(const v1::ForwardResponse& response,
-                                          std::string output_data);
+// as output.data. Both are taken over; `output_data` is not copied.
+grpc::ByteBuffer SerializeForwardResponse(v1::ForwardResponse response, std::string output_data);
 
 }  // namespace convserve

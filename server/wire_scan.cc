@@ -20,6 +20,7 @@ absl::Status Malformed(absl::string_view what, size_t offset) {
 }
 
 Cursor::Cursor(const std::vector<absl::string_view>& pieces) : pieces_(&pieces) {
+  for (absl::string_view piece : pieces) size_ += piece.size();
   SkipEmptyPieces();
 }
 

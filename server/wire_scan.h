@@ -42,6 +42,8 @@ class Cursor {
   explicit Cursor(const std::vector<absl::string_view>& pieces);
 
   size_t offset() const { return offset_; }
+  // The pieces' total size: where the message ends.
+  size_t size() const { return size_; }
   // A varint of at most `max_bytes` bytes (protobuf's limits: 10 for values, 5 for tags and
   // lengths), ending by `limit`.
   absl::Status ReadVarint(uint64_t& value, size_t limit, int max_bytes = 10);
@@ -61,6 +63,7 @@ class Cursor {
   size_t piece_ = 0;
   size_t in_piece_ = 0;
   size_t offset_ = 0;
+  size_t size_ = 0;
 };
 
 // Reads a field's tag; an end-group tag is valid only inside a group.
@@ -68,6 +71,29 @@ absl::Status ReadTag(Cursor& cursor, size_t limit, uint64_t& tag, bool in_group 
 
 // Skips the value of a field whose tag was just read, checking that it ends by `limit`.
 absl::Status SkipValue(Cursor& cursor, uint64_t tag, size_t limit, int depth = 0);
+
+// Scans the fields from `cursor` to `end`, the shape every codec here has: each length-delimited
+// field numbered `field` goes to `on_field(cursor, length)`, which consumes exactly its `length`
+// value bytes and returns a status; every other field's encoding is appended to `rest`, for
+// protobuf to parse.
+template <typename OnField>
+absl::Status SplitFields(Cursor& cursor, size_t end, uint32_t field, OnField&& on_field,
+                         std::string& rest) {
+  while (cursor.offset() < end) {
+    Cursor field_start = cursor;
+    uint64_t tag = 0;
+    if (absl::Status s = ReadTag(cursor, end, tag); !s.ok()) return s;
+    if (tag == LengthDelimitedTag(field)) {
+      uint64_t length = 0;
+      if (absl::Status s = cursor.ReadLength(length, end); !s.ok()) return s;
+      if (absl::Status s = on_field(cursor, static_cast<size_t>(length)); !s.ok()) return s;
+      continue;
+    }
+    if (absl::Status s = SkipValue(cursor, tag, end); !s.ok()) return s;
+    field_start.AppendUntil(cursor.offset(), rest);
+  }
+  return absl::OkStatus();
+}
 
 // A received message as pieces, valid while `keep_alive` lives (no copy: the slices are shared).
 struct ReceivedPieces {

@@ -157,7 +157,7 @@ class EchoService final
   }
 
   grpc::ByteBuffer Write(v1::ForwardResponse reply, std::string data) const {
-    if (zero_copy_forward_) return SerializeForwardResponse(reply, std::move(data));
+    if (zero_copy_forward_) return SerializeForwardResponse(std::move(reply), std::move(data));
     reply.mutable_output()->set_data(std::move(data));
     grpc::ByteBuffer written;
     bool own_buffer = false;

@@ -60,6 +60,13 @@ bool ProtobufParse(const grpc::ByteBuffer& received, Message& message) {
 
 constexpr int kReceived = 16;
 
+// kReceived distinct copies of the message `make` receives.
+std::vector<grpc::ByteBuffer> Rotation(grpc::ByteBuffer (*make)()) {
+  std::vector<grpc::ByteBuffer> received(kReceived);
+  for (grpc::ByteBuffer& buffer : received) buffer = make();
+  return received;
+}
+
 grpc::ByteBuffer ForwardRequestBytes() {
   v1::ForwardRequest request;
   request.set_layer("demo_conv3x3");
@@ -81,8 +88,7 @@ v1::ForwardResponse ForwardResponseFields() {
 }
 
 void BM_ForwardRequest_Protobuf(benchmark::State& state) {
-  std::vector<grpc::ByteBuffer> received(kReceived);
-  for (auto& buffer : received) buffer = ForwardRequestBytes();
+  const std::vector<grpc::ByteBuffer> received = Rotation(ForwardRequestBytes);
   size_t next = 0;
   for (auto _ : state) {
     v1::ForwardRequest request;
@@ -94,8 +100,7 @@ void BM_ForwardRequest_Protobuf(benchmark::State& state) {
 }
 
 void BM_ForwardRequest_Wire(benchmark::State& state) {
-  std::vector<grpc::ByteBuffer> received(kReceived);
-  for (auto& buffer : received) buffer = ForwardRequestBytes();
+  const std::vector<grpc::ByteBuffer> received = Rotation(ForwardRequestBytes);
   size_t next = 0;
   for (auto _ : state) {
     absl::StatusOr<ForwardWireRequest> request = ParseForwardRequest(received[next++ % kReceived]);
@@ -152,8 +157,7 @@ inference::ModelInferResponse ModelInferResponseFields() {
 }
 
 void BM_ModelInferRequest_Protobuf(benchmark::State& state) {
-  std::vector<grpc::ByteBuffer> received(kReceived);
-  for (auto& buffer : received) buffer = ModelInferRequestBytes();
+  const std::vector<grpc::ByteBuffer> received = Rotation(ModelInferRequestBytes);
   size_t next = 0;
   for (auto _ : state) {
     inference::ModelInferRequest request;
@@ -165,8 +169,7 @@ void BM_ModelInferRequest_Protobuf(benchmark::State& state) {
 }
 
 void BM_ModelInferRequest_Wire(benchmark::State& state) {
-  std::vector<grpc::ByteBuffer> received(kReceived);
-  for (auto& buffer : received) buffer = ModelInferRequestBytes();
+  const std::vector<grpc::ByteBuffer> received = Rotation(ModelInferRequestBytes);
   size_t next = 0;
   for (auto _ : state) {
     absl::StatusOr<kserve::InferWireRequest> request =

@@ -22,30 +22,17 @@ absl::Status NotARequest(absl::string_view what) {
 
 absl::StatusOr<InferWireRequest> ParseModelInferRequest(
     const std::vector<absl::string_view>& pieces, const std::shared_ptr<const void>& keep_alive) {
-  size_t total = 0;
-  for (absl::string_view piece : pieces) total += piece.size();
   wire::Cursor cursor(pieces);
   std::string rest;  // every field but raw_input_contents, as encoded
   InferWireRequest out;
-  while (cursor.offset() < total) {
-    wire::Cursor field_start = cursor;
-    uint64_t tag = 0;
-    if (absl::Status s = wire::ReadTag(cursor, total, tag); !s.ok()) {
-      return NotARequest(s.message());
-    }
-    if (tag == wire::LengthDelimitedTag(kRawInputContents)) {
-      uint64_t length = 0;
-      if (absl::Status s = cursor.ReadLength(length, total); !s.ok()) {
-        return NotARequest(s.message());
-      }
-      out.raw_input_contents.emplace_back(cursor.Take(static_cast<size_t>(length)), keep_alive);
-      continue;
-    }
-    if (absl::Status s = wire::SkipValue(cursor, tag, total); !s.ok()) {
-      return NotARequest(s.message());
-    }
-    field_start.AppendUntil(cursor.offset(), rest);
-  }
+  const absl::Status scanned = wire::SplitFields(
+      cursor, cursor.size(), kRawInputContents,
+      [&](wire::Cursor& raw, size_t length) {
+        out.raw_input_contents.emplace_back(raw.Take(length), keep_alive);
+        return absl::OkStatus();
+      },
+      rest);
+  if (!scanned.ok()) return NotARequest(scanned.message());
   // A client's bad string is answered below, not logged by protobuf once per request.
   const google::protobuf::LogSilencer quiet;
   if (!out.request.ParseFromString(rest)) {
