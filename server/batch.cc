@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 
 namespace convserve {
 
@@ -26,6 +28,54 @@ void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> re
   request.done = nullptr;
 }
 
+void AnswerThreads::ParallelFor(size_t count, absl::FunctionRef<void(size_t, size_t)> work) {
+  if (count == 0) return;
+  const size_t parts = std::clamp<size_t>(count, 1, queues_.size() + 1);
+  const size_t part_size = (count + parts - 1) / parts;
+  absl::BlockingCounter done(static_cast<int>((count + part_size - 1) / part_size) - 1);
+  for (size_t begin = part_size; begin < count; begin += part_size) {
+    const size_t end = std::min(count, begin + part_size);
+    Post([&work, &done, begin, end] {
+      work(begin, end);
+      done.DecrementCount();
+    });
+  }
+  work(0, std::min(count, part_size));
+  done.Wait();
+}
+
+namespace {
+
+// The results of `requests`, whose outputs follow one another from `output`: each copied into
+// its result, or written to the request's sink (only that request fails when the sink refuses).
+std::vector<absl::StatusOr<InferenceResult>> SplitOutputs(absl::Span<InferenceRequest> requests,
+                                                          const char* output, int64_t sample_bytes,
+                                                          const InferenceResult& common,
+                                                          absl::Time launched_at, absl::Time now) {
+  std::vector<absl::StatusOr<InferenceResult>> results;
+  results.reserve(requests.size());
+  for (InferenceRequest& request : requests) {
+    const int64_t bytes = request.shape[0] * sample_bytes;
+    const char* mine = output;
+    output += bytes;
+    if (request.output_sink != nullptr) {
+      if (absl::Status written = request.output_sink->Write(mine, bytes); !written.ok()) {
+        results.push_back(std::move(written));
+        continue;
+      }
+    }
+    InferenceResult result = common;
+    if (request.output_sink == nullptr) result.output.assign(mine, static_cast<size_t>(bytes));
+    result.shape[0] = request.shape[0];
+    result.queue_us = absl::ToInt64Microseconds(launched_at - request.accepted_at);
+    result.total_us = absl::ToInt64Microseconds(now - request.accepted_at);
+    results.push_back(std::move(result));
+  }
+  return results;
+}
+
+}  // namespace
+
 void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run, Metrics* metrics,
                    AnswerThreads* helpers) {
   const ConvProblem& problem = batch.problem;
@@ -35,55 +85,59 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
                            absl::ToDoubleSeconds(run.kernel));
   }
   const int64_t sample_bytes = problem.output_bytes() / problem.batch;
-  int64_t offset = 0;
   const absl::Time now = absl::Now();
   ExecutorStageSeconds stages;
   stages.staging = absl::ToDoubleSeconds(run.staging);
   stages.enqueue = absl::ToDoubleSeconds(run.enqueue);
   stages.wait = absl::ToDoubleSeconds(run.wait);
-  std::vector<InferenceResult> results;
-  results.reserve(batch.requests.size());
-  for (InferenceRequest& request : batch.requests) {
-    const int64_t bytes = request.shape[0] * sample_bytes;
-    InferenceResult result;
-    result.output.assign(merged_output + offset, static_cast<size_t>(bytes));
-    offset += bytes;
-    result.shape[0] = request.shape[0];
-    result.shape[1] = problem.params.out_channels;
-    result.shape[2] = problem.out_height();
-    result.shape[3] = problem.out_width();
-    result.dtype = problem.params.dtype;
-    result.layout = problem.output_layout;
-    result.queue_us = absl::ToInt64Microseconds(batch.launched_at - request.accepted_at);
-    result.compute_us = absl::ToInt64Microseconds(run.compute);
-    result.total_us = absl::ToInt64Microseconds(now - request.accepted_at);
-    result.batch_size = static_cast<int>(problem.batch);
-    result.kernel_config = run.kernel_config;
-    result.device = run.device;
-    results.push_back(std::move(result));
-  }
-  const absl::Time split_done = absl::Now();
-  stages.split = absl::ToDoubleSeconds(split_done - now);
-  // Answer in parts: `parts` - 1 go to the helpers, the first is answered here.
+  InferenceResult common;  // what every request's result shares
+  common.shape[1] = problem.params.out_channels;
+  common.shape[2] = problem.out_height();
+  common.shape[3] = problem.out_width();
+  common.dtype = problem.params.dtype;
+  common.layout = problem.output_layout;
+  common.compute_us = absl::ToInt64Microseconds(run.compute);
+  common.batch_size = static_cast<int>(problem.batch);
+  common.kernel_config = run.kernel_config;
+  common.device = run.device;
+
+  // In parts: `parts` - 1 go to the helpers, which copy their outputs, count down `copied` and
+  // answer; the first part is copied here. The merged output is read by all of them, so this
+  // returns only once every part's copies are done.
   const size_t count = batch.requests.size();
+  if (count == 0) return;
   const size_t parts = helpers == nullptr
                            ? 1
                            : std::clamp<size_t>(count, 1, static_cast<size_t>(helpers->size()) + 1);
   const size_t part_size = (count + parts - 1) / parts;
-  for (size_t begin = part_size; begin < count; begin += part_size) {
+  absl::BlockingCounter copied(static_cast<int>((count + part_size - 1) / part_size) - 1);
+  const char* part_output = merged_output;
+  for (size_t begin = 0; begin < count; begin += part_size) {
     const size_t end = std::min(count, begin + part_size);
+    const char* output = part_output;
+    for (size_t i = begin; i < end; ++i) part_output += batch.requests[i].shape[0] * sample_bytes;
+    if (begin == 0) continue;
     std::vector<InferenceRequest> requests(std::make_move_iterator(batch.requests.begin() + begin),
                                            std::make_move_iterator(batch.requests.begin() + end));
-    std::vector<InferenceResult> part(std::make_move_iterator(results.begin() + begin),
-                                      std::make_move_iterator(results.begin() + end));
-    helpers->Post([requests = std::move(requests), part = std::move(part), metrics]() mutable {
+    helpers->Post([requests = std::move(requests), output, sample_bytes, common, &copied, metrics,
+                   launched_at = batch.launched_at, now]() mutable {
+      std::vector<absl::StatusOr<InferenceResult>> results =
+          SplitOutputs(absl::MakeSpan(requests), output, sample_bytes, common, launched_at, now);
+      copied.DecrementCount();  // `copied` may be gone from here on
       for (size_t i = 0; i < requests.size(); ++i) {
-        AnswerRequest(requests[i], std::move(part[i]), metrics);
+        AnswerRequest(requests[i], std::move(results[i]), metrics);
       }
     });
   }
-  for (size_t i = 0; i < std::min(count, part_size); ++i) {
-    AnswerRequest(batch.requests[i], std::move(results[i]), metrics);
+  const absl::Span<InferenceRequest> first =
+      absl::MakeSpan(batch.requests).first(std::min(count, part_size));
+  std::vector<absl::StatusOr<InferenceResult>> results =
+      SplitOutputs(first, merged_output, sample_bytes, common, batch.launched_at, now);
+  copied.Wait();
+  const absl::Time split_done = absl::Now();
+  stages.split = absl::ToDoubleSeconds(split_done - now);
+  for (size_t i = 0; i < first.size(); ++i) {
+    AnswerRequest(first[i], std::move(results[i]), metrics);
   }
   if (metrics != nullptr) {
     stages.answer = absl::ToDoubleSeconds(absl::Now() - split_done);

@@ -1,6 +1,7 @@
 #include "server/conv2d_service.h"
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -9,16 +10,30 @@
 #include "common/grpc_status.h"
 #include "server/forward_wire.h"
 #include "server/layer_spec.h"
+#include "server/shared_memory.h"
 
 namespace convserve {
 
 namespace {
 
+constexpr char kSharedMemoryOff[] =
+    "shared memory is off on this server (start it with --allow_shared_memory)";
+
+// A registered range a request names; FAILED_PRECONDITION when the server has no registry.
+absl::StatusOr<SharedMemorySlice> ResolveRange(const SharedMemoryRegistry* registry,
+                                               const v1::SharedMemoryRange& range,
+                                               const char* what) {
+  if (registry == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " is set but ", kSharedMemoryOff));
+  }
+  return registry->Resolve(range.region(), range.offset(), range.byte_size(), what);
+}
+
 // Translates a ForwardRequest into `out` (everything but `done`), checking the fields only the
 // wire format can get wrong; the core checks the rest against the layer. On success the tensor
-// bytes have moved from `wire` into `out.input`.
-absl::Status FromWire(ForwardWireRequest& wire, grpc::CallbackServerContext& context,
-                      InferenceRequest& out) {
+// bytes have moved from `wire` into `out.input`, or been read from shared memory.
+absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shared_memory,
+                      grpc::CallbackServerContext& context, InferenceRequest& out) {
   const v1::ForwardRequest& request = wire.request;
   out.layer = request.layer();
   if (!request.has_input()) return absl::InvalidArgumentError("input must be set");
@@ -42,8 +57,34 @@ absl::Status FromWire(ForwardWireRequest& wire, grpc::CallbackServerContext& con
   out.dtype = *dtype;
   out.input_layout = *layout;
   out.output_layout = *output_layout;
-  // Borrowed from gRPC's receive buffers: the executor's staging copy is the first copy.
-  out.input = std::move(wire.input_data);
+  if (input.has_shared_memory()) {
+    if (!wire.input_data.empty()) {
+      return absl::InvalidArgumentError(
+          "input.data and input.shared_memory are both set; send the elements one way");
+    }
+    absl::StatusOr<SharedMemorySlice> slice =
+        ResolveRange(shared_memory, input.shared_memory(), "input.shared_memory");
+    if (!slice.ok()) return slice.status();
+    if (slice->byte_size > shared_memory->max_input_bytes()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("input.shared_memory.byte_size is ", slice->byte_size,
+                       " bytes, over the server's limit of ", shared_memory->max_input_bytes(),
+                       " bytes per request (--max_input_bytes)"));
+    }
+    // Read now, so the request holds its elements as any other does (see shared_memory.h).
+    absl::StatusOr<std::string> bytes = slice->region->Read(slice->offset, slice->byte_size);
+    if (!bytes.ok()) return bytes.status();
+    out.input = TensorBytes(*std::move(bytes));
+  } else {
+    // Borrowed from gRPC's receive buffers: the executor's staging copy is the first copy.
+    out.input = std::move(wire.input_data);
+  }
+  if (request.has_output_shared_memory()) {
+    absl::StatusOr<SharedMemorySlice> slice =
+        ResolveRange(shared_memory, request.output_shared_memory(), "output_shared_memory");
+    if (!slice.ok()) return slice.status();
+    out.output_sink = std::make_shared<SharedMemoryOutput>(*std::move(slice));
+  }
   out.accepted_at = absl::Now();
   if (context.deadline() != std::chrono::system_clock::time_point::max()) {
     out.deadline = absl::FromChrono(context.deadline());
@@ -83,7 +124,8 @@ grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* co
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   absl::StatusOr<ForwardWireRequest> wire = ParseForwardRequest(*request);
   InferenceRequest inference;
-  absl::Status status = wire.ok() ? FromWire(*wire, *context, inference) : wire.status();
+  absl::Status status =
+      wire.ok() ? FromWire(*wire, shared_memory_, *context, inference) : wire.status();
   if (!status.ok()) {
     if (metrics_ != nullptr) {
       const std::string layer = wire.ok() ? wire->request.layer() : std::string();
@@ -93,13 +135,17 @@ grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* co
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
-  inference.done = [reactor, response](absl::StatusOr<InferenceResult> result) {
+  std::optional<v1::SharedMemoryRange> output_range;
+  if (wire->request.has_output_shared_memory()) output_range = wire->request.output_shared_memory();
+  inference.done = [reactor, response, output_range = std::move(output_range)](
+                       absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
       reactor->Finish(ToGrpcStatus(result.status()));
       return;
     }
-    grpc::ByteBuffer reply =
-        SerializeForwardResponse(ResponseFields(*result), std::move(result->output));
+    v1::ForwardResponse fields = ResponseFields(*result);
+    if (output_range) *fields.mutable_output()->mutable_shared_memory() = *output_range;
+    grpc::ByteBuffer reply = SerializeForwardResponse(std::move(fields), std::move(result->output));
     response->Swap(&reply);
     reactor->Finish(grpc::Status::OK);
   };
@@ -159,6 +205,59 @@ grpc::ServerUnaryReactor* Conv2dService::Tune(grpc::CallbackServerContext* conte
     *response = *std::move(tuned);
     reactor->Finish(grpc::Status::OK);
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Conv2dService::RegisterSharedMemory(
+    grpc::CallbackServerContext* context, const v1::RegisterSharedMemoryRequest* request,
+    v1::RegisterSharedMemoryResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  reactor->Finish(ToGrpcStatus(shared_memory_->Register(
+      {request->name(), request->key(), request->offset(), request->byte_size()})));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Conv2dService::UnregisterSharedMemory(
+    grpc::CallbackServerContext* context, const v1::UnregisterSharedMemoryRequest* request,
+    v1::UnregisterSharedMemoryResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  reactor->Finish(ToGrpcStatus(shared_memory_->Unregister(request->name())));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Conv2dService::SharedMemoryStatus(
+    grpc::CallbackServerContext* context, const v1::SharedMemoryStatusRequest* request,
+    v1::SharedMemoryStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
+      shared_memory_->Status(request->name());
+  if (!regions.ok()) {
+    reactor->Finish(ToGrpcStatus(regions.status()));
+    return reactor;
+  }
+  for (const SharedMemoryRegionInfo& info : *regions) {
+    v1::RegisterSharedMemoryRequest* region = response->add_regions();
+    region->set_name(info.name);
+    region->set_key(info.key);
+    region->set_offset(info.offset);
+    region->set_byte_size(info.byte_size);
+  }
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 

@@ -10,6 +10,7 @@
 #include "server/access_control.h"
 #include "server/metrics/metrics.h"
 #include "server/serving_core.h"
+#include "server/shared_memory.h"
 #include "server/work_queue.h"
 
 namespace convserve {
@@ -17,10 +18,11 @@ namespace convserve {
 class Conv2dService final : public convserve::v1::Conv2d::WithRawCallbackMethod_Forward<
                                 convserve::v1::Conv2d::CallbackService> {
  public:
-  // `core`, `metrics` (may be null) and `access` (null: every call allowed) must outlive the
-  // gRPC server this is registered with.
-  Conv2dService(ServingCore& core, Metrics* metrics, const AccessControl* access = nullptr)
-      : core_(core), metrics_(metrics), access_(access) {}
+  // `core`, `metrics` (may be null), `access` (null: every call allowed) and `shared_memory`
+  // (null: shared memory off) must outlive the gRPC server this is registered with.
+  Conv2dService(ServingCore& core, Metrics* metrics, const AccessControl* access = nullptr,
+                SharedMemoryRegistry* shared_memory = nullptr)
+      : core_(core), metrics_(metrics), access_(access), shared_memory_(shared_memory) {}
 
   grpc::ServerUnaryReactor* LoadLayer(grpc::CallbackServerContext* context,
                                       const convserve::v1::LoadLayerRequest* request,
@@ -37,11 +39,23 @@ class Conv2dService final : public convserve::v1::Conv2d::WithRawCallbackMethod_
   grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context,
                                  const convserve::v1::TuneRequest* request,
                                  convserve::v1::TuneResponse* response) override;
+  grpc::ServerUnaryReactor* RegisterSharedMemory(
+      grpc::CallbackServerContext* context,
+      const convserve::v1::RegisterSharedMemoryRequest* request,
+      convserve::v1::RegisterSharedMemoryResponse* response) override;
+  grpc::ServerUnaryReactor* UnregisterSharedMemory(
+      grpc::CallbackServerContext* context,
+      const convserve::v1::UnregisterSharedMemoryRequest* request,
+      convserve::v1::UnregisterSharedMemoryResponse* response) override;
+  grpc::ServerUnaryReactor* SharedMemoryStatus(
+      grpc::CallbackServerContext* context, const convserve::v1::SharedMemoryStatusRequest* request,
+      convserve::v1::SharedMemoryStatusResponse* response) override;
 
  private:
   ServingCore& core_;
   Metrics* const metrics_;
   const AccessControl* const access_;
+  SharedMemoryRegistry* const shared_memory_;
   WorkQueue management_;
 };
 

@@ -20,8 +20,18 @@ namespace convserve {
 enum class Api : uint8_t { kNative, kKserve };
 inline const char* ApiName(Api api) { return api == Api::kNative ? "native" : "kserve"; }
 
+// Where a request's output goes instead of InferenceResult::output (a client's shared memory).
+// Written once, by the thread that splits the batch's results.
+class OutputSink {
+ public:
+  virtual ~OutputSink() = default;
+  virtual int64_t capacity() const = 0;  // bytes it can take
+  virtual absl::Status Write(const char* data, int64_t bytes) = 0;
+  virtual std::string Describe() const = 0;  // names it in messages
+};
+
 struct InferenceResult {
-  std::string output;               // raw elements in output_layout order
+  std::string output;               // raw elements in output_layout order; empty with a sink
   int64_t shape[4] = {0, 0, 0, 0};  // [N, K, P, Q]
   DataType dtype = DataType::kFloat32;
   Layout layout = Layout::kNchw;
@@ -49,6 +59,8 @@ struct InferenceRequest {
   // them (Forward and ModelInfer borrow gRPC's receive buffers; ModelStreamInfer moves its
   // message's string).
   TensorBytes input;
+  // Set: the output is written here and InferenceResult::output stays empty.
+  std::shared_ptr<OutputSink> output_sink;
   // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.
   absl::Time deadline = absl::InfiniteFuture();
   // True once the client has gone away; polled before launch. May be empty.

@@ -1,5 +1,7 @@
 // convserve-server: parses flags into ServerOptions, builds the server, serves until SIGINT or
 // SIGTERM, then shuts down gracefully (accepted requests are answered) and exits 0.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -109,6 +111,9 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_b
 ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
           "issue each batch's kernels and output copy as one CUDA graph launch, captured once "
           "per problem shape on each executor lane; false issues them call by call");
+ABSL_FLAG(bool, allow_shared_memory, kDefaults.allow_shared_memory,
+          "serve RegisterSharedMemory and tensors in POSIX shared memory, for clients on this "
+          "host (they may name any shared-memory object this server's user can open)");
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
@@ -147,6 +152,15 @@ int main(int argc, char** argv) {
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.allow_shared_memory = absl::GetFlag(FLAGS_allow_shared_memory);
+  if (options.allow_shared_memory) {
+    // Each registered region holds a descriptor open: allow as many as the system lets us.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+    }
+  }
   options.occupancy_sample_interval_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_occupancy_sample_interval));
   options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);

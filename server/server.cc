@@ -55,7 +55,10 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
       MakeServerCredentials({options_.security.tls_cert_file, options_.security.tls_key_file,
                              options_.security.tls_client_ca_file});
   if (!credentials.ok()) return credentials.status();
-  service_ = std::make_unique<Conv2dService>(*core_, metrics_, access_.get());
+  if (options_.allow_shared_memory) {
+    shared_memory_ = std::make_unique<SharedMemoryRegistry>(options_.max_input_bytes);
+  }
+  service_ = std::make_unique<Conv2dService>(*core_, metrics_, access_.get(), shared_memory_.get());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, *credentials, &port_);
   if (options_.security.max_concurrent_streams > 0) {

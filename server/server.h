@@ -53,6 +53,8 @@ class ConvServer {
   Metrics* const metrics_;
   std::unique_ptr<ServingCoreImpl> core_;
   std::unique_ptr<AccessControl> access_;
+  // Null unless options.allow_shared_memory.
+  std::unique_ptr<SharedMemoryRegistry> shared_memory_;
   std::unique_ptr<Conv2dService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -60,6 +60,10 @@ struct ServerOptions {
   int64_t occupancy_sample_interval_ms = 10000;
   // Issue each batch's kernels and copy out as one CUDA graph launch (captured per problem).
   bool cuda_graphs = true;
+  // Serve RegisterSharedMemory and tensors in shared memory (convserve.v1's SharedMemoryRange):
+  // for clients on this host, who then send no tensor bytes. Off by default: a client can then
+  // name any shared-memory object the server's user may open.
+  bool allow_shared_memory = false;
 };
 
 }  // namespace convserve

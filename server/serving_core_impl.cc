@@ -103,16 +103,22 @@ absl::Status ServingCoreImpl::Validate(const InferenceRequest& request,
         absl::StrCat("input is ", problem.input_bytes(), " bytes, over the server's limit of ",
                      options_.max_input_bytes, " bytes per request (--max_input_bytes)"));
   }
-  if (problem.output_bytes() > options_.max_message_bytes) {
+  if (request.output_sink != nullptr) {
+    const int64_t needed = problem.output_bytes();
+    if (request.output_sink->capacity() < needed) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          request.output_sink->Describe(), " is too small: the output is ", needed, " bytes"));
+    }
+  } else if (problem.output_bytes() > options_.max_message_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "output would be ", problem.output_bytes(), " bytes, over the server's message limit of ",
         options_.max_message_bytes, " bytes (--max_message_bytes)"));
   }
   if (static_cast<int64_t>(request.input.size()) != problem.input_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input.data has ", request.input.size(), " bytes but shape [", request.shape[0], ", ",
-        request.shape[1], ", ", request.shape[2], ", ", request.shape[3], "] of ",
-        DataTypeName(params.dtype), " needs ", problem.input_bytes()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the input has ", request.input.size(), " bytes but shape [", request.shape[0],
+                     ", ", request.shape[1], ", ", request.shape[2], ", ", request.shape[3],
+                     "] of ", DataTypeName(params.dtype), " needs ", problem.input_bytes()));
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,210 @@
+#include "server/shared_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/layer_spec_rules.h"
+
+namespace convserve {
+namespace {
+
+std::string Describe(const SharedMemoryRegionInfo& info) {
+  return absl::StrCat("shared-memory region '", info.name, "' (", info.key, ")");
+}
+
+// Opening by name must not follow links: a key naming a symbolic link in /dev/shm would
+// otherwise let a client read any file the server can.
+int OpenObject(const std::string& key, int flags) {
+  return shm_open(key.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, 0);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> SharedMemoryRegion::Open(
+    SharedMemoryRegionInfo info) {
+  bool writable = true;
+  int fd = OpenObject(info.key, O_RDWR);
+  if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+    writable = false;
+    fd = OpenObject(info.key, O_RDONLY);
+  }
+  if (fd < 0) {
+    const int error = errno;
+    const std::string what =
+        absl::StrCat("cannot open shared-memory object ", info.key, ": ", std::strerror(error));
+    if (error == ENOENT) return absl::NotFoundError(what);
+    if (error == EACCES || error == EPERM) return absl::PermissionDeniedError(what);
+    return absl::InvalidArgumentError(what);
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared-memory object ", info.key, " is not a plain shared-memory object"));
+  }
+  if (st.st_size < info.offset + info.byte_size) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("shared-memory object ", info.key, " is ",
+                                                   st.st_size, " bytes, too small for offset ",
+                                                   info.offset, " + byte_size ", info.byte_size));
+  }
+  return std::shared_ptr<const SharedMemoryRegion>(
+      new SharedMemoryRegion(std::move(info), fd, writable));
+}
+
+SharedMemoryRegion::~SharedMemoryRegion() { close(fd_); }
+
+absl::StatusOr<std::string> SharedMemoryRegion::Read(int64_t offset, int64_t bytes) const {
+  std::string out(static_cast<size_t>(bytes), '\0');
+  int64_t done = 0;
+  while (done < bytes) {
+    const ssize_t n = pread(fd_, out.data() + done, static_cast<size_t>(bytes - done),
+                            static_cast<off_t>(info_.offset + offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return absl::InternalError(
+          absl::StrCat("reading ", Describe(info_), ": ", std::strerror(errno)));
+    }
+    if (n == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(Describe(info_), " ends before byte ", offset + bytes,
+                       " of its registered range: the object shrank after it was registered"));
+    }
+    done += n;
+  }
+  return out;
+}
+
+absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data, int64_t bytes) const {
+  if (!writable_) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(Describe(info_), " is read-only to the server; it cannot take an output"));
+  }
+  struct stat st {};
+  if (fstat(fd_, &st) != 0 || st.st_size < info_.offset + offset + bytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(Describe(info_), " is now ", st.st_size, " bytes, too small for ", bytes,
+                     " bytes at offset ", offset, ": the object shrank after it was registered"));
+  }
+  int64_t done = 0;
+  while (done < bytes) {
+    const ssize_t n = pwrite(fd_, data + done, static_cast<size_t>(bytes - done),
+                             static_cast<off_t>(info_.offset + offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::InternalError(
+          absl::StrCat("writing ", Describe(info_), ": ", std::strerror(errno)));
+    }
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SharedMemoryOutput::Write(const char* data, int64_t bytes) {
+  return slice_.region->Write(slice_.offset, data, bytes);
+}
+
+std::string SharedMemoryOutput::Describe() const {
+  return absl::StrCat("output_shared_memory (region '", slice_.region->info().name, "', byte_size ",
+                      slice_.byte_size, ")");
+}
+
+absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
+  if (absl::Status s = ValidateLayerName(info.name, "name"); !s.ok()) return s;
+  if (info.key.size() < 2 || info.key[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key '", info.key,
+                     "' must be a shm_open name: '/' followed by letters, digits, '_', '.' "
+                     "or '-'"));
+  }
+  if (absl::Status s = ValidateLayerName(info.key.substr(1), "key (after its '/')"); !s.ok()) {
+    return s;
+  }
+  if (info.offset < 0 || info.byte_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("offset must be >= 0 and byte_size > 0, got ",
+                                                   info.offset, " and ", info.byte_size));
+  }
+  if (info.byte_size > INT64_MAX - info.offset) {
+    return absl::InvalidArgumentError("offset + byte_size overflows");
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (regions_.count(info.name) > 0) {
+      return absl::AlreadyExistsError(absl::StrCat("a shared-memory region named '", info.name,
+                                                   "' is registered; unregister it first"));
+    }
+    if (static_cast<int>(regions_.size()) >= max_regions_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(max_regions_, " shared-memory regions are registered, the server's limit"));
+    }
+  }
+  // Opened outside the lock: a slow open must not stall the requests resolving ranges.
+  absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region = SharedMemoryRegion::Open(info);
+  if (!region.ok()) return region.status();
+  absl::MutexLock lock(&mu_);
+  if (!regions_.emplace(info.name, *std::move(region)).second) {
+    return absl::AlreadyExistsError(absl::StrCat("a shared-memory region named '", info.name,
+                                                 "' is registered; unregister it first"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SharedMemoryRegistry::Unregister(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (name.empty()) {
+    regions_.clear();
+    return absl::OkStatus();
+  }
+  if (regions_.erase(name) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no shared-memory region named '", name, "' is registered"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status(
+    const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<SharedMemoryRegionInfo> out;
+  for (const auto& [region_name, region] : regions_) {
+    if (name.empty() || name == region_name) out.push_back(region->info());
+  }
+  if (!name.empty() && out.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no shared-memory region named '", name, "' is registered"));
+  }
+  return out;
+}
+
+absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(const std::string& region,
+                                                                int64_t offset, int64_t byte_size,
+                                                                const char* what) const {
+  SharedMemorySlice slice;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = regions_.find(region);
+    if (found == regions_.end()) {
+      return absl::NotFoundError(absl::StrCat(what, ".region: no shared-memory region named '",
+                                              region, "' is registered"));
+    }
+    slice.region = found->second;
+  }
+  const int64_t size = slice.region->info().byte_size;
+  if (offset < 0 || byte_size <= 0 || offset > size || byte_size > size - offset) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": offset ", offset, " and byte_size ", byte_size, " do not fit in region '", region,
+        "', which is ", size, " bytes (byte_size must be > 0)"));
+  }
+  slice.offset = offset;
+  slice.byte_size = byte_size;
+  return slice;
+}
+
+}  // namespace convserve
