@@ -1,7 +1,11 @@
 // convserve-cli: load, inspect and call layers on a convserve server, and measure it.
 //   convserve-cli <load|list|unload|infer|health|tune|perf> [--flags]
 // Flags live here and are copied into the client library's option structs.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -27,6 +31,8 @@
 #include "client/convert.h"
 #include "client/layer_directory.h"
 #include "client/perf.h"
+#include "client/shared_memory.h"
+#include "common/layer_spec_rules.h"
 #include "common/malloc_tuning.h"
 #include "common/npy.h"
 #include "common/tls_credentials.h"
@@ -99,6 +105,10 @@ ABSL_FLAG(std::string, out, "", "perf: also write the results to this .json or .
 ABSL_FLAG(int32_t, connections, 8,
           "perf: TCP connections to spread the calls over (a closed-loop level with concurrency "
           "c uses min(c, connections) of them)");
+ABSL_FLAG(bool, shared_memory, false,
+          "perf: pass tensors in POSIX shared memory instead of in the messages (this host's "
+          "server, started with --allow_shared_memory): one input range, an output range per "
+          "request slot");
 
 namespace convserve {
 namespace {
@@ -124,7 +134,7 @@ Commands (all take --target, --lb, --timeout_s, --max_message_mb, --token and th
   tune    --layer NAME --batch 1,8,32 [--input_size 56x56] [--input_layout nhwc]
   perf    --layer NAME [--concurrency 1,2,4,...,128] [--rate 100,1000] [--batch 1]
             [--duration_s 5] [--warmup_s 1] [--input_size HxW] [--out results.json|.csv]
-            [--connections 8]
+            [--connections 8] [--shared_memory]
                                                    load generator: throughput, latency
                                                    percentiles, server queue/compute time and
                                                    batch sizes per load level
@@ -520,6 +530,64 @@ absl::StatusOr<v1::ForwardRequest> PerfRequest(const v1::LayerInfo& layer, int64
   return request;
 }
 
+// perf --shared_memory: one object holding the input once and an output range per request
+// slot, registered with the server for as long as this lives.
+class PerfSharedMemory {
+ public:
+  static absl::StatusOr<std::unique_ptr<PerfSharedMemory>> Create(Client& client,
+                                                                  const v1::LayerInfo& layer,
+                                                                  v1::ForwardRequest request,
+                                                                  int slots) {
+    absl::StatusOr<ConvParams> params = ParamsFromSpec(layer.spec());
+    if (!params.ok()) return params.status();
+    ConvProblem problem;
+    problem.params = *params;
+    problem.batch = request.input().shape(0);
+    problem.height = request.input().shape(2);
+    problem.width = request.input().shape(3);
+    const int64_t input_bytes = static_cast<int64_t>(request.input().data().size());
+    const int64_t output_bytes = problem.output_bytes();
+    const std::string name = absl::StrCat("convserve-perf-", getpid());
+    absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
+        SharedMemoryBuffer::Create("/" + name, input_bytes + slots * output_bytes);
+    if (!buffer.ok()) return buffer.status();
+    std::memcpy((*buffer)->data(), request.input().data().data(), request.input().data().size());
+    if (absl::Status s = client.RegisterSharedMemory(name, (*buffer)->key(), 0, (*buffer)->size());
+        !s.ok()) {
+      return s;
+    }
+    auto out =
+        std::unique_ptr<PerfSharedMemory>(new PerfSharedMemory(client, name, *std::move(buffer)));
+    request.mutable_input()->clear_data();
+    v1::SharedMemoryRange* input = request.mutable_input()->mutable_shared_memory();
+    input->set_region(name);
+    input->set_byte_size(input_bytes);
+    for (int i = 0; i < slots; ++i) {
+      v1::SharedMemoryRange* output = request.mutable_output_shared_memory();
+      output->set_region(name);
+      output->set_offset(input_bytes + i * output_bytes);
+      output->set_byte_size(output_bytes);
+      out->requests_.push_back(request);
+    }
+    return out;
+  }
+  ~PerfSharedMemory() {
+    if (absl::Status s = client_.UnregisterSharedMemory(name_); !s.ok()) {
+      std::fprintf(stderr, "perf: unregistering %s: %s\n", name_.c_str(), s.ToString().c_str());
+    }
+  }
+  const std::vector<v1::ForwardRequest>& requests() const { return requests_; }
+
+ private:
+  PerfSharedMemory(Client& client, std::string name, std::unique_ptr<SharedMemoryBuffer> buffer)
+      : client_(client), name_(std::move(name)), buffer_(std::move(buffer)) {}
+
+  Client& client_;
+  const std::string name_;
+  std::unique_ptr<SharedMemoryBuffer> buffer_;
+  std::vector<v1::ForwardRequest> requests_;
+};
+
 Result Perf(Client& client) {
   absl::StatusOr<std::string> layer_name = RequiredLayer();
   if (!layer_name.ok()) return Usage(std::string(layer_name.status().message()));
@@ -567,13 +635,24 @@ Result Perf(Client& client) {
   for (int32_t batch : *batches) {
     absl::StatusOr<v1::ForwardRequest> request = PerfRequest(*layer, batch, rng);
     if (!request.ok()) return Usage(std::string(request.status().message()));
+    std::vector<v1::ForwardRequest> requests = {*request};
+    std::unique_ptr<PerfSharedMemory> shared;
+    if (absl::GetFlag(FLAGS_shared_memory)) {
+      int slots = 256;  // open loop: output ranges reused round-robin
+      for (int32_t concurrency : *concurrencies) slots = std::max(slots, concurrency);
+      absl::StatusOr<std::unique_ptr<PerfSharedMemory>> made =
+          PerfSharedMemory::Create(client, *layer, *std::move(request), slots);
+      if (!made.ok()) return FailCall("setting up shared memory", made.status());
+      shared = *std::move(made);
+      requests = shared->requests();
+    }
     for (int32_t concurrency : *concurrencies) {
       std::fprintf(stderr, "perf: batch %d, concurrency %d ...\n", batch, concurrency);
-      points.push_back(RunClosedLoop(clients, *request, concurrency, settings));
+      points.push_back(RunClosedLoop(clients, requests, concurrency, settings));
     }
     for (double rate : *rates) {
       std::fprintf(stderr, "perf: batch %d, rate %g/s ...\n", batch, rate);
-      points.push_back(RunOpenLoop(clients, *request, rate, settings));
+      points.push_back(RunOpenLoop(clients, requests, rate, settings));
     }
   }
   std::printf("%s", PerfTable(points).c_str());

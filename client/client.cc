@@ -82,6 +82,40 @@ absl::Status Client::UnloadLayer(const std::string& name) {
   return FromGrpcStatus(conv2d_->UnloadLayer(context.get(), request, &response));
 }
 
+absl::Status Client::RegisterSharedMemory(const std::string& name, const std::string& key,
+                                          int64_t offset, int64_t byte_size) {
+  v1::RegisterSharedMemoryRequest request;
+  request.set_name(name);
+  request.set_key(key);
+  request.set_offset(offset);
+  request.set_byte_size(byte_size);
+  v1::RegisterSharedMemoryResponse response;
+  auto context = NewContext(options_.call_timeout);
+  return FromGrpcStatus(conv2d_->RegisterSharedMemory(context.get(), request, &response));
+}
+
+absl::Status Client::UnregisterSharedMemory(const std::string& name) {
+  v1::UnregisterSharedMemoryRequest request;
+  request.set_name(name);
+  v1::UnregisterSharedMemoryResponse response;
+  auto context = NewContext(options_.call_timeout);
+  return FromGrpcStatus(conv2d_->UnregisterSharedMemory(context.get(), request, &response));
+}
+
+absl::StatusOr<std::vector<v1::RegisterSharedMemoryRequest>> Client::SharedMemoryStatus(
+    const std::string& name) {
+  v1::SharedMemoryStatusRequest request;
+  request.set_name(name);
+  v1::SharedMemoryStatusResponse response;
+  auto context = NewContext(options_.call_timeout);
+  absl::Status status =
+      FromGrpcStatus(conv2d_->SharedMemoryStatus(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return std::vector<v1::RegisterSharedMemoryRequest>(
+      std::make_move_iterator(response.mutable_regions()->begin()),
+      std::make_move_iterator(response.mutable_regions()->end()));
+}
+
 absl::StatusOr<std::vector<v1::LayerInfo>> Client::ListLayers() {
   v1::ListLayersResponse response;
   auto context = NewContext(options_.call_timeout);

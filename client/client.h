@@ -87,6 +87,16 @@ class Client {
                     convserve::v1::ForwardResponse* response, absl::Duration timeout,
                     std::function<void(absl::Status)> done);
 
+  // Shared memory (the server must run with --allow_shared_memory; see client/shared_memory.h
+  // for making an object): registers bytes [offset, offset + byte_size) of the shm_open object
+  // `key` under `name`, which Forward requests then name in SharedMemoryRange.region.
+  absl::Status RegisterSharedMemory(const std::string& name, const std::string& key, int64_t offset,
+                                    int64_t byte_size);
+  // Empty `name`: every region.
+  absl::Status UnregisterSharedMemory(const std::string& name);
+  absl::StatusOr<std::vector<convserve::v1::RegisterSharedMemoryRequest>> SharedMemoryStatus(
+      const std::string& name = "");
+
   absl::StatusOr<convserve::v1::TuneResponse> Tune(const convserve::v1::TuneRequest& request);
 
   // grpc.health.v1 Check: "" is the server as a whole, a layer's name its readiness. NOT_FOUND

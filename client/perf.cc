@@ -132,6 +132,7 @@ int64_t BatchOf(const v1::ForwardRequest& request) {
 // completion callback until the run's end.
 struct Worker {
   Client* client = nullptr;
+  const v1::ForwardRequest* request = nullptr;
   v1::ForwardResponse response;
   absl::Time sent;
 };
@@ -148,8 +149,9 @@ double PerfPoint::mean_batch_size() const {
   return replies == 0 ? 0 : sum / static_cast<double>(replies);
 }
 
-PerfPoint RunClosedLoop(absl::Span<Client* const> clients, const v1::ForwardRequest& request,
-                        int concurrency, const PerfSettings& settings) {
+PerfPoint RunClosedLoop(absl::Span<Client* const> clients,
+                        absl::Span<const v1::ForwardRequest> requests, int concurrency,
+                        const PerfSettings& settings) {
   const absl::Time start = absl::Now();
   const absl::Time window_start = start + settings.warmup;
   const absl::Time stop = window_start + settings.duration;
@@ -158,13 +160,16 @@ PerfPoint RunClosedLoop(absl::Span<Client* const> clients, const v1::ForwardRequ
   auto in_flight = std::make_shared<InFlight>();
   std::vector<Worker> workers(static_cast<size_t>(concurrency));
   const size_t connections = std::min(clients.size(), workers.size());
-  for (size_t i = 0; i < workers.size(); ++i) workers[i].client = clients[i % connections];
+  for (size_t i = 0; i < workers.size(); ++i) {
+    workers[i].client = clients[i % connections];
+    workers[i].request = &requests[i % requests.size()];
+  }
 
   // Issue is re-entered from gRPC's callback threads; it only starts a call, never blocks.
   std::function<void(Worker*)> issue = [&](Worker* worker) {
     worker->response.Clear();
     worker->sent = absl::Now();
-    worker->client->ForwardAsync(request, &worker->response, settings.request_timeout,
+    worker->client->ForwardAsync(*worker->request, &worker->response, settings.request_timeout,
                                  [&, worker, in_flight](absl::Status status) {
                                    const absl::Time finished = absl::Now();
                                    recorder.Record(worker->sent, finished, status,
@@ -181,12 +186,13 @@ PerfPoint RunClosedLoop(absl::Span<Client* const> clients, const v1::ForwardRequ
     issue(&worker);
   }
   in_flight->WaitForZero();
-  return recorder.Finish("concurrency", concurrency, BatchOf(request),
+  return recorder.Finish("concurrency", concurrency, BatchOf(requests.front()),
                          static_cast<int>(connections));
 }
 
-PerfPoint RunOpenLoop(absl::Span<Client* const> clients, const v1::ForwardRequest& request,
-                      double rate, const PerfSettings& settings) {
+PerfPoint RunOpenLoop(absl::Span<Client* const> clients,
+                      absl::Span<const v1::ForwardRequest> requests, double rate,
+                      const PerfSettings& settings) {
   const absl::Time start = absl::Now();
   const absl::Time window_start = start + settings.warmup;
   const absl::Time stop = window_start + settings.duration;
@@ -194,6 +200,7 @@ PerfPoint RunOpenLoop(absl::Span<Client* const> clients, const v1::ForwardReques
   auto in_flight = std::make_shared<InFlight>();  // shared with the callbacks, as above
   const absl::Duration interval = absl::Seconds(1) / rate;
 
+  size_t sent = 0;
   for (int64_t i = 0;; ++i) {
     const absl::Time due = start + interval * static_cast<double>(i);
     if (due >= stop) break;
@@ -205,7 +212,9 @@ PerfPoint RunOpenLoop(absl::Span<Client* const> clients, const v1::ForwardReques
     }
     auto* response = new v1::ForwardResponse;
     in_flight->Add();
-    Client& client = *clients[static_cast<size_t>(i) % clients.size()];
+    Client& client = *clients[sent % clients.size()];
+    const v1::ForwardRequest& request = requests[sent % requests.size()];
+    ++sent;
     client.ForwardAsync(request, response, settings.request_timeout,
                         [&, response, due, in_flight](absl::Status status) {
                           recorder.Record(due, absl::Now(), status, *response);
@@ -214,7 +223,7 @@ PerfPoint RunOpenLoop(absl::Span<Client* const> clients, const v1::ForwardReques
                         });
   }
   in_flight->WaitForZero();
-  return recorder.Finish("rate", rate, BatchOf(request), static_cast<int>(clients.size()));
+  return recorder.Finish("rate", rate, BatchOf(requests.front()), static_cast<int>(clients.size()));
 }
 
 namespace {

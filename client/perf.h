@@ -62,17 +62,18 @@ struct PerfPoint {
   double mean_batch_size() const;
 };
 
-// Keeps `concurrency` requests in flight for warmup + duration. Request slot i always uses
-// clients[i % k], k = min(concurrency, clients.size()), so each connection carries an equal
-// share. `clients` (at least one) and `request` must stay alive and unchanged until the call
-// returns.
+// Keeps `concurrency` requests in flight for warmup + duration. Request slot i always sends
+// requests[i % requests.size()] on clients[i % k], k = min(concurrency, clients.size()), so
+// each connection carries an equal share (several requests: e.g. each slot its own output
+// range in shared memory). `clients` and `requests` (at least one each) must stay alive and
+// unchanged until the call returns.
 PerfPoint RunClosedLoop(absl::Span<Client* const> clients,
-                        const convserve::v1::ForwardRequest& request, int concurrency,
+                        absl::Span<const convserve::v1::ForwardRequest> requests, int concurrency,
                         const PerfSettings& settings);
-// Sends `rate` requests per second, evenly spaced, for warmup + duration; request i goes to
-// clients[i % clients.size()].
+// Sends `rate` requests per second, evenly spaced, for warmup + duration; the i-th sent is
+// requests[i % requests.size()] on clients[i % clients.size()].
 PerfPoint RunOpenLoop(absl::Span<Client* const> clients,
-                      const convserve::v1::ForwardRequest& request, double rate,
+                      absl::Span<const convserve::v1::ForwardRequest> requests, double rate,
                       const PerfSettings& settings);
 
 // Human-readable table, one row per point.
