@@ -21,7 +21,9 @@
 # check it off the GPU machine), LAYER (demo layer to serve, demo_conv3x3), LEVELS
 # (1,8,32,64,128), DURATION_S (4), WARMUP_S (1), CONNECTIONS (8), ROUNDS (5; 0 skips 2b),
 # SERVER_FLAGS, ECHO_FLAGS,
-# CLIENT_FLAGS (extra flags for the server, the echo server and every perf call), PORT (50051;
+# CLIENT_FLAGS (extra flags for the server, the echo server and every perf call),
+# SERVER_PERF_FLAGS (extra perf flags against the real server only, e.g. --shared_memory with
+# SERVER_FLAGS=--allow_shared_memory: the echo floor then still measures in-band tensors), PORT (50051;
 # the echo uses PORT+1, metrics PORT+2), PYTHON (python3, with numpy), SKIP_GPU_TEST, COMMIT.
 set -uo pipefail
 # bench_workspace, gpu_test, perf, perf_limit_for, serve, wait_healthy, stop, bench_layer.
@@ -37,6 +39,7 @@ ROUNDS=${ROUNDS:-5}
 SERVER_FLAGS=${SERVER_FLAGS:-}
 ECHO_FLAGS=${ECHO_FLAGS:-}
 CLIENT_FLAGS=${CLIENT_FLAGS:-}
+SERVER_PERF_FLAGS=${SERVER_PERF_FLAGS:-}
 PORT=${PORT:-50051}
 PYTHON=${PYTHON:-python3}
 target=127.0.0.1:$PORT
@@ -46,7 +49,8 @@ variants="batched eager unbatched"
 {
   echo "date: $(date -u +%FT%TZ)  commit: ${COMMIT:-unknown}  device: $DEVICE  cores: $(nproc)"
   echo "levels: $LEVELS  duration_s: $DURATION_S  warmup_s: $WARMUP_S  connections: $CONNECTIONS"
-  echo "server flags: $SERVER_FLAGS  echo flags: $ECHO_FLAGS  client flags: $CLIENT_FLAGS"
+  echo "server flags: $SERVER_FLAGS  echo flags: $ECHO_FLAGS  client flags: $CLIENT_FLAGS" \
+    " server perf flags: $SERVER_PERF_FLAGS"
   { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv || true; } 2>&1
 } >"$logs/env.txt"
 cat "$logs/env.txt"
@@ -81,13 +85,13 @@ server_target=$target
 interleaved_c1() {
   for round in $(seq 1 "$ROUNDS"); do
     perf "ab_echo_$round" "$echo_target" batched 1
-    perf "ab_eager_$round" "$server_target" eager 1
+    perf "ab_eager_$round" "$server_target" eager 1 $SERVER_PERF_FLAGS
   done
 }
 server_sweeps() {
   echo "server ready"
   convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
-  for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS"; done
+  for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS" $SERVER_PERF_FLAGS; done
   curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics.txt" 2>/dev/null
   if [ "$ROUNDS" -gt 0 ]; then
     serve echo_beside "$echo_target" "" interleaved_c1 \
