@@ -59,6 +59,13 @@ std::vector<absl::StatusOr<InferenceResult>> SplitOutputs(absl::Span<InferenceRe
     const char* mine = output;
     output += bytes;
     if (request.output_sink != nullptr) {
+      // A client that has gone (cancelled, or past its deadline) may already have reused the
+      // range for its next call: leave it alone.
+      if (request.is_cancelled && request.is_cancelled()) {
+        results.push_back(absl::CancelledError(
+            "the call ended (cancelled or past its deadline) before its output was written"));
+        continue;
+      }
       if (absl::Status written = request.output_sink->Write(mine, bytes); !written.ok()) {
         results.push_back(std::move(written));
         continue;

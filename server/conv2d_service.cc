@@ -26,7 +26,8 @@ absl::StatusOr<SharedMemorySlice> ResolveRange(const SharedMemoryRegistry* regis
   if (registry == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(what, " is set but ", kSharedMemoryOff));
   }
-  return registry->Resolve(range.region(), range.offset(), range.byte_size(), what);
+  return registry->Resolve(range.region(), range.offset(), range.byte_size(),
+                           absl::StrCat(what, ".region"), what);
 }
 
 // Translates a ForwardRequest into `out` (everything but `done`), checking the fields only the
@@ -75,6 +76,7 @@ absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shar
     absl::StatusOr<std::string> bytes = slice->region->Read(slice->offset, slice->byte_size);
     if (!bytes.ok()) return bytes.status();
     out.input = TensorBytes(*std::move(bytes));
+    out.input_field = "input.shared_memory.byte_size";
   } else {
     // Borrowed from gRPC's receive buffers: the executor's staging copy is the first copy.
     out.input = std::move(wire.input_data);
@@ -83,7 +85,8 @@ absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shar
     absl::StatusOr<SharedMemorySlice> slice =
         ResolveRange(shared_memory, request.output_shared_memory(), "output_shared_memory");
     if (!slice.ok()) return slice.status();
-    out.output_sink = std::make_shared<SharedMemoryOutput>(*std::move(slice));
+    out.output_sink =
+        std::make_shared<SharedMemoryOutput>(*std::move(slice), "output_shared_memory");
   }
   out.accepted_at = absl::Now();
   if (context.deadline() != std::chrono::system_clock::time_point::max()) {

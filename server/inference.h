@@ -59,6 +59,8 @@ struct InferenceRequest {
   // them (Forward and ModelInfer borrow gRPC's receive buffers; ModelStreamInfer moves its
   // message's string).
   TensorBytes input;
+  // How the front-end's API names where `input` came from, for messages about its size.
+  const char* input_field = "input.data";
   // Set: the output is written here and InferenceResult::output stays empty.
   std::shared_ptr<OutputSink> output_sink;
   // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.

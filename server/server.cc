@@ -35,7 +35,10 @@ ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
       metrics_(metrics),
       core_(std::move(core)),
       access_(std::make_unique<AccessControl>(
-          AccessTokens{options.security.admin_token, options.security.inference_token}, metrics)) {}
+          AccessTokens{options.security.admin_token, options.security.inference_token}, metrics)),
+      shared_memory_(options.allow_shared_memory
+                         ? std::make_unique<SharedMemoryRegistry>(options.max_input_bytes)
+                         : nullptr) {}
 
 ConvServer::~ConvServer() { Shutdown(); }
 
@@ -55,9 +58,6 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
       MakeServerCredentials({options_.security.tls_cert_file, options_.security.tls_key_file,
                              options_.security.tls_client_ca_file});
   if (!credentials.ok()) return credentials.status();
-  if (options_.allow_shared_memory) {
-    shared_memory_ = std::make_unique<SharedMemoryRegistry>(options_.max_input_bytes);
-  }
   service_ = std::make_unique<Conv2dService>(*core_, metrics_, access_.get(), shared_memory_.get());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, *credentials, &port_);

@@ -33,6 +33,9 @@ class ConvServer {
   ServingCoreImpl& core() { return *core_; }
   // The token checks of options.security, for front-ends registered through Start().
   const AccessControl* access() const { return access_.get(); }
+  // The clients' shared-memory regions, for the KServe front-end to share; null unless
+  // options.allow_shared_memory.
+  SharedMemoryRegistry* shared_memory() const { return shared_memory_.get(); }
 
   // Binds options.listen ("127.0.0.1:0" picks a free port) and serves the native service plus
   // `extra_services` (not owned; they must outlive the server). UNAVAILABLE when binding fails.

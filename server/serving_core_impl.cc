@@ -115,10 +115,10 @@ absl::Status ServingCoreImpl::Validate(const InferenceRequest& request,
         options_.max_message_bytes, " bytes (--max_message_bytes)"));
   }
   if (static_cast<int64_t>(request.input.size()) != problem.input_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the input has ", request.input.size(), " bytes but shape [", request.shape[0],
-                     ", ", request.shape[1], ", ", request.shape[2], ", ", request.shape[3],
-                     "] of ", DataTypeName(params.dtype), " needs ", problem.input_bytes()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.input_field, " has ", request.input.size(), " bytes but shape [", request.shape[0],
+        ", ", request.shape[1], ", ", request.shape[2], ", ", request.shape[3], "] of ",
+        DataTypeName(params.dtype), " needs ", problem.input_bytes()));
   }
   return absl::OkStatus();
 }

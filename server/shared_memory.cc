@@ -112,7 +112,7 @@ absl::Status SharedMemoryOutput::Write(const char* data, int64_t bytes) {
 }
 
 std::string SharedMemoryOutput::Describe() const {
-  return absl::StrCat("output_shared_memory (region '", slice_.region->info().name, "', byte_size ",
+  return absl::StrCat(field_, " (region '", slice_.region->info().name, "', byte_size ",
                       slice_.byte_size, ")");
 }
 
@@ -126,6 +126,9 @@ absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
   }
   if (absl::Status s = ValidateLayerName(info.key.substr(1), "key (after its '/')"); !s.ok()) {
     return s;
+  }
+  if (info.key == "/." || info.key == "/..") {
+    return absl::InvalidArgumentError(absl::StrCat("key '", info.key, "' names no object"));
   }
   if (info.offset < 0 || info.byte_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("offset must be >= 0 and byte_size > 0, got ",
@@ -183,15 +186,15 @@ absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status
   return out;
 }
 
-absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(const std::string& region,
-                                                                int64_t offset, int64_t byte_size,
-                                                                const char* what) const {
+absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(
+    const std::string& region, int64_t offset, int64_t byte_size, absl::string_view region_field,
+    absl::string_view range_field) const {
   SharedMemorySlice slice;
   {
     absl::MutexLock lock(&mu_);
     auto found = regions_.find(region);
     if (found == regions_.end()) {
-      return absl::NotFoundError(absl::StrCat(what, ".region: no shared-memory region named '",
+      return absl::NotFoundError(absl::StrCat(region_field, ": no shared-memory region named '",
                                               region, "' is registered"));
     }
     slice.region = found->second;
@@ -199,8 +202,8 @@ absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(const std::strin
   const int64_t size = slice.region->info().byte_size;
   if (offset < 0 || byte_size <= 0 || offset > size || byte_size > size - offset) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": offset ", offset, " and byte_size ", byte_size, " do not fit in region '", region,
-        "', which is ", size, " bytes (byte_size must be > 0)"));
+        range_field, ": offset ", offset, " and byte_size ", byte_size, " do not fit in region '",
+        region, "', which is ", size, " bytes (byte_size must be > 0)"));
   }
   slice.offset = offset;
   slice.byte_size = byte_size;

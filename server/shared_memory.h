@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "server/inference.h"
 
@@ -67,13 +68,16 @@ struct SharedMemorySlice {
 // A request's output written to a slice instead of returned in the reply.
 class SharedMemoryOutput final : public OutputSink {
  public:
-  explicit SharedMemoryOutput(SharedMemorySlice slice) : slice_(std::move(slice)) {}
+  // `field` names the request's field for the range in messages.
+  SharedMemoryOutput(SharedMemorySlice slice, std::string field)
+      : slice_(std::move(slice)), field_(std::move(field)) {}
   int64_t capacity() const override { return slice_.byte_size; }
   absl::Status Write(const char* data, int64_t bytes) override;
   std::string Describe() const override;
 
  private:
   SharedMemorySlice slice_;
+  std::string field_;
 };
 
 class SharedMemoryRegistry {
@@ -94,10 +98,12 @@ class SharedMemoryRegistry {
   // Empty `name`: every region, sorted by name.
   absl::StatusOr<std::vector<SharedMemoryRegionInfo>> Status(const std::string& name) const;
 
-  // The range [offset, offset + byte_size) of the region `region`; `what` names the request
-  // field in messages (e.g. "input.shared_memory").
+  // The range [offset, offset + byte_size) of the region `region`. Messages name the request's
+  // fields: `region_field` for an unknown region (NOT_FOUND), `range_field` for a range outside
+  // it (INVALID_ARGUMENT), e.g. "input.shared_memory.region" and "input.shared_memory".
   absl::StatusOr<SharedMemorySlice> Resolve(const std::string& region, int64_t offset,
-                                            int64_t byte_size, const char* what) const;
+                                            int64_t byte_size, absl::string_view region_field,
+                                            absl::string_view range_field) const;
 
  private:
   const int64_t max_input_bytes_;

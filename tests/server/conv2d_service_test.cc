@@ -212,7 +212,7 @@ TEST(Conv2dServiceTest, EveryForwardRejectionNamesTheField) {
        },
        grpc::StatusCode::INVALID_ARGUMENT, "output size would be 0x"},
       {"short data", [](auto& r) { r.mutable_input()->mutable_data()->pop_back(); },
-       grpc::StatusCode::INVALID_ARGUMENT, "the input has"},
+       grpc::StatusCode::INVALID_ARGUMENT, "input.data has"},
       {"negative timeout", [](auto& r) { r.set_timeout_us(-1); },
        grpc::StatusCode::INVALID_ARGUMENT, "timeout_us must be >= 0"},
       {"over the input limit",
