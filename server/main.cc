@@ -227,8 +227,8 @@ int main(int argc, char** argv) {
   }
 #ifdef CONVSERVE_HAVE_KSERVE
   extra_services.push_back(std::make_unique<convserve::KserveService>(
-      (*server)->core(), "convserve", convserve::KserveService::BuildVersion(),
-      (*server)->access()));
+      (*server)->core(), "convserve", convserve::KserveService::BuildVersion(), (*server)->access(),
+      (*server)->shared_memory()));
 #endif
   std::vector<grpc::Service*> services;
   for (const auto& service : extra_services) services.push_back(service.get());

@@ -20,10 +20,12 @@ namespace {
 // Tensor bytes travel little-endian on the wire; fp32_contents are copied as host floats.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "convserve assumes a little-endian host");
 
-using ParameterMap = google::protobuf::Map<std::string, inference::InferParameter>;
-
 constexpr char kLayoutParameter[] = "layout";
 constexpr char kTimeoutParameter[] = "timeout";
+// Triton's system shared-memory extension.
+constexpr char kRegionParameter[] = "shared_memory_region";
+constexpr char kOffsetParameter[] = "shared_memory_offset";
+constexpr char kByteSizeParameter[] = "shared_memory_byte_size";
 
 absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
@@ -68,6 +70,66 @@ absl::StatusOr<absl::Duration> FindTimeout(const ParameterMap& parameters) {
   return micros == 0 ? absl::InfiniteDuration() : absl::Microseconds(micros);
 }
 
+// An integer parameter: int64, or uint64 up to INT64_MAX (Triton's clients send int64).
+absl::StatusOr<int64_t> IntegerParameter(const inference::InferParameter& parameter,
+                                         const std::string& field) {
+  switch (parameter.parameter_choice_case()) {
+    case inference::InferParameter::kInt64Param:
+      return parameter.int64_param();
+    case inference::InferParameter::kUint64Param:
+      if (parameter.uint64_param() > static_cast<uint64_t>(INT64_MAX)) {
+        return Invalid(field, absl::StrCat(parameter.uint64_param(), " is too large"));
+      }
+      return static_cast<int64_t>(parameter.uint64_param());
+    default:
+      return Invalid(field, "must be an int64 parameter");
+  }
+}
+
+// The shared-memory range a tensor's `parameters` name (`scope`: "inputs[0].", "outputs[1]."),
+// or nothing when they name none.
+absl::StatusOr<std::optional<SharedMemorySlice>> FindSharedMemory(
+    const ParameterMap& parameters, absl::string_view scope, const SharedMemoryRegistry* registry) {
+  const auto region = parameters.find(kRegionParameter);
+  const auto byte_size = parameters.find(kByteSizeParameter);
+  const auto offset = parameters.find(kOffsetParameter);
+  const std::string prefix = absl::StrCat(scope, "parameters.");
+  if (region == parameters.end()) {
+    if (byte_size == parameters.end() && offset == parameters.end()) {
+      return std::optional<SharedMemorySlice>();
+    }
+    return Invalid(absl::StrCat(prefix, kRegionParameter),
+                   absl::StrCat("required with ", kByteSizeParameter, " or ", kOffsetParameter));
+  }
+  if (region->second.parameter_choice_case() != inference::InferParameter::kStringParam) {
+    return Invalid(absl::StrCat(prefix, kRegionParameter), "must be a string parameter");
+  }
+  if (byte_size == parameters.end()) {
+    return Invalid(absl::StrCat(prefix, kByteSizeParameter),
+                   absl::StrCat("required with ", kRegionParameter));
+  }
+  absl::StatusOr<int64_t> size =
+      IntegerParameter(byte_size->second, absl::StrCat(prefix, kByteSizeParameter));
+  if (!size.ok()) return size.status();
+  int64_t start = 0;
+  if (offset != parameters.end()) {
+    absl::StatusOr<int64_t> parsed =
+        IntegerParameter(offset->second, absl::StrCat(prefix, kOffsetParameter));
+    if (!parsed.ok()) return parsed.status();
+    start = *parsed;
+  }
+  if (registry == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        prefix, kRegionParameter,
+        " is set but shared memory is off on this server (start it with --allow_shared_memory)"));
+  }
+  absl::StatusOr<SharedMemorySlice> slice = registry->Resolve(
+      region->second.string_param(), start, *size, absl::StrCat(prefix, kRegionParameter),
+      absl::StrCat(prefix, kOffsetParameter, " and ", kByteSizeParameter));
+  if (!slice.ok()) return slice.status();
+  return std::optional<SharedMemorySlice>(*std::move(slice));
+}
+
 std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -108,7 +170,7 @@ absl::Status CheckModelVersion(absl::string_view model, absl::string_view versio
 }
 
 absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
-                                InferenceRequest& out) {
+                                InferenceRequest& out, const SharedMemoryRegistry* shared_memory) {
   // Borrowed while checking; on success the one entry moves into `out` (a failed request keeps
   // its bytes).
   std::vector<TensorBytes> raw_input_contents;
@@ -116,7 +178,7 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
     raw_input_contents.emplace_back(std::vector<absl::string_view>{raw}, nullptr);
   }
   absl::Status status =
-      DecodeInferRequest(request, std::move(raw_input_contents), grpc_deadline, out);
+      DecodeInferRequest(request, std::move(raw_input_contents), grpc_deadline, out, shared_memory);
   if (status.ok() && request.raw_input_contents_size() == 1) {
     out.input = TensorBytes(std::move(*request.mutable_raw_input_contents(0)));
   }
@@ -125,7 +187,8 @@ absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Tim
 
 absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
                                 std::vector<TensorBytes> raw_input_contents,
-                                absl::Time grpc_deadline, InferenceRequest& out) {
+                                absl::Time grpc_deadline, InferenceRequest& out,
+                                const SharedMemoryRegistry* shared_memory) {
   if (request.model_name().empty()) return Invalid("model_name", "required");
   if (absl::Status status = CheckModelVersion(request.model_name(), request.model_version());
       !status.ok()) {
@@ -162,6 +225,15 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
     absl::StatusOr<std::optional<Layout>> layout = FindLayout(output.parameters(), scope);
     if (!layout.ok()) return layout.status();
     if (layout->has_value()) out_layout = **layout;
+    absl::StatusOr<std::optional<SharedMemorySlice>> destination =
+        FindSharedMemory(output.parameters(), scope, shared_memory);
+    if (!destination.ok()) return destination.status();
+    // The last requested output decides, as in OutputSharedMemoryParameters.
+    out.output_sink =
+        destination->has_value()
+            ? std::make_shared<SharedMemoryOutput>(
+                  **std::move(destination), absl::StrCat(scope, "parameters.", kByteSizeParameter))
+            : nullptr;
   }
 
   // Shape: four positive dimensions whose product fits.
@@ -184,9 +256,38 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
   }
   const int64_t bytes = elements * DataTypeSize(*dtype);
 
-  // Data: raw bytes (any datatype) or typed FP32 contents.
+  // Checked before any tensor is read.
+  absl::StatusOr<absl::Duration> timeout = FindTimeout(request.parameters());
+  if (!timeout.ok()) return timeout.status();
+
+  // Data: shared memory, raw bytes (any datatype) or typed FP32 contents.
+  absl::StatusOr<std::optional<SharedMemorySlice>> source =
+      FindSharedMemory(input.parameters(), "inputs[0].", shared_memory);
+  if (!source.ok()) return source.status();
   TensorBytes data;
-  if (!raw_input_contents.empty()) {
+  if (source->has_value()) {
+    const SharedMemorySlice& slice = **source;
+    if (!raw_input_contents.empty()) {
+      return Invalid("raw_input_contents", "must be empty when inputs[0] is in shared memory");
+    }
+    if (input.has_contents()) {
+      return Invalid("inputs[0].contents", "must be unset when inputs[0] is in shared memory");
+    }
+    if (slice.byte_size != bytes) {
+      return Invalid(absl::StrCat("inputs[0].parameters.", kByteSizeParameter),
+                     absl::StrCat("expected ", bytes, " bytes for ", input.datatype(), " ",
+                                  ShapeString(input.shape()), ", got ", slice.byte_size));
+    }
+    if (bytes > shared_memory->max_input_bytes()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("inputs[0].parameters.", kByteSizeParameter, " is ", bytes,
+                       " bytes, over the server's limit of ", shared_memory->max_input_bytes(),
+                       " bytes per request (--max_input_bytes)"));
+    }
+    absl::StatusOr<std::string> read = slice.region->Read(slice.offset, slice.byte_size);
+    if (!read.ok()) return read.status();
+    data = TensorBytes(*std::move(read));
+  } else if (!raw_input_contents.empty()) {
     if (raw_input_contents.size() != 1) {
       return Invalid("raw_input_contents", absl::StrCat("expected 1 entry (one per input), got ",
                                                         raw_input_contents.size()));
@@ -225,9 +326,6 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
     return Invalid("inputs[0]",
                    "no tensor data; send raw_input_contents or inputs[0].contents.fp32_contents");
   }
-
-  absl::StatusOr<absl::Duration> timeout = FindTimeout(request.parameters());
-  if (!timeout.ok()) return timeout.status();
 
   out.layer = request.model_name();
   // InferenceRequest shapes are [N, C, H, W] whatever the layout.
@@ -275,15 +373,32 @@ absl::Status InKserveTerms(const absl::Status& status, Layout input_layout) {
   return status;
 }
 
+ParameterMap OutputSharedMemoryParameters(const inference::ModelInferRequest& request) {
+  ParameterMap out;
+  // The last requested output decides, as DecodeInferRequest chose its sink.
+  for (const auto& output : request.outputs()) {
+    out.clear();
+    if (output.parameters().count(kRegionParameter) == 0) continue;
+    for (const char* name : {kRegionParameter, kOffsetParameter, kByteSizeParameter}) {
+      const auto it = output.parameters().find(name);
+      if (it != output.parameters().end()) out[name] = it->second;
+    }
+  }
+  return out;
+}
+
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
-                         inference::ModelInferResponse& response) {
-  std::string raw = EncodeInferResponseFields(model, id, std::move(result), response);
-  response.add_raw_output_contents()->swap(raw);
+                         inference::ModelInferResponse& response,
+                         const ParameterMap& output_shared_memory) {
+  std::string raw =
+      EncodeInferResponseFields(model, id, std::move(result), response, output_shared_memory);
+  if (output_shared_memory.empty()) response.add_raw_output_contents()->swap(raw);
 }
 
 std::string EncodeInferResponseFields(const std::string& model, const std::string& id,
                                       InferenceResult result,
-                                      inference::ModelInferResponse& response) {
+                                      inference::ModelInferResponse& response,
+                                      const ParameterMap& output_shared_memory) {
   response.set_model_name(model);
   response.set_model_version(kModelVersion);
   response.set_id(id);
@@ -297,6 +412,8 @@ std::string EncodeInferResponseFields(const std::string& model, const std::strin
   } else {
     for (int64_t dim : {s[0], s[1], s[2], s[3]}) output.add_shape(dim);
   }
+  for (const auto& [name, value] : output_shared_memory)
+    (*output.mutable_parameters())[name] = value;
 
   auto& parameters = *response.mutable_parameters();
   parameters["queue_us"].set_int64_param(result.queue_us);

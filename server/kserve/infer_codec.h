@@ -21,6 +21,7 @@
 #include "kserve/grpc_predict_v2.pb.h"
 #include "server/inference.h"
 #include "server/serving_core.h"
+#include "server/shared_memory.h"
 
 namespace convserve::kserve {
 
@@ -30,6 +31,8 @@ inline constexpr char kOutputName[] = "output";
 inline constexpr char kModelVersion[] = "1";
 inline constexpr char kPlatform[] = "convserve_conv2d";
 
+using ParameterMap = google::protobuf::Map<std::string, inference::InferParameter>;
+
 // "FP32", "FP16", "BF16".
 const char* DatatypeName(DataType dtype);
 // INVALID_ARGUMENT naming `field` for any other datatype string.
@@ -38,17 +41,25 @@ absl::StatusOr<DataType> ParseDatatype(absl::string_view datatype, absl::string_
 // OK for an empty version or kModelVersion; NOT_FOUND naming the model otherwise.
 absl::Status CheckModelVersion(absl::string_view model, absl::string_view version);
 
-// Fills `out` (layer, shape, dtype, layouts, input, deadline, api) from `request`, moving the
-// tensor bytes out of it. `grpc_deadline` is the call's deadline (InfiniteFuture when none).
+// Fills `out` (layer, shape, dtype, layouts, input, output sink, deadline, api) from `request`,
+// moving the tensor bytes out of it. `grpc_deadline` is the call's deadline (InfiniteFuture
+// when none). Tensors named by shared-memory parameters are read from (the input) or go to (the
+// output) `shared_memory`'s regions; with no registry such a request is FAILED_PRECONDITION.
 // Leaves `out.is_cancelled` and `out.done` to the caller. INVALID_ARGUMENT naming the
-// offending field (e.g. "inputs[0].shape"); NOT_FOUND for an unknown model version.
+// offending field (e.g. "inputs[0].shape"); NOT_FOUND for an unknown model version or region.
 absl::Status DecodeInferRequest(inference::ModelInferRequest& request, absl::Time grpc_deadline,
-                                InferenceRequest& out);
+                                InferenceRequest& out,
+                                const SharedMemoryRegistry* shared_memory = nullptr);
 // The same, with raw_input_contents already taken out of `request` (server/kserve/infer_wire.h
 // borrows them from the received message).
 absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
                                 std::vector<TensorBytes> raw_input_contents,
-                                absl::Time grpc_deadline, InferenceRequest& out);
+                                absl::Time grpc_deadline, InferenceRequest& out,
+                                const SharedMemoryRegistry* shared_memory = nullptr);
+
+// The shared-memory parameters of the output `request` asks for, which its response's output
+// carries back; empty when the output travels in raw_output_contents.
+ParameterMap OutputSharedMemoryParameters(const inference::ModelInferRequest& request);
 
 // The serving core names fields in the native API's terms ("input.shape[1] (C) ..."); this
 // renames the leading field of such a message to this API's ("inputs[0].shape[3] (C) ..." for
@@ -56,14 +67,19 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
 absl::Status InKserveTerms(const absl::Status& status, Layout input_layout);
 
 // Writes `result` as the answer to the request for `model` with `id`: one output tensor in
-// raw_output_contents, with the server's timing in the response parameters.
+// raw_output_contents, with the server's timing in the response parameters; or, with
+// `output_shared_memory` (OutputSharedMemoryParameters) not empty, the output tensor carrying
+// those parameters and no raw_output_contents.
 void EncodeInferResponse(const std::string& model, const std::string& id, InferenceResult result,
-                         inference::ModelInferResponse& response);
-// The same without raw_output_contents: returns the output tensor's bytes instead, for
-// SerializeModelInferResponse (server/kserve/infer_wire.h) to send uncopied.
+                         inference::ModelInferResponse& response,
+                         const ParameterMap& output_shared_memory = ParameterMap());
+// The same without raw_output_contents: returns the output tensor's bytes instead (empty for
+// an output in shared memory), for SerializeModelInferResponse (server/kserve/infer_wire.h) to
+// send uncopied.
 std::string EncodeInferResponseFields(const std::string& model, const std::string& id,
                                       InferenceResult result,
-                                      inference::ModelInferResponse& response);
+                                      inference::ModelInferResponse& response,
+                                      const ParameterMap& output_shared_memory = ParameterMap());
 
 // A failed request's answer on a ModelStreamInfer stream.
 void EncodeStreamError(const absl::Status& status, const std::string& model, const std::string& id,

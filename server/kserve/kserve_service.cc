@@ -34,11 +34,12 @@ absl::Status ModelNotFound(const std::string& name) {
 std::string KserveService::BuildVersion() { return CONVSERVE_VERSION; }
 
 KserveService::KserveService(ServingCore& core, std::string server_name, std::string server_version,
-                             const AccessControl* access)
+                             const AccessControl* access, SharedMemoryRegistry* shared_memory)
     : core_(core),
       server_name_(std::move(server_name)),
       server_version_(std::move(server_version)),
-      access_(access) {}
+      access_(access),
+      shared_memory_(shared_memory) {}
 
 grpc::ServerUnaryReactor* KserveService::ServerLive(grpc::CallbackServerContext* context,
                                                     const inference::ServerLiveRequest*,
@@ -69,6 +70,7 @@ grpc::ServerUnaryReactor* KserveService::ServerMetadata(
     inference::ServerMetadataResponse* response) {
   response->set_name(server_name_);
   response->set_version(server_version_);
+  if (shared_memory_ != nullptr) response->add_extensions("system_shared_memory");
   return FinishNow(context, absl::OkStatus());
 }
 
@@ -92,10 +94,10 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   absl::StatusOr<kserve::InferWireRequest> wire = kserve::ParseModelInferRequest(*request);
   InferenceRequest inference;
-  absl::Status status =
-      wire.ok() ? kserve::DecodeInferRequest(wire->request, std::move(wire->raw_input_contents),
-                                             kserve::DeadlineOf(*context), inference)
-                : wire.status();
+  absl::Status status = wire.ok() ? kserve::DecodeInferRequest(
+                                        wire->request, std::move(wire->raw_input_contents),
+                                        kserve::DeadlineOf(*context), inference, shared_memory_)
+                                  : wire.status();
   if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
@@ -103,15 +105,18 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
   inference.is_cancelled = [context] { return context->IsCancelled(); };
   // `response` stays valid until Finish, which only this callback calls.
   inference.done = [reactor, response, model = wire->request.model_name(), id = wire->request.id(),
-                    layout = inference.input_layout](absl::StatusOr<InferenceResult> result) {
+                    layout = inference.input_layout,
+                    output_shared_memory = kserve::OutputSharedMemoryParameters(wire->request)](
+                       absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
       reactor->Finish(ToGrpcStatus(kserve::InKserveTerms(result.status(), layout)));
       return;
     }
     inference::ModelInferResponse fields;
-    std::string output = kserve::EncodeInferResponseFields(model, id, *std::move(result), fields);
+    std::string output = kserve::EncodeInferResponseFields(model, id, *std::move(result), fields,
+                                                           output_shared_memory);
     std::vector<std::string> raw_output_contents;
-    raw_output_contents.push_back(std::move(output));
+    if (output_shared_memory.empty()) raw_output_contents.push_back(std::move(output));
     grpc::ByteBuffer reply =
         kserve::SerializeModelInferResponse(fields, std::move(raw_output_contents));
     response->Swap(&reply);
@@ -129,7 +134,71 @@ KserveService::ModelStreamInfer(grpc::CallbackServerContext* context) {
           std::move(status));
     }
   }
-  return new kserve::StreamInferReactor(core_, context);
+  return new kserve::StreamInferReactor(core_, context, shared_memory_);
+}
+
+namespace {
+
+constexpr char kSharedMemoryOff[] =
+    "system shared memory is off on this server (start it with --allow_shared_memory)";
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::SystemSharedMemoryStatusRequest* request,
+    inference::SystemSharedMemoryStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
+      shared_memory_->Status(request->name());
+  if (!regions.ok()) {
+    reactor->Finish(ToGrpcStatus(regions.status()));
+    return reactor;
+  }
+  for (const SharedMemoryRegionInfo& info : *regions) {
+    auto& region = (*response->mutable_regions())[info.name];
+    region.set_name(info.name);
+    region.set_key(info.key);
+    region.set_offset(static_cast<uint64_t>(info.offset));
+    region.set_byte_size(static_cast<uint64_t>(info.byte_size));
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryRegister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryRegisterRequest* request,
+    inference::SystemSharedMemoryRegisterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  // uint64 on this wire: values past INT64_MAX become negative and are refused as such.
+  reactor->Finish(ToGrpcStatus(shared_memory_->Register(
+      {request->name(), request->key(), static_cast<int64_t>(request->offset()),
+       static_cast<int64_t>(request->byte_size())})));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryUnregister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryUnregisterRequest* request,
+    inference::SystemSharedMemoryUnregisterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  if (shared_memory_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
+    return reactor;
+  }
+  reactor->Finish(ToGrpcStatus(shared_memory_->Unregister(request->name())));
+  return reactor;
 }
 
 }  // namespace convserve

@@ -9,6 +9,7 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/access_control.h"
 #include "server/serving_core.h"
+#include "server/shared_memory.h"
 
 namespace convserve {
 
@@ -20,11 +21,14 @@ class KserveService final
  public:
   // `server_name` and `server_version` are what ServerMetadata reports; by default
   // "convserve" and the version of this build.
-  // `access` (null: every call allowed) gates ModelInfer and ModelStreamInfer with the
-  // inference token; the liveness, readiness and metadata calls stay open for probes.
+  // `access` (null: every call allowed) gates ModelInfer, ModelStreamInfer and the shared-memory
+  // calls with the inference token; the liveness, readiness and metadata calls stay open for
+  // probes. `shared_memory` (null: the extension is off) holds the clients' regions, shared with
+  // the native service.
   explicit KserveService(ServingCore& core, std::string server_name = "convserve",
                          std::string server_version = BuildVersion(),
-                         const AccessControl* access = nullptr);
+                         const AccessControl* access = nullptr,
+                         SharedMemoryRegistry* shared_memory = nullptr);
 
   // The project version this library was built from, e.g. "0.1.0".
   static std::string BuildVersion();
@@ -57,12 +61,26 @@ class KserveService final
   // message carries error_message and the stream goes on.
   grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
   ModelStreamInfer(grpc::CallbackServerContext* context) override;
+  // Triton's system shared-memory extension (FAILED_PRECONDITION when it is off).
+  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryStatusRequest* request,
+      inference::SystemSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryRegisterRequest* request,
+      inference::SystemSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryUnregisterRequest* request,
+      inference::SystemSharedMemoryUnregisterResponse* response) override;
 
  private:
   ServingCore& core_;
   const std::string server_name_;
   const std::string server_version_;
   const AccessControl* const access_;
+  SharedMemoryRegistry* const shared_memory_;
 };
 
 }  // namespace convserve

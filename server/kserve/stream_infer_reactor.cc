@@ -12,8 +12,9 @@
 
 namespace convserve::kserve {
 
-StreamInferReactor::StreamInferReactor(ServingCore& core, grpc::CallbackServerContext* context)
-    : core_(core), context_(context) {
+StreamInferReactor::StreamInferReactor(ServingCore& core, grpc::CallbackServerContext* context,
+                                       const SharedMemoryRegistry* shared_memory)
+    : core_(core), context_(context), shared_memory_(shared_memory) {
   StartRead(&request_);
 }
 
@@ -37,7 +38,8 @@ void StreamInferReactor::OnReadDone(bool ok) {
   const std::string model = request_.model_name();
   const std::string id = request_.id();
   InferenceRequest inference;
-  if (absl::Status status = DecodeInferRequest(request_, DeadlineOf(*context_), inference);
+  if (absl::Status status =
+          DecodeInferRequest(request_, DeadlineOf(*context_), inference, shared_memory_);
       !status.ok()) {
     inference::ModelStreamInferResponse response;
     EncodeStreamError(status, model, id, response);
@@ -46,11 +48,13 @@ void StreamInferReactor::OnReadDone(bool ok) {
     grpc::CallbackServerContext* context = context_;
     inference.is_cancelled = [context] { return context->IsCancelled(); };
     // The stream cannot finish (so `this` stays alive) until this callback has run.
-    inference.done = [this, model, id,
-                      layout = inference.input_layout](absl::StatusOr<InferenceResult> result) {
+    inference.done = [this, model, id, layout = inference.input_layout,
+                      output_shared_memory = OutputSharedMemoryParameters(request_)](
+                         absl::StatusOr<InferenceResult> result) {
       inference::ModelStreamInferResponse response;
       if (result.ok()) {
-        EncodeInferResponse(model, id, *std::move(result), *response.mutable_infer_response());
+        EncodeInferResponse(model, id, *std::move(result), *response.mutable_infer_response(),
+                            output_shared_memory);
       } else {
         EncodeStreamError(InKserveTerms(result.status(), layout), model, id, response);
       }

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/serving_core.h"
+#include "server/shared_memory.h"
 
 namespace convserve::kserve {
 
@@ -23,7 +24,9 @@ class StreamInferReactor final
  public:
   static constexpr int kMaxOutstanding = 512;
 
-  StreamInferReactor(ServingCore& core, grpc::CallbackServerContext* context);
+  // `shared_memory` (may be null: the extension is off) must outlive the stream.
+  StreamInferReactor(ServingCore& core, grpc::CallbackServerContext* context,
+                     const SharedMemoryRegistry* shared_memory = nullptr);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -37,6 +40,7 @@ class StreamInferReactor final
 
   ServingCore& core_;
   grpc::CallbackServerContext* const context_;
+  const SharedMemoryRegistry* const shared_memory_;
   inference::ModelInferRequest request_;  // the read in progress (only the reader touches it)
 
   absl::Mutex mu_;

@@ -2,11 +2,16 @@
 // server: what each request field becomes, and which field each error names.
 #include "server/kserve/infer_codec.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace convserve::kserve {
@@ -304,6 +309,220 @@ TEST(InferCodecTest, MetadataMarksVaryingDimensions) {
   EXPECT_EQ(
       std::vector<int64_t>(metadata.outputs(0).shape().begin(), metadata.outputs(0).shape().end()),
       (std::vector<int64_t>{-1, 16, -1, -1}));
+}
+
+// ---- Shared memory (Triton's system shared-memory extension) ----
+
+// A POSIX shared-memory object of `size` zero bytes, unique in this process, removed on
+// destruction.
+class ShmObject {
+ public:
+  explicit ShmObject(int64_t size) {
+    static int next = 0;
+    key_ = "/convserve-kstest-codec-" + std::to_string(getpid()) + "-" + std::to_string(next++);
+    shm_unlink(key_.c_str());
+    fd_ = shm_open(key_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    EXPECT_GE(fd_, 0) << key_ << ": " << std::strerror(errno);
+    EXPECT_EQ(ftruncate(fd_, size), 0) << std::strerror(errno);
+  }
+  ~ShmObject() {
+    close(fd_);
+    shm_unlink(key_.c_str());
+  }
+  const std::string& key() const { return key_; }
+  void Put(int64_t offset, const std::string& bytes) const {
+    EXPECT_EQ(pwrite(fd_, bytes.data(), bytes.size(), offset), static_cast<ssize_t>(bytes.size()));
+  }
+  std::string Get(int64_t offset, int64_t size) const {
+    std::string out(static_cast<size_t>(size), '\0');
+    EXPECT_EQ(pread(fd_, out.data(), out.size(), offset), static_cast<ssize_t>(size));
+    return out;
+  }
+
+ private:
+  std::string key_;
+  int fd_ = -1;
+};
+
+void SetSharedMemory(ParameterMap& parameters, const std::string& region, int64_t byte_size,
+                     int64_t offset) {
+  parameters["shared_memory_region"].set_string_param(region);
+  parameters["shared_memory_byte_size"].set_int64_param(byte_size);
+  parameters["shared_memory_offset"].set_int64_param(offset);
+}
+
+// A registry with region "r": 4096 bytes, 64 bytes into a fresh object.
+class SharedMemoryCodecTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(registry_.Register({"r", object_.key(), 64, 4096}).ok()); }
+  absl::Status Decode(ModelInferRequest& request, InferenceRequest& out) {
+    return DecodeInferRequest(request, absl::InfiniteFuture(), out, &registry_);
+  }
+
+  ShmObject object_{8192};
+  SharedMemoryRegistry registry_{1 << 20};
+};
+
+TEST_F(SharedMemoryCodecTest, InputIsReadFromTheRegion) {
+  ModelInferRequest request = RawRequest({1, 2, 3, 4});
+  const std::string data = request.raw_input_contents(0);
+  request.clear_raw_input_contents();
+  object_.Put(64 + 100, data);
+  SetSharedMemory(*request.mutable_inputs(0)->mutable_parameters(), "r",
+                  static_cast<int64_t>(data.size()), 100);
+  InferenceRequest out;
+  const absl::Status status = Decode(request, out);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(out.input.ToString(), data);
+  EXPECT_EQ(out.output_sink, nullptr);
+  EXPECT_TRUE(OutputSharedMemoryParameters(request).empty());
+}
+
+TEST_F(SharedMemoryCodecTest, OutputBecomesASinkOnTheRange) {
+  ModelInferRequest request = RawRequest({1, 2, 3, 4});
+  auto& output = *request.add_outputs();
+  output.set_name("output");
+  SetParameter(*output.mutable_parameters(), "layout", "NHWC");
+  SetSharedMemory(*output.mutable_parameters(), "r", 200, 1000);
+  InferenceRequest out;
+  const absl::Status status = Decode(request, out);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(out.output_layout, Layout::kNhwc);
+  ASSERT_NE(out.output_sink, nullptr);
+  EXPECT_EQ(out.output_sink->capacity(), 200);
+  EXPECT_THAT(out.output_sink->Describe(), HasSubstr("outputs[0].parameters"));
+  EXPECT_THAT(out.output_sink->Describe(), HasSubstr("region 'r'"));
+  const std::string bytes(96, 'o');
+  ASSERT_TRUE(out.output_sink->Write(bytes.data(), 96).ok());
+  EXPECT_EQ(object_.Get(64 + 1000, 96), bytes);
+  EXPECT_EQ(object_.Get(64 + 1096, 8), std::string(8, '\0'));
+
+  // The response's output carries the three parameters back (and the layout), nothing raw.
+  const ParameterMap echoed = OutputSharedMemoryParameters(request);
+  EXPECT_EQ(echoed.size(), 3u);
+  EXPECT_EQ(echoed.count("layout"), 0u);
+  InferenceResult result;
+  for (int i = 0; i < 4; ++i) result.shape[i] = 1 + i;
+  result.layout = Layout::kNhwc;
+  inference::ModelInferResponse response;
+  EncodeInferResponse("conv", "id", result, response, echoed);
+  EXPECT_EQ(response.raw_output_contents_size(), 0);
+  ASSERT_EQ(response.outputs_size(), 1);
+  const auto& parameters = response.outputs(0).parameters();
+  EXPECT_EQ(parameters.at("shared_memory_region").string_param(), "r");
+  EXPECT_EQ(parameters.at("shared_memory_byte_size").int64_param(), 200);
+  EXPECT_EQ(parameters.at("shared_memory_offset").int64_param(), 1000);
+  EXPECT_EQ(parameters.at("layout").string_param(), "NHWC");
+  inference::ModelInferResponse fields;
+  EXPECT_EQ(EncodeInferResponseFields("conv", "id", result, fields, echoed), "");
+  EXPECT_EQ(fields.raw_output_contents_size(), 0);
+}
+
+// Of several requested outputs (all "output"), the last decides, for the sink and for what the
+// response echoes alike.
+TEST_F(SharedMemoryCodecTest, TheLastRequestedOutputDecides) {
+  for (bool last_in_shm : {false, true}) {
+    ModelInferRequest request = RawRequest({1, 2, 3, 4});
+    for (bool in_shm : {!last_in_shm, last_in_shm}) {
+      auto& output = *request.add_outputs();
+      output.set_name("output");
+      if (in_shm) SetSharedMemory(*output.mutable_parameters(), "r", 200, 0);
+    }
+    InferenceRequest out;
+    ASSERT_TRUE(Decode(request, out).ok());
+    EXPECT_EQ(out.output_sink != nullptr, last_in_shm);
+    EXPECT_EQ(OutputSharedMemoryParameters(request).empty(), !last_in_shm);
+  }
+}
+
+TEST_F(SharedMemoryCodecTest, RejectionsNameTheParameter) {
+  auto expect = [&](ModelInferRequest request, absl::StatusCode code, const std::string& text) {
+    InferenceRequest out;
+    const absl::Status status = Decode(request, out);
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr(text)) << status;
+  };
+  ModelInferRequest good = RawRequest({1, 2, 3, 4});
+  const int64_t bytes = static_cast<int64_t>(good.raw_input_contents(0).size());
+  good.clear_raw_input_contents();
+  SetSharedMemory(*good.mutable_inputs(0)->mutable_parameters(), "r", bytes, 0);
+  {
+    InferenceRequest out;
+    ASSERT_TRUE(Decode(good, out).ok());
+  }
+  {
+    ModelInferRequest r = good;
+    r.mutable_inputs(0)->mutable_parameters()->erase("shared_memory_byte_size");
+    expect(r, absl::StatusCode::kInvalidArgument, "inputs[0].parameters.shared_memory_byte_size:");
+  }
+  {
+    ModelInferRequest r = good;
+    r.mutable_inputs(0)->mutable_parameters()->erase("shared_memory_region");
+    expect(r, absl::StatusCode::kInvalidArgument, "inputs[0].parameters.shared_memory_region:");
+  }
+  {
+    ModelInferRequest r = good;
+    (*r.mutable_inputs(0)->mutable_parameters())["shared_memory_byte_size"].set_uint64_param(
+        static_cast<uint64_t>(bytes));
+    InferenceRequest out;
+    EXPECT_TRUE(Decode(r, out).ok()) << "uint64 byte_size";
+  }
+  {
+    ModelInferRequest r = good;
+    (*r.mutable_inputs(0)->mutable_parameters())["shared_memory_region"].set_string_param("x");
+    expect(r, absl::StatusCode::kNotFound, "inputs[0].parameters.shared_memory_region:");
+  }
+  {
+    ModelInferRequest r = good;
+    (*r.mutable_inputs(0)->mutable_parameters())["shared_memory_byte_size"].set_int64_param(bytes +
+                                                                                            2);
+    expect(r, absl::StatusCode::kInvalidArgument, "inputs[0].parameters.shared_memory_byte_size:");
+  }
+  {
+    ModelInferRequest r = good;
+    (*r.mutable_inputs(0)->mutable_parameters())["shared_memory_offset"].set_int64_param(4001);
+    expect(r, absl::StatusCode::kInvalidArgument,
+           "inputs[0].parameters.shared_memory_offset and shared_memory_byte_size:");
+  }
+  {
+    ModelInferRequest r = good;
+    r.add_raw_input_contents(std::string(static_cast<size_t>(bytes), '\0'));
+    expect(r, absl::StatusCode::kInvalidArgument, "raw_input_contents:");
+  }
+  {
+    ModelInferRequest r = good;
+    for (int64_t i = 0; i < bytes / 4; ++i) {
+      r.mutable_inputs(0)->mutable_contents()->add_fp32_contents(0);
+    }
+    expect(r, absl::StatusCode::kInvalidArgument, "inputs[0].contents:");
+  }
+  {
+    SharedMemoryRegistry small(bytes - 1);
+    ASSERT_TRUE(small.Register({"r", object_.key(), 0, 4096}).ok());
+    ModelInferRequest r = good;
+    InferenceRequest out;
+    const absl::Status status = DecodeInferRequest(r, absl::InfiniteFuture(), out, &small);
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("--max_input_bytes"));
+  }
+}
+
+TEST(InferCodecTest, SharedMemoryWithoutARegistryIsFailedPrecondition) {
+  ModelInferRequest input = RawRequest({1, 2, 3, 4});
+  input.clear_raw_input_contents();
+  SetSharedMemory(*input.mutable_inputs(0)->mutable_parameters(), "r", 96, 0);
+  ModelInferRequest output = RawRequest({1, 2, 3, 4});
+  output.add_outputs()->set_name("output");
+  SetSharedMemory(*output.mutable_outputs(0)->mutable_parameters(), "r", 96, 0);
+  for (auto& [request, field] : std::vector<std::pair<ModelInferRequest, std::string>>{
+           {input, "inputs[0]."}, {output, "outputs[0]."}}) {
+    InferenceRequest out;
+    const absl::Status status = Decode(request, out);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr(field + "parameters.shared_memory_region is set"));
+    EXPECT_THAT(std::string(status.message()), HasSubstr("--allow_shared_memory"));
+  }
 }
 
 }  // namespace
