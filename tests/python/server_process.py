@@ -105,12 +105,13 @@ class ServerProcess:
 class ServerTestCase(unittest.TestCase):
     """Starts one server and one Client for the whole test class; prints the log on failure."""
 
+    server_args = ()  # extra convserve-server flags, e.g. ("--allow_shared_memory",)
     server = None
     client = None
 
     @classmethod
     def setUpClass(cls):
-        cls.server = ServerProcess()
+        cls.server = ServerProcess(cls.server_args)
         cls.server.start()
         cls.client = convserve.Client(cls.server.target, timeout=120)
 

@@ -81,6 +81,49 @@ class LayoutTest(unittest.TestCase):
             tensors.decode(tensor, decoder)
 
 
+class SharedMemoryCodecTest(unittest.TestCase):
+    """write() puts into a buffer the bytes encode() would send, in the layout asked for;
+    decode(data=...) copies the elements out of a (longer) buffer."""
+
+    @staticmethod
+    def in_layout(x, layout):
+        """x's values stored in `layout`, as encode() takes them."""
+        if tensors.is_torch_tensor(x):
+            nhwc = layout == pb.LAYOUT_NHWC
+            return x.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        if layout == pb.LAYOUT_NHWC:
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x)
+
+    def test_write_matches_encode_in_either_layout(self):
+        nhwc = np.arange(2 * 4 * 5 * 3, dtype=">f4").reshape(2, 4, 5, 3)
+        for x in (torch.randn(2, 3, 4, 5).bfloat16(), torch.randn(2, 1, 4, 5).half(),
+                  nhwc.transpose(0, 3, 1, 2), convserve.to_bfloat16_bits(nhwc)[:, ::2]):
+            for layout in (pb.LAYOUT_NCHW, pb.LAYOUT_NHWC):
+                with self.subTest(x=type(x).__name__, dtype=str(x.dtype), layout=layout):
+                    expected, _ = tensors.encode(self.in_layout(x, layout))
+                    self.assertEqual(expected.layout, layout)
+                    buffer = bytearray(len(expected.data) + 8)
+                    dtype, decoder = tensors.write(x, memoryview(buffer)[4:-4], layout)
+                    self.assertEqual(dtype, expected.dtype)
+                    self.assertEqual(bytes(buffer[4:-4]), expected.data)
+                    tensor = pb.Tensor(dtype=dtype, layout=layout, shape=expected.shape)
+                    back = tensors.decode(tensor, decoder, memoryview(buffer)[4:])
+                    buffer[:] = bytes(len(buffer))  # `back` is a copy: unchanged
+                    self.assertIs(type(back), type(x))
+                    if tensors.is_torch_tensor(x):
+                        self.assertTrue(torch.equal(back, x))
+                    else:
+                        np.testing.assert_array_equal(back, x)
+
+    def test_buffer_shorter_than_the_output_is_an_error(self):
+        _, decoder = tensors.write(np.zeros((1, 1, 1, 1), np.float32), bytearray(4),
+                                   pb.LAYOUT_NCHW)
+        tensor = pb.Tensor(dtype=pb.DATA_TYPE_FP32, layout=pb.LAYOUT_NCHW, shape=(1, 2, 2, 2))
+        with self.assertRaises(convserve.ConvserveError):
+            tensors.decode(tensor, decoder, bytes(28))
+
+
 class Bfloat16Test(unittest.TestCase):
 
     def test_matches_torch_rounding(self):

@@ -5,6 +5,8 @@
     client.load_layer("conv1", weight, bias, padding=1)   # numpy or torch, OIHW
     y = client.forward("conv1", x)                         # numpy in, numpy out; torch likewise
 
+On the server's host, convserve.SharedMemoryForward passes tensors through POSIX shared memory.
+
 PyTorch users: convserve.RemoteConv2d (an nn.Conv2d served remotely) and
 convserve.swap_conv2d(model, client). torch is imported only when those are used.
 """
@@ -17,9 +19,11 @@ except ImportError as error:  # pragma: no cover - a source checkout without gen
         "install the package (pip install --no-build-isolation client/python)") from error
 
 from convserve.client import Client, ForwardResult
-from convserve.errors import (CancelledError, ConvserveError, DeadlineExceededError,
-                              FailedPreconditionError, InvalidArgumentError, NotFoundError,
+from convserve.errors import (AlreadyExistsError, CancelledError, ConvserveError,
+                              DeadlineExceededError, FailedPreconditionError,
+                              InvalidArgumentError, NotFoundError, PermissionDeniedError,
                               ResourceExhaustedError, UnavailableError)
+from convserve.shared_memory import SharedMemoryForward
 from convserve.tensors import from_bfloat16_bits, to_bfloat16_bits
 
 __version__ = "0.1.0"
@@ -35,7 +39,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'convserve' has no attribute {name!r}")
 
 
-__all__ = ["Client", "ForwardResult", "ConvserveError", "NotFoundError", "InvalidArgumentError",
+__all__ = ["Client", "ForwardResult", "SharedMemoryForward", "ConvserveError", "NotFoundError",
+           "InvalidArgumentError", "AlreadyExistsError", "PermissionDeniedError",
            "FailedPreconditionError", "ResourceExhaustedError", "UnavailableError",
            "DeadlineExceededError", "CancelledError", "to_bfloat16_bits", "from_bfloat16_bits",
            "pb", *_TORCH_NAMES]

@@ -242,6 +242,29 @@ class Client:
             request.input_size.CopyFrom(pb.Size2d(h=h, w=w))
         return list(self._call(self._stub.Tune, request, timeout).tuned)
 
+    # Shared memory (servers started with --allow_shared_memory; FailedPreconditionError on
+    # others). convserve.SharedMemoryForward does all of it for one layer.
+
+    def register_shared_memory(self, name, key, byte_size, *, offset=0, timeout=None):
+        """Registers bytes [offset, offset + byte_size) of the POSIX shared-memory object `key`
+        ("/" and [A-Za-z0-9_.-], as shm_open takes) under `name`, for ForwardRequests to name
+        in their SharedMemoryRange.region. AlreadyExistsError when `name` is registered."""
+        request = pb.RegisterSharedMemoryRequest(name=name, key=key, offset=offset,
+                                                 byte_size=byte_size)
+        self._call(self._stub.RegisterSharedMemory, request, timeout)
+
+    def unregister_shared_memory(self, name="", *, timeout=None):
+        """Unregisters region `name` (NotFoundError when it is not registered); the empty name
+        unregisters every region, this client's or not. Requests holding it are unaffected."""
+        request = pb.UnregisterSharedMemoryRequest(name=name)
+        self._call(self._stub.UnregisterSharedMemory, request, timeout)
+
+    def shared_memory_status(self, name="", *, timeout=None):
+        """The registered regions (all, or `name`'s; NotFoundError when it is not registered),
+        as a list of pb.RegisterSharedMemoryRequest messages sorted by name."""
+        request = pb.SharedMemoryStatusRequest(name=name)
+        return list(self._call(self._stub.SharedMemoryStatus, request, timeout).regions)
+
     # Forward passes.
 
     def _forward_request(self, name, x, output_layout):
@@ -265,6 +288,14 @@ class Client:
         """Like forward, but returns a ForwardResult with the server's timing and batch info."""
         request, decoder = self._forward_request(name, x, output_layout)
         return _result(self._call(self._stub.Forward, request, timeout), decoder)
+
+    def forward_message(self, request, *, timeout=None):
+        """Sends a pb.ForwardRequest as it is and returns the pb.ForwardResponse.
+
+        For requests built by hand, e.g. with input.shared_memory or output_shared_memory
+        naming registered ranges; forward and forward_detailed build their own.
+        """
+        return self._call(self._stub.Forward, request, timeout)
 
     def forward_async(self, name, x, *, output_layout=None, timeout=None, detailed=False):
         """Starts a forward pass and returns a concurrent.futures.Future of its output.

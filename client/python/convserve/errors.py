@@ -31,8 +31,17 @@ class InvalidArgumentError(ConvserveError, ValueError):
     """The request (spec, weights, tensor shape, dtype or layout) does not fit."""
 
 
+class AlreadyExistsError(ConvserveError):
+    """The name is taken (e.g. a shared-memory region registered under it already)."""
+
+
+class PermissionDeniedError(ConvserveError, PermissionError):
+    """The server may not do this (e.g. open a shared-memory object it has no access to)."""
+
+
 class FailedPreconditionError(ConvserveError):
-    """The server cannot do this in its current state (e.g. Tune on the CPU backend)."""
+    """The server cannot do this in its current state (e.g. Tune on the CPU backend, or
+    shared memory on a server started without --allow_shared_memory)."""
 
 
 class ResourceExhaustedError(ConvserveError):
@@ -54,6 +63,8 @@ class CancelledError(ConvserveError):
 _ERROR_BY_CODE = {
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,

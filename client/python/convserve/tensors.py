@@ -173,21 +173,59 @@ def _encode_torch(x):
     return tensor, _Decoder(x.device, dtype)
 
 
-def decode(tensor, decoder):
-    """Turns the reply's pb.Tensor into the same kind of object the request was made from."""
+def byte_size(shape, dtype):
+    """Bytes of a tensor of `shape` and element type `dtype` (anything wire_dtype takes)."""
+    return int(np.prod(shape, dtype=np.int64)) * _NUMPY_BY_WIRE[wire_dtype(dtype)].itemsize
+
+
+def write(x, buffer, layout):
+    """Copies a 4-D numpy array or torch tensor into `buffer` in `layout` (pb.Layout) order.
+
+    `buffer` is writable and exactly x's size (e.g. a slice of a shared-memory mapping); the
+    elements are copied once, transposed on the way when x's own layout differs. Returns
+    (pb.DataType, decoder) as encode does.
+    """
+    _check_rank(x.shape)
+    dtype = wire_dtype(x.dtype)
+    n, c, h, w = (int(d) for d in x.shape)
+    nhwc = layout == pb.LAYOUT_NHWC
+    target = np.frombuffer(buffer, dtype=_NUMPY_BY_WIRE[dtype]).reshape(
+        (n, h, w, c) if nhwc else (n, c, h, w))
+    if is_torch_tensor(x):
+        torch = _torch()
+        if dtype == pb.DATA_TYPE_BF16:
+            target = torch.from_numpy(target.view(np.int16)).view(torch.bfloat16)
+        else:
+            target = torch.from_numpy(target)
+        source = x.detach()
+        target.copy_(source.permute(0, 2, 3, 1) if nhwc else source)
+        return dtype, _Decoder(x.device, dtype)
+    x = np.asarray(x)
+    target[...] = x.transpose(0, 2, 3, 1) if nhwc else x  # converts byte order, if need be
+    return dtype, _Decoder(None, dtype)
+
+
+def decode(tensor, decoder, data=None):
+    """Turns the reply's pb.Tensor into the same kind of object the request was made from.
+
+    `data`: where the elements are when not in tensor.data (a buffer at least their size, e.g.
+    the output's shared-memory range); they are copied out of it.
+    """
     shape = tuple(tensor.shape)
     if len(shape) != 4 or tensor.dtype != decoder.dtype:
         raise ConvserveError(grpc.StatusCode.INTERNAL,
                              f"malformed reply: shape {shape}, dtype {tensor.dtype}")
     n, k, p, q = shape
     np_dtype = _NUMPY_BY_WIRE[tensor.dtype]
-    if len(tensor.data) != n * k * p * q * np_dtype.itemsize:
+    size = n * k * p * q * np_dtype.itemsize
+    data = tensor.data if data is None else memoryview(data)[:size]
+    if len(data) != size:
         raise ConvserveError(grpc.StatusCode.INTERNAL,
-                             f"malformed reply: {len(tensor.data)} bytes for shape {shape}")
+                             f"malformed reply: {len(data)} bytes for shape {shape}")
     nhwc = tensor.layout == pb.LAYOUT_NHWC
     stored = (n, p, q, k) if nhwc else shape
     # bytearray: one copy that makes the result writable (frombuffer on bytes is read-only).
-    flat = np.frombuffer(bytearray(tensor.data), dtype=np_dtype).reshape(stored)
+    flat = np.frombuffer(bytearray(data), dtype=np_dtype).reshape(stored)
     if decoder.torch_device is None:
         return flat.transpose(0, 3, 1, 2) if nhwc else flat
     torch = _torch()
