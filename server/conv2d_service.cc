@@ -16,15 +16,12 @@ namespace convserve {
 
 namespace {
 
-constexpr char kSharedMemoryOff[] =
-    "shared memory is off on this server (start it with --allow_shared_memory)";
-
 // A registered range a request names; FAILED_PRECONDITION when the server has no registry.
 absl::StatusOr<SharedMemorySlice> ResolveRange(const SharedMemoryRegistry* registry,
                                                const v1::SharedMemoryRange& range,
                                                const char* what) {
   if (registry == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(what, " is set but ", kSharedMemoryOff));
+    return SharedMemoryOff(absl::StrCat(what, " is set but shared memory"));
   }
   return registry->Resolve(range.region(), range.offset(), range.byte_size(),
                            absl::StrCat(what, ".region"), what);
@@ -216,12 +213,8 @@ grpc::ServerUnaryReactor* Conv2dService::RegisterSharedMemory(
     v1::RegisterSharedMemoryResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
-  reactor->Finish(ToGrpcStatus(shared_memory_->Register(
-      {request->name(), request->key(), request->offset(), request->byte_size()})));
+  reactor->Finish(ToGrpcStatus(convserve::RegisterSharedMemory(
+      shared_memory_, {request->name(), request->key(), request->offset(), request->byte_size()})));
   return reactor;
 }
 
@@ -230,11 +223,7 @@ grpc::ServerUnaryReactor* Conv2dService::UnregisterSharedMemory(
     v1::UnregisterSharedMemoryResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
-  reactor->Finish(ToGrpcStatus(shared_memory_->Unregister(request->name())));
+  reactor->Finish(ToGrpcStatus(convserve::UnregisterSharedMemory(shared_memory_, request->name())));
   return reactor;
 }
 
@@ -243,24 +232,17 @@ grpc::ServerUnaryReactor* Conv2dService::SharedMemoryStatus(
     v1::SharedMemoryStatusResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
   absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
-      shared_memory_->Status(request->name());
-  if (!regions.ok()) {
-    reactor->Finish(ToGrpcStatus(regions.status()));
-    return reactor;
-  }
-  for (const SharedMemoryRegionInfo& info : *regions) {
+      convserve::SharedMemoryStatus(shared_memory_, request->name());
+  for (const SharedMemoryRegionInfo& info :
+       regions.value_or(std::vector<SharedMemoryRegionInfo>())) {
     v1::RegisterSharedMemoryRequest* region = response->add_regions();
     region->set_name(info.name);
     region->set_key(info.key);
     region->set_offset(info.offset);
     region->set_byte_size(info.byte_size);
   }
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(ToGrpcStatus(regions.status()));
   return reactor;
 }
 

@@ -210,4 +210,23 @@ absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(
   return slice;
 }
 
+absl::Status SharedMemoryOff(absl::string_view what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " is off on this server (start it with --allow_shared_memory)"));
+}
+
+absl::Status RegisterSharedMemory(SharedMemoryRegistry* registry, SharedMemoryRegionInfo info) {
+  return registry == nullptr ? SharedMemoryOff() : registry->Register(std::move(info));
+}
+
+absl::Status UnregisterSharedMemory(SharedMemoryRegistry* registry, const std::string& name) {
+  return registry == nullptr ? SharedMemoryOff() : registry->Unregister(name);
+}
+
+absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryStatus(
+    const SharedMemoryRegistry* registry, const std::string& name) {
+  if (registry == nullptr) return SharedMemoryOff();
+  return registry->Status(name);
+}
+
 }  // namespace convserve

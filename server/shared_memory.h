@@ -112,4 +112,12 @@ class SharedMemoryRegistry {
   std::map<std::string, std::shared_ptr<const SharedMemoryRegion>> regions_ ABSL_GUARDED_BY(mu_);
 };
 
+// What both front-ends answer on a registry that may be null (shared memory off: then
+// FAILED_PRECONDITION naming --allow_shared_memory).
+absl::Status SharedMemoryOff(absl::string_view what = "shared memory");
+absl::Status RegisterSharedMemory(SharedMemoryRegistry* registry, SharedMemoryRegionInfo info);
+absl::Status UnregisterSharedMemory(SharedMemoryRegistry* registry, const std::string& name);
+absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryStatus(
+    const SharedMemoryRegistry* registry, const std::string& name);
+
 }  // namespace convserve

@@ -119,9 +119,7 @@ absl::StatusOr<std::optional<SharedMemorySlice>> FindSharedMemory(
     start = *parsed;
   }
   if (registry == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        prefix, kRegionParameter,
-        " is set but shared memory is off on this server (start it with --allow_shared_memory)"));
+    return SharedMemoryOff(absl::StrCat(prefix, kRegionParameter, " is set but shared memory"));
   }
   absl::StatusOr<SharedMemorySlice> slice = registry->Resolve(
       region->second.string_param(), start, *size, absl::StrCat(prefix, kRegionParameter),

@@ -137,36 +137,22 @@ KserveService::ModelStreamInfer(grpc::CallbackServerContext* context) {
   return new kserve::StreamInferReactor(core_, context, shared_memory_);
 }
 
-namespace {
-
-constexpr char kSharedMemoryOff[] =
-    "system shared memory is off on this server (start it with --allow_shared_memory)";
-
-}  // namespace
-
 grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryStatus(
     grpc::CallbackServerContext* context, const inference::SystemSharedMemoryStatusRequest* request,
     inference::SystemSharedMemoryStatusResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
   absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
-      shared_memory_->Status(request->name());
-  if (!regions.ok()) {
-    reactor->Finish(ToGrpcStatus(regions.status()));
-    return reactor;
-  }
-  for (const SharedMemoryRegionInfo& info : *regions) {
+      SharedMemoryStatus(shared_memory_, request->name());
+  for (const SharedMemoryRegionInfo& info :
+       regions.value_or(std::vector<SharedMemoryRegionInfo>())) {
     auto& region = (*response->mutable_regions())[info.name];
     region.set_name(info.name);
     region.set_key(info.key);
     region.set_offset(static_cast<uint64_t>(info.offset));
     region.set_byte_size(static_cast<uint64_t>(info.byte_size));
   }
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(ToGrpcStatus(regions.status()));
   return reactor;
 }
 
@@ -176,14 +162,10 @@ grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryRegister(
     inference::SystemSharedMemoryRegisterResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
   // uint64 on this wire: values past INT64_MAX become negative and are refused as such.
-  reactor->Finish(ToGrpcStatus(shared_memory_->Register(
-      {request->name(), request->key(), static_cast<int64_t>(request->offset()),
-       static_cast<int64_t>(request->byte_size())})));
+  reactor->Finish(ToGrpcStatus(RegisterSharedMemory(
+      shared_memory_, {request->name(), request->key(), static_cast<int64_t>(request->offset()),
+                       static_cast<int64_t>(request->byte_size())})));
   return reactor;
 }
 
@@ -193,11 +175,7 @@ grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryUnregister(
     inference::SystemSharedMemoryUnregisterResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  if (shared_memory_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(kSharedMemoryOff)));
-    return reactor;
-  }
-  reactor->Finish(ToGrpcStatus(shared_memory_->Unregister(request->name())));
+  reactor->Finish(ToGrpcStatus(UnregisterSharedMemory(shared_memory_, request->name())));
   return reactor;
 }
 
