@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -31,14 +30,19 @@
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/kserve/kserve_service.h"
 #include "server/server.h"
+#include "tests/server/shared_memory_test_util.h"
 #include "tests/server/test_util.h"
 
 namespace convserve {
 namespace {
 
 using ::convserve::testing::LoadRequestFor;
+using ::convserve::testing::NewShmBuffer;
+using ::convserve::testing::NewShmKey;
 using ::convserve::testing::RandomTensor;
 using ::convserve::testing::ReferenceOutput;
+using ::convserve::testing::RegisterRequestFor;
+using ::convserve::testing::SharedMemoryServerOptions;
 using ::convserve::testing::SmallSpec;
 using ::convserve::testing::TestServerOptions;
 using inference::GRPCInferenceService;
@@ -58,28 +62,8 @@ constexpr char kPoison = '\xCD';
 constexpr char kRegion[] = "shared_memory_region";
 constexpr char kByteSize[] = "shared_memory_byte_size";
 constexpr char kOffset[] = "shared_memory_offset";
-
-ServerOptions SharedMemoryServerOptions() {
-  ServerOptions options = TestServerOptions();
-  options.allow_shared_memory = true;
-  return options;
-}
-
-// A fresh shm_open key, unique in this process (the pid keeps parallel runs apart).
-std::string NewKey() {
-  static std::atomic<int> next{0};
-  return absl::StrCat("/convserve-kstest-", getpid(), "-", next++);
-}
-
-// A created and mapped object of `size` bytes, removed when the buffer goes; null on failure.
-std::unique_ptr<SharedMemoryBuffer> NewBuffer(int64_t size) {
-  const std::string key = NewKey();
-  shm_unlink(key.c_str());  // left over by a crashed process of the same pid, if any
-  absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
-      SharedMemoryBuffer::Create(key, size);
-  EXPECT_TRUE(buffer.ok()) << buffer.status();
-  return buffer.ok() ? *std::move(buffer) : nullptr;
-}
+// Names this test's shared-memory objects (NewShmKey, NewShmBuffer).
+constexpr char kShmPrefix[] = "convserve-kstest";
 
 // An in-process server with the KServe front-end registered next to the native service, as
 // server/main.cc builds it, and stubs of both APIs on one channel.
@@ -127,13 +111,9 @@ grpc::Status Load(KserveServer& s, const v1::LoadLayerRequest& request) {
 
 grpc::Status NativeRegister(KserveServer& s, const std::string& name, const std::string& key,
                             int64_t offset, int64_t byte_size) {
-  v1::RegisterSharedMemoryRequest request;
-  request.set_name(name);
-  request.set_key(key);
-  request.set_offset(offset);
-  request.set_byte_size(byte_size);
   v1::RegisterSharedMemoryResponse response;
-  return s.native->RegisterSharedMemory(Context().get(), request, &response);
+  return s.native->RegisterSharedMemory(
+      Context().get(), RegisterRequestFor(name, key, offset, byte_size), &response);
 }
 
 // The native API's registered regions by name: (key, offset, byte_size).
@@ -272,8 +252,8 @@ TEST(KserveSharedMemoryTest, ServerMetadataListsTheExtensionOnlyWhenOn) {
 TEST(KserveSharedMemoryTest, RegisterStatusAndUnregisterShareTheNativeRegistry) {
   std::unique_ptr<KserveServer> s = StartKserveServer(SharedMemoryServerOptions());
   ASSERT_NE(s, nullptr);
-  std::unique_ptr<SharedMemoryBuffer> a = NewBuffer(1 << 16);
-  std::unique_ptr<SharedMemoryBuffer> b = NewBuffer(8192);
+  std::unique_ptr<SharedMemoryBuffer> a = NewShmBuffer(kShmPrefix, 1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> b = NewShmBuffer(kShmPrefix, 8192);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
 
@@ -308,7 +288,7 @@ TEST(KserveSharedMemoryTest, RegisterStatusAndUnregisterShareTheNativeRegistry) 
   grpc::Status duplicate = Register(*s, "alpha", b->key(), 0, 16);
   EXPECT_EQ(duplicate.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(duplicate.error_message(), HasSubstr("'alpha' is registered"));
-  const std::string missing = NewKey();
+  const std::string missing = NewShmKey(kShmPrefix);
   grpc::Status gone = Register(*s, "missing", missing, 0, 16);
   EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(gone.error_message(), HasSubstr("cannot open shared-memory object " + missing));
@@ -361,7 +341,7 @@ TEST(KserveSharedMemoryTest, RegionsServeBothApis) {
   const v1::LayerSpec spec = SmallSpec("conv", 8);
   const v1::LoadLayerRequest load = LoadRequestFor(spec, 5);
   ASSERT_TRUE(Load(*s, load).ok());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(NativeRegister(*s, "r", buffer->key(), 0, 1 << 16).ok());
 
@@ -397,7 +377,7 @@ TEST(KserveSharedMemoryTest, RegionsServeBothApis) {
 TEST(KserveSharedMemoryTest, ModelInferTensorsInSharedMemoryMatchTheReference) {
   std::unique_ptr<KserveServer> s = StartKserveServer(SharedMemoryServerOptions());
   ASSERT_NE(s, nullptr);
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
   // The registered range starts 4096 bytes into the object; parameter offsets are into it.
   constexpr int64_t kBase = 4096;
@@ -498,7 +478,7 @@ TEST(KserveSharedMemoryTest, OffsetDefaultsToZeroAndByteSizeMayBeUnsigned) {
   const int64_t bytes = static_cast<int64_t>(input.size());
   ASSERT_EQ(bytes, static_cast<int64_t>(expected.size()));
   // Two regions of one object: "in" at 0, "out" 8192 bytes in; poison everywhere else.
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(16384);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 16384);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "in", buffer->key(), 0, 8192).ok());
   ASSERT_TRUE(Register(*s, "out", buffer->key(), 8192, 8192).ok());
@@ -539,7 +519,7 @@ TEST(KserveSharedMemoryTest, StreamRequestsWriteTheirOwnRanges) {
 
   constexpr int kRequests = 12;
   constexpr int64_t kSlot = 16384;  // >= 3 x 8 x 10 x 10 fp32
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(2 * kRequests * kSlot);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 2 * kRequests * kSlot);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "shared", buffer->key(), 0, buffer->size()).ok());
   std::memset(buffer->data(), kPoison, static_cast<size_t>(buffer->size()));
@@ -627,7 +607,7 @@ TEST(KserveSharedMemoryTest, EveryModelInferRejectionNamesTheField) {
   ASSERT_TRUE(Load(*s, load).ok());
   constexpr int64_t kRegionSize = 1 << 16;
   constexpr int64_t kOutput = 1 << 15;
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(kRegionSize);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, kRegionSize);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "r", buffer->key(), 0, kRegionSize).ok());
   std::memset(buffer->data(), kPoison, static_cast<size_t>(kRegionSize));
@@ -778,7 +758,7 @@ TEST(KserveSharedMemoryTest, AnInputOverTheLimitIsRefused) {
   ASSERT_NE(s, nullptr);
   const v1::LayerSpec spec = SmallSpec("conv", 8);
   ASSERT_TRUE(Load(*s, LoadRequestFor(spec, 3)).ok());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "r", buffer->key(), 0, 1 << 16).ok());
   // 1 x 8 x 16 x 16 fp32: 8192 bytes.
@@ -811,7 +791,7 @@ TEST(KserveSharedMemoryTest, TensorsInSharedMemoryAreNotBoundByTheMessageLimit) 
   const std::string expected =
       ReferenceOutput(load, input, 2, 64, 64, Layout::kNchw, Layout::kNchw);
   const int64_t bytes = static_cast<int64_t>(input.size());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 20);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 20);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "big", buffer->key(), 0, buffer->size()).ok());
   std::memcpy(buffer->data(), input.data(), input.size());
@@ -838,7 +818,7 @@ TEST(KserveSharedMemoryTest, AnObjectThatShrinksFailsTheRequestNotTheServer) {
   ASSERT_TRUE(Load(*s, load).ok());
   constexpr int64_t kSize = 1 << 16;
   constexpr int64_t kShrunk = 1 << 14;
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(kSize);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, kSize);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(*s, "r", buffer->key(), 0, kSize).ok());
   const std::string input = RandomTensor(8 * 6 * 6, DataType::kFloat32, 41);
@@ -891,7 +871,7 @@ TEST(KserveSharedMemoryTest, TheCallsNeedTheInferenceToken) {
   options.security.inference_token = "inference-secret-kstest";
   std::unique_ptr<KserveServer> s = StartKserveServer(options);
   ASSERT_NE(s, nullptr);
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(4096);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 4096);
   ASSERT_NE(buffer, nullptr);
   for (const std::string token : {"", "wrong", "inference-secret-kstest"}) {
     SCOPED_TRACE(absl::StrCat("token '", token, "'"));
@@ -931,7 +911,7 @@ TEST(KserveSharedMemoryTest, OffUnlessTheServerAllowsIt) {
   const v1::LayerSpec spec = SmallSpec("conv", 8);
   const v1::LoadLayerRequest load = LoadRequestFor(spec, 3);
   ASSERT_TRUE(Load(*s, load).ok());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
 
   grpc::Status registered = Register(*s, "r", buffer->key(), 0, 1 << 16);

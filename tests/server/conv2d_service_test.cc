@@ -24,63 +24,19 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::AsyncCall;
+using ::convserve::testing::Forward;
+using ::convserve::testing::ForwardAll;
 using ::convserve::testing::ForwardFor;
+using ::convserve::testing::Load;
 using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::ReferenceOutput;
 using ::convserve::testing::RunningServer;
 using ::convserve::testing::SmallSpec;
 using ::convserve::testing::StartServer;
 using ::convserve::testing::TestServerOptions;
+using ::convserve::testing::WaitQueued;
 using ::testing::HasSubstr;
-
-grpc::Status Load(RunningServer& s, const v1::LoadLayerRequest& request,
-                  v1::LoadLayerResponse* response = nullptr) {
-  grpc::ClientContext context;
-  v1::LoadLayerResponse ignored;
-  return s.stub->LoadLayer(&context, request, response ? response : &ignored);
-}
-
-grpc::Status Forward(RunningServer& s, const v1::ForwardRequest& request,
-                     v1::ForwardResponse* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  return s.stub->Forward(&context, request, response);
-}
-
-// Runs `calls` Forward requests at once on the async stub and waits for all.
-struct AsyncCall {
-  grpc::ClientContext context;
-  v1::ForwardResponse response;
-  grpc::Status status;
-  std::promise<void> done;
-};
-
-std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
-    RunningServer& s, const std::vector<v1::ForwardRequest>& requests) {
-  std::vector<std::unique_ptr<AsyncCall>> calls;
-  for (const v1::ForwardRequest& request : requests) {
-    auto call = std::make_unique<AsyncCall>();
-    AsyncCall* raw = call.get();
-    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
-      raw->status = std::move(status);
-      raw->done.set_value();
-    });
-    calls.push_back(std::move(call));
-  }
-  for (auto& call : calls) call->done.get_future().wait();
-  return calls;
-}
-
-// Polls until the layer has `queued` requests waiting (they reached the batcher).
-void WaitQueued(RunningServer& s, const std::string& layer, int64_t queued) {
-  const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  while (absl::Now() < give_up) {
-    std::optional<LayerSnapshot> snapshot = s.server->core().FindLayer(layer);
-    if (snapshot && snapshot->queued_requests == queued) return;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  FAIL() << "layer " << layer << " never had " << queued << " queued requests";
-}
 
 TEST(Conv2dServiceTest, ForwardMatchesTheReferenceInEveryLayoutAndDtype) {
   RunningServer s = StartServer(TestServerOptions());

@@ -12,14 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <future>
 #include <memory>
-#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -30,48 +28,33 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/layer_spec.h"
+#include "tests/server/shared_memory_test_util.h"
 #include "tests/server/test_util.h"
 
 namespace convserve {
 namespace {
 
+using ::convserve::testing::AsyncCall;
+using ::convserve::testing::Forward;
+using ::convserve::testing::ForwardAll;
 using ::convserve::testing::ForwardFor;
+using ::convserve::testing::Load;
 using ::convserve::testing::LoadRequestFor;
+using ::convserve::testing::NewShmBuffer;
 using ::convserve::testing::ReferenceOutput;
+using ::convserve::testing::RegisterRequestFor;
 using ::convserve::testing::RunningServer;
+using ::convserve::testing::SharedMemoryServerOptions;
+using ::convserve::testing::ShmName;
 using ::convserve::testing::SmallSpec;
 using ::convserve::testing::StartServer;
 using ::convserve::testing::TestServerOptions;
+using ::convserve::testing::WaitQueued;
 using ::testing::HasSubstr;
 
 constexpr char kPoison = '\xCD';
-
-ServerOptions SharedMemoryServerOptions() {
-  ServerOptions options = TestServerOptions();
-  options.allow_shared_memory = true;
-  return options;
-}
-
-// The name this process uses for its `tag`th object (the pid keeps parallel runs apart).
-std::string ShmName(const std::string& tag) {
-  return absl::StrCat("convserve-test-", getpid(), "-", tag);
-}
-
-// A fresh shm_open key, unique in this process.
-std::string NewKey() {
-  static std::atomic<int> next{0};
-  return "/" + ShmName(std::to_string(next++));
-}
-
-// A created and mapped object of `size` bytes, removed when the buffer goes; null on failure.
-std::unique_ptr<SharedMemoryBuffer> NewBuffer(int64_t size) {
-  const std::string key = NewKey();
-  shm_unlink(key.c_str());  // left over by a crashed process of the same pid, if any
-  absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
-      SharedMemoryBuffer::Create(key, size);
-  EXPECT_TRUE(buffer.ok()) << buffer.status();
-  return buffer.ok() ? *std::move(buffer) : nullptr;
-}
+// Names this test's shared-memory objects (ShmName, NewShmBuffer).
+constexpr char kShmPrefix[] = "convserve-test";
 
 // Removes a path this test created, on every way out of the test.
 struct RemoveOnExit {
@@ -79,29 +62,12 @@ struct RemoveOnExit {
   ~RemoveOnExit() { std::remove(path.c_str()); }
 };
 
-grpc::Status Load(RunningServer& s, const v1::LoadLayerRequest& request) {
-  grpc::ClientContext context;
-  v1::LoadLayerResponse ignored;
-  return s.stub->LoadLayer(&context, request, &ignored);
-}
-
-grpc::Status Forward(RunningServer& s, const v1::ForwardRequest& request,
-                     v1::ForwardResponse* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  return s.stub->Forward(&context, request, response);
-}
-
 grpc::Status Register(RunningServer& s, const std::string& name, const std::string& key,
                       int64_t offset, int64_t byte_size) {
   grpc::ClientContext context;
-  v1::RegisterSharedMemoryRequest request;
-  request.set_name(name);
-  request.set_key(key);
-  request.set_offset(offset);
-  request.set_byte_size(byte_size);
   v1::RegisterSharedMemoryResponse response;
-  return s.stub->RegisterSharedMemory(&context, request, &response);
+  return s.stub->RegisterSharedMemory(&context, RegisterRequestFor(name, key, offset, byte_size),
+                                      &response);
 }
 
 grpc::Status Unregister(RunningServer& s, const std::string& name) {
@@ -159,44 +125,9 @@ void MoveInputTo(v1::ForwardRequest& request, char* at, const std::string& regio
   request.mutable_input()->clear_data();
 }
 
-// Runs `calls` Forward requests at once on the async stub and waits for all.
-struct AsyncCall {
-  grpc::ClientContext context;
-  v1::ForwardResponse response;
-  grpc::Status status;
-  std::promise<void> done;
-};
-
-std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
-    RunningServer& s, const std::vector<v1::ForwardRequest>& requests) {
-  std::vector<std::unique_ptr<AsyncCall>> calls;
-  for (const v1::ForwardRequest& request : requests) {
-    auto call = std::make_unique<AsyncCall>();
-    AsyncCall* raw = call.get();
-    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
-      raw->status = std::move(status);
-      raw->done.set_value();
-    });
-    calls.push_back(std::move(call));
-  }
-  for (auto& call : calls) call->done.get_future().wait();
-  return calls;
-}
-
-// Polls until the layer has `queued` requests waiting (they reached the batcher).
-void WaitQueued(RunningServer& s, const std::string& layer, int64_t queued) {
-  const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  while (absl::Now() < give_up) {
-    std::optional<LayerSnapshot> snapshot = s.server->core().FindLayer(layer);
-    if (snapshot && snapshot->queued_requests == queued) return;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  FAIL() << "layer " << layer << " never had " << queued << " queued requests";
-}
-
 TEST(SharedMemoryTest, TensorsInSharedMemoryMatchTheReference) {
   RunningServer s = StartServer(SharedMemoryServerOptions());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
   // The registered range starts 4096 bytes into the object; request offsets are into the range.
   constexpr int64_t kBase = 4096;
@@ -268,7 +199,7 @@ TEST(SharedMemoryTest, ConcurrentRequestsUseTheirOwnRanges) {
 
   constexpr int kRequests = 16;
   constexpr int64_t kSlot = 16384;  // >= 3 x 8 x 10 x 10 fp32
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(2 * kRequests * kSlot);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 2 * kRequests * kSlot);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(s, "shared", buffer->key(), 0, buffer->size()).ok());
   std::memset(buffer->data(), kPoison, static_cast<size_t>(buffer->size()));
@@ -317,7 +248,7 @@ TEST(SharedMemoryTest, OutputInSharedMemoryIsNotBoundByTheMessageLimit) {
   v1::ForwardRequest request = ForwardFor("conv", spec, 2, 64, 64, 31);
   const std::string expected =
       ReferenceOutput(load, request.input().data(), 2, 64, 64, Layout::kNchw, Layout::kNchw);
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 20);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 20);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(s, "big", buffer->key(), 0, buffer->size()).ok());
   MoveInputTo(request, buffer->data(), "big", 0);
@@ -339,7 +270,7 @@ TEST(SharedMemoryTest, OffUnlessTheServerAllowsIt) {
   RunningServer s = StartServer(TestServerOptions());
   const v1::LayerSpec spec = SmallSpec("conv", 8);
   ASSERT_TRUE(Load(s, LoadRequestFor(spec, 3)).ok());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(buffer, nullptr);
 
   grpc::Status registered = Register(s, "region", buffer->key(), 0, buffer->size());
@@ -380,11 +311,11 @@ struct RegisterRejection {
 
 TEST(SharedMemoryTest, EveryRegisterRejectionNamesTheProblem) {
   RunningServer s = StartServer(SharedMemoryServerOptions());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(4096);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 4096);
   ASSERT_NE(buffer, nullptr);
   const std::string key = buffer->key();
   ASSERT_TRUE(Register(s, "taken", key, 0, 4096).ok());
-  const std::string missing = "/" + ShmName("missing");
+  const std::string missing = "/" + ShmName(kShmPrefix, "missing");
   shm_unlink(missing.c_str());
 
   const std::vector<RegisterRejection> cases = {
@@ -444,7 +375,7 @@ TEST(SharedMemoryTest, RegisterRefusesLinksAndWhatIsNotAnObject) {
     std::ofstream file(target, std::ios::binary);
     file << std::string(4096, 's');
   }
-  const std::string link_name = ShmName("link");
+  const std::string link_name = ShmName(kShmPrefix, "link");
   const std::string link_path = "/dev/shm/" + link_name;
   std::remove(link_path.c_str());
   ASSERT_EQ(symlink(target.c_str(), link_path.c_str()), 0) << std::strerror(errno);
@@ -458,7 +389,7 @@ TEST(SharedMemoryTest, RegisterRefusesLinksAndWhatIsNotAnObject) {
   EXPECT_FALSE(linked.ok()) << "registered a symbolic link to " << target;
   EXPECT_THAT(linked.error_message(), HasSubstr(link_name));
 
-  const std::string fifo_name = ShmName("fifo");
+  const std::string fifo_name = ShmName(kShmPrefix, "fifo");
   const std::string fifo_path = "/dev/shm/" + fifo_name;
   std::remove(fifo_path.c_str());
   ASSERT_EQ(mkfifo(fifo_path.c_str(), 0600), 0) << std::strerror(errno);
@@ -467,7 +398,7 @@ TEST(SharedMemoryTest, RegisterRefusesLinksAndWhatIsNotAnObject) {
   EXPECT_EQ(fifo.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << fifo.error_message();
   EXPECT_THAT(fifo.error_message(), HasSubstr("is not a plain shared-memory object"));
 
-  const std::string dir_name = ShmName("dir");
+  const std::string dir_name = ShmName(kShmPrefix, "dir");
   const std::string dir_path = "/dev/shm/" + dir_name;
   std::remove(dir_path.c_str());
   ASSERT_EQ(mkdir(dir_path.c_str(), 0700), 0) << std::strerror(errno);
@@ -493,7 +424,7 @@ TEST(SharedMemoryTest, EveryForwardRejectionNamesTheField) {
   ASSERT_TRUE(Load(s, load).ok());
   constexpr int64_t kRegion = 1 << 16;
   constexpr int64_t kOutput = 1 << 15;
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(kRegion);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, kRegion);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(s, "r", buffer->key(), 0, kRegion).ok());
 
@@ -573,7 +504,7 @@ TEST(SharedMemoryTest, AnObjectThatShrinksFailsTheRequestNotTheServer) {
   ASSERT_TRUE(Load(s, load).ok());
   constexpr int64_t kSize = 1 << 16;
   constexpr int64_t kShrunk = 1 << 14;
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(kSize);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, kSize);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(s, "r", buffer->key(), 0, kSize).ok());
 
@@ -636,7 +567,7 @@ TEST(SharedMemoryTest, AnInputOverTheLimitIsRefusedBeforeItIsRead) {
   ASSERT_TRUE(Load(s, LoadRequestFor(spec, 3)).ok());
   // Sparse: a server that read it before checking would allocate and copy a gigabyte.
   constexpr int64_t kHuge = int64_t{1} << 30;
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(kHuge);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, kHuge);
   ASSERT_NE(buffer, nullptr);
   ASSERT_TRUE(Register(s, "huge", buffer->key(), 0, kHuge).ok());
   v1::ForwardRequest request = ForwardFor("conv", spec, 1, 6, 6, 5);
@@ -655,8 +586,8 @@ TEST(SharedMemoryTest, StatusListsAndUnregisterRemoves) {
   RunningServer s = StartServer(SharedMemoryServerOptions());
   const v1::LayerSpec spec = SmallSpec("conv", 8);
   ASSERT_TRUE(Load(s, LoadRequestFor(spec, 3)).ok());
-  std::unique_ptr<SharedMemoryBuffer> a = NewBuffer(1 << 16);
-  std::unique_ptr<SharedMemoryBuffer> b = NewBuffer(8192);
+  std::unique_ptr<SharedMemoryBuffer> a = NewShmBuffer(kShmPrefix, 1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> b = NewShmBuffer(kShmPrefix, 8192);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
 
@@ -723,8 +654,8 @@ TEST(SharedMemoryTest, UnregisteringDoesNotAffectAQueuedRequest) {
   spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
   const v1::LoadLayerRequest load = LoadRequestFor(spec, 17);
   ASSERT_TRUE(Load(s, load).ok());
-  std::unique_ptr<SharedMemoryBuffer> first = NewBuffer(1 << 16);
-  std::unique_ptr<SharedMemoryBuffer> second = NewBuffer(1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> first = NewShmBuffer(kShmPrefix, 1 << 16);
+  std::unique_ptr<SharedMemoryBuffer> second = NewShmBuffer(kShmPrefix, 1 << 16);
   ASSERT_NE(first, nullptr);
   ASSERT_NE(second, nullptr);
   ASSERT_TRUE(Register(s, "r", first->key(), 0, first->size()).ok());
@@ -776,7 +707,7 @@ TEST(SharedMemoryTest, TheRegistryHasALimit) {
     GTEST_SKIP() << "needs " << 2 * kLimit << " file descriptors, has " << files.rlim_cur;
   }
   RunningServer s = StartServer(SharedMemoryServerOptions());
-  std::unique_ptr<SharedMemoryBuffer> buffer = NewBuffer(4096);
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 4096);
   ASSERT_NE(buffer, nullptr);
   for (int i = 0; i < kLimit; ++i) {
     grpc::Status status = Register(s, absl::StrCat("r", i), buffer->key(), 0, 4096);

@@ -2,10 +2,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <optional>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
@@ -119,6 +122,46 @@ RunningServer StartServer(const ServerOptions& options) {
                                               grpc::InsecureChannelCredentials(), args);
   running.stub = v1::Conv2d::NewStub(running.channel);
   return running;
+}
+
+grpc::Status Load(RunningServer& s, const v1::LoadLayerRequest& request,
+                  v1::LoadLayerResponse* response) {
+  grpc::ClientContext context;
+  v1::LoadLayerResponse ignored;
+  return s.stub->LoadLayer(&context, request, response ? response : &ignored);
+}
+
+grpc::Status Forward(RunningServer& s, const v1::ForwardRequest& request,
+                     v1::ForwardResponse* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  return s.stub->Forward(&context, request, response);
+}
+
+std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
+    RunningServer& s, const std::vector<v1::ForwardRequest>& requests) {
+  std::vector<std::unique_ptr<AsyncCall>> calls;
+  for (const v1::ForwardRequest& request : requests) {
+    auto call = std::make_unique<AsyncCall>();
+    AsyncCall* raw = call.get();
+    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
+      raw->status = std::move(status);
+      raw->done.set_value();
+    });
+    calls.push_back(std::move(call));
+  }
+  for (auto& call : calls) call->done.get_future().wait();
+  return calls;
+}
+
+void WaitQueued(RunningServer& s, const std::string& layer, int64_t queued) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < give_up) {
+    std::optional<LayerSnapshot> snapshot = s.server->core().FindLayer(layer);
+    if (snapshot && snapshot->queued_requests == queued) return;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  FAIL() << "layer " << layer << " never had " << queued << " queued requests";
 }
 
 }  // namespace convserve::testing

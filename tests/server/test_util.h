@@ -1,10 +1,14 @@
 // Helpers for the server tests: layer specs, random tensors, the CPU reference answer for a
-// request, and a real server on a free loopback port with a stub to call it.
+// request, a real server on a free loopback port with a stub to call it, and calls on that stub.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "convserve/v1/conv2d.pb.h"
@@ -51,5 +55,30 @@ struct RunningServer {
   std::shared_ptr<grpc::Channel> channel;
 };
 RunningServer StartServer(const ServerOptions& options);
+
+// LoadLayer on `s`'s stub, the reply into `response` where one is given.
+grpc::Status Load(RunningServer& s, const convserve::v1::LoadLayerRequest& request,
+                  convserve::v1::LoadLayerResponse* response = nullptr);
+
+// Forward on `s`'s stub with a 120 s deadline.
+grpc::Status Forward(RunningServer& s, const convserve::v1::ForwardRequest& request,
+                     convserve::v1::ForwardResponse* response);
+
+// One Forward call on the async stub: its context, reply and status, and `done` set once the
+// reply has come.
+struct AsyncCall {
+  grpc::ClientContext context;
+  convserve::v1::ForwardResponse response;
+  grpc::Status status;
+  std::promise<void> done;
+};
+
+// Runs the `requests` at once on `s`'s async stub and waits for all.
+std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
+    RunningServer& s, const std::vector<convserve::v1::ForwardRequest>& requests);
+
+// Polls until `layer` has `queued` requests waiting (they reached the batcher); fails the test
+// after 60 s.
+void WaitQueued(RunningServer& s, const std::string& layer, int64_t queued);
 
 }  // namespace convserve::testing
