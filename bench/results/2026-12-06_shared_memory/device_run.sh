@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One device call (about 7 minutes) for PREDICTION.md: the GPU server test on the new server (b);
+# One device call (about 6 minutes) for PREDICTION.md: the GPU server test on the new server (b);
 # issue 5's check (run_h100.sh: batched / eager / unbatched) with tensors in shared memory on b
-# over the whole sweep; then in-band tensors on b and on main's server (a) at c = 1 and 64,
-# a b order fixed; then shared memory on b again at c = 1 and 64.
+# at c = 1 and 64; then in-band tensors on b and on main's server (a) at c = 1 and 64; then
+# shared memory on b at c = 8, 32 and 128.
 # Built here for sm_90 (Release, -Werror) at 7b3c623; main's server from build-gpu at ab401df, in
 # /tmp/base-bin/convserve-server-ab401df:
 #   ninja -C build-gpu gpu_server_test convserve-server convserve-cli convserve-echo-server
@@ -31,11 +31,14 @@ check() {  # check VARIANT NAME LEVELS [shm]
   cp /tmp/r_$2/summary.txt /tmp/r_$2/results.json /tmp/r_$2/logs.tgz /tmp/r_$2.log "$O/$2/" \
     2>/dev/null
 }
+# Most needed first, saved after each step: device time ran short in this session.
 server_test
-check b shm_b 1,8,32,64,128 shm
+device_save
+check b shm_b 1,64 shm
 device_save
 check b inband_b 1,64
+device_save
 check a inband_a 1,64
 device_save
-check b shm_b2 1,64 shm
+check b shm_b_sweep 8,32,128 shm
 device_end
