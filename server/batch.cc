@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
 
@@ -26,22 +25,6 @@ void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> re
   }
   if (request.done) std::move(request.done)(std::move(result));
   request.done = nullptr;
-}
-
-void AnswerThreads::ParallelFor(size_t count, absl::FunctionRef<void(size_t, size_t)> work) {
-  if (count == 0) return;
-  const size_t parts = std::clamp<size_t>(count, 1, queues_.size() + 1);
-  const size_t part_size = (count + parts - 1) / parts;
-  absl::BlockingCounter done(static_cast<int>((count + part_size - 1) / part_size) - 1);
-  for (size_t begin = part_size; begin < count; begin += part_size) {
-    const size_t end = std::min(count, begin + part_size);
-    Post([&work, &done, begin, end] {
-      work(begin, end);
-      done.DecrementCount();
-    });
-  }
-  work(0, std::min(count, part_size));
-  done.Wait();
 }
 
 namespace {
@@ -108,43 +91,32 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
   common.kernel_config = run.kernel_config;
   common.device = run.device;
 
-  // In parts: `parts` - 1 go to the helpers, which copy their outputs, count down `copied` and
-  // answer; the first part is copied here. The merged output is read by all of them, so this
-  // returns only once every part's copies are done.
+  // Every output is copied here, before this returns (the caller reuses `merged_output`); the
+  // answers go out in parts: `parts` - 1 to the helpers, the first answered here.
   const size_t count = batch.requests.size();
-  if (count == 0) return;
+  std::vector<absl::StatusOr<InferenceResult>> results = SplitOutputs(
+      absl::MakeSpan(batch.requests), merged_output, sample_bytes, common, batch.launched_at, now);
+  const absl::Time split_done = absl::Now();
+  stages.split = absl::ToDoubleSeconds(split_done - now);
   const size_t parts = helpers == nullptr
                            ? 1
                            : std::clamp<size_t>(count, 1, static_cast<size_t>(helpers->size()) + 1);
   const size_t part_size = (count + parts - 1) / parts;
-  absl::BlockingCounter copied(static_cast<int>((count + part_size - 1) / part_size) - 1);
-  const char* part_output = merged_output;
-  for (size_t begin = 0; begin < count; begin += part_size) {
+  for (size_t begin = part_size; begin < count; begin += part_size) {
     const size_t end = std::min(count, begin + part_size);
-    const char* output = part_output;
-    for (size_t i = begin; i < end; ++i) part_output += batch.requests[i].shape[0] * sample_bytes;
-    if (begin == 0) continue;
     std::vector<InferenceRequest> requests(std::make_move_iterator(batch.requests.begin() + begin),
                                            std::make_move_iterator(batch.requests.begin() + end));
-    helpers->Post([requests = std::move(requests), output, sample_bytes, common, &copied, metrics,
-                   launched_at = batch.launched_at, now]() mutable {
-      std::vector<absl::StatusOr<InferenceResult>> results =
-          SplitOutputs(absl::MakeSpan(requests), output, sample_bytes, common, launched_at, now);
-      copied.DecrementCount();  // `copied` may be gone from here on
+    std::vector<absl::StatusOr<InferenceResult>> part(
+        std::make_move_iterator(results.begin() + begin),
+        std::make_move_iterator(results.begin() + end));
+    helpers->Post([requests = std::move(requests), part = std::move(part), metrics]() mutable {
       for (size_t i = 0; i < requests.size(); ++i) {
-        AnswerRequest(requests[i], std::move(results[i]), metrics);
+        AnswerRequest(requests[i], std::move(part[i]), metrics);
       }
     });
   }
-  const absl::Span<InferenceRequest> first =
-      absl::MakeSpan(batch.requests).first(std::min(count, part_size));
-  std::vector<absl::StatusOr<InferenceResult>> results =
-      SplitOutputs(first, merged_output, sample_bytes, common, batch.launched_at, now);
-  copied.Wait();
-  const absl::Time split_done = absl::Now();
-  stages.split = absl::ToDoubleSeconds(split_done - now);
-  for (size_t i = 0; i < first.size(); ++i) {
-    AnswerRequest(first[i], std::move(results[i]), metrics);
+  for (size_t i = 0; i < std::min(count, part_size); ++i) {
+    AnswerRequest(batch.requests[i], std::move(results[i]), metrics);
   }
   if (metrics != nullptr) {
     stages.answer = absl::ToDoubleSeconds(absl::Now() - split_done);

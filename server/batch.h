@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kernels/conv_problem.h"
@@ -50,10 +49,6 @@ class AnswerThreads {
   int size() const { return static_cast<int>(queues_.size()); }
   // Runs `work` on the next thread in turn, after what that thread was given before.
   void Post(absl::AnyInvocable<void() &&> work);
-  // Splits [0, count) into up to size() + 1 ranges and runs `work(begin, end)` on each: the
-  // first on the calling thread, the others on these threads; returns when all have run. Never
-  // call it from one of these threads.
-  void ParallelFor(size_t count, absl::FunctionRef<void(size_t, size_t)> work);
 
  private:
   std::vector<std::unique_ptr<WorkQueue>> queues_;
@@ -69,9 +64,9 @@ void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> re
 // result per request (N is outermost in both layouts, so each is a contiguous slice), or into
 // the request's OutputSink, and answers each. Also records the batch in `metrics`.
 // `merged_output` is read before this returns. With `helpers` (may be null), a batch of several
-// requests is split and answered in parts: the first part on the calling thread, the others on
-// the helpers, so this returns (and the caller can free its lane) once every part's copies and
-// the first part's answers are done; a lone request is handled here.
+// requests is answered in parts: the first part on the calling thread, the others on the
+// helpers, so this returns (and the caller can free its lane) after the copies and one part; a
+// lone request is answered here.
 void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run, Metrics* metrics,
                    AnswerThreads* helpers = nullptr);
 
