@@ -3,7 +3,8 @@
 # issue 5's check (run_h100.sh: batched / eager / unbatched) with tensors in shared memory on b
 # at c = 1 and 64; then in-band tensors on b and on main's server (a) at c = 1 and 64; then
 # shared memory on b at c = 8, 32 and 128.
-# Built here for sm_90 (Release, -Werror) at 7b3c623; main's server from build-gpu at ab401df, in
+# Built here for sm_90 (Release, -Werror) at 7b3c623 (rebuild at main: the parallel copies it
+# has were taken out); main's server from build-gpu at ab401df, in
 # /tmp/base-bin/convserve-server-ab401df:
 #   ninja -C build-gpu gpu_server_test convserve-server convserve-cli convserve-echo-server
 #   ../shared/tools/gpu-bundle .gpu/shm build-gpu/tests/server/gpu_server_test \
