@@ -63,14 +63,9 @@ absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shar
     absl::StatusOr<SharedMemorySlice> slice =
         ResolveRange(shared_memory, input.shared_memory(), "input.shared_memory");
     if (!slice.ok()) return slice.status();
-    if (slice->byte_size > shared_memory->max_input_bytes()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("input.shared_memory.byte_size is ", slice->byte_size,
-                       " bytes, over the server's limit of ", shared_memory->max_input_bytes(),
-                       " bytes per request (--max_input_bytes)"));
-    }
     // Read now, so the request holds its elements as any other does (see shared_memory.h).
-    absl::StatusOr<std::string> bytes = slice->region->Read(slice->offset, slice->byte_size);
+    absl::StatusOr<std::string> bytes =
+        shared_memory->ReadInput(*slice, "input.shared_memory.byte_size");
     if (!bytes.ok()) return bytes.status();
     out.input = TensorBytes(*std::move(bytes));
     out.input_field = "input.shared_memory.byte_size";

@@ -186,6 +186,16 @@ absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status
   return out;
 }
 
+absl::StatusOr<std::string> SharedMemoryRegistry::ReadInput(const SharedMemorySlice& slice,
+                                                            absl::string_view size_field) const {
+  if (slice.byte_size > max_input_bytes_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(size_field, " is ", slice.byte_size, " bytes, over the server's limit of ",
+                     max_input_bytes_, " bytes per request (--max_input_bytes)"));
+  }
+  return slice.region->Read(slice.offset, slice.byte_size);
+}
+
 absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(
     const std::string& region, int64_t offset, int64_t byte_size, absl::string_view region_field,
     absl::string_view range_field) const {

@@ -87,8 +87,6 @@ class SharedMemoryRegistry {
   explicit SharedMemoryRegistry(int64_t max_input_bytes, int max_regions = 1024)
       : max_input_bytes_(max_input_bytes), max_regions_(max_regions) {}
 
-  int64_t max_input_bytes() const { return max_input_bytes_; }
-
   // INVALID_ARGUMENT for a bad name, key or range, ALREADY_EXISTS for a name in use, NOT_FOUND
   // for a missing object, PERMISSION_DENIED when the server may not open it, RESOURCE_EXHAUSTED
   // past max_regions.
@@ -101,6 +99,11 @@ class SharedMemoryRegistry {
   // The range [offset, offset + byte_size) of the region `region`. Messages name the request's
   // fields: `region_field` for an unknown region (NOT_FOUND), `range_field` for a range outside
   // it (INVALID_ARGUMENT), e.g. "input.shared_memory.region" and "input.shared_memory".
+  // A request's input from `slice`: RESOURCE_EXHAUSTED naming `size_field` over
+  // max_input_bytes (checked before reading), else the bytes as SharedMemoryRegion::Read.
+  absl::StatusOr<std::string> ReadInput(const SharedMemorySlice& slice,
+                                        absl::string_view size_field) const;
+
   absl::StatusOr<SharedMemorySlice> Resolve(const std::string& region, int64_t offset,
                                             int64_t byte_size, absl::string_view region_field,
                                             absl::string_view range_field) const;

@@ -276,13 +276,8 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
                      absl::StrCat("expected ", bytes, " bytes for ", input.datatype(), " ",
                                   ShapeString(input.shape()), ", got ", slice.byte_size));
     }
-    if (bytes > shared_memory->max_input_bytes()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("inputs[0].parameters.", kByteSizeParameter, " is ", bytes,
-                       " bytes, over the server's limit of ", shared_memory->max_input_bytes(),
-                       " bytes per request (--max_input_bytes)"));
-    }
-    absl::StatusOr<std::string> read = slice.region->Read(slice.offset, slice.byte_size);
+    absl::StatusOr<std::string> read =
+        shared_memory->ReadInput(slice, absl::StrCat("inputs[0].parameters.", kByteSizeParameter));
     if (!read.ok()) return read.status();
     data = TensorBytes(*std::move(read));
   } else if (!raw_input_contents.empty()) {
