@@ -30,7 +30,8 @@ void AnswerRequest(InferenceRequest& request, absl::StatusOr<InferenceResult> re
 namespace {
 
 // The results of `requests`, whose outputs follow one another from `output`: each copied into
-// its result, or written to the request's sink (only that request fails when the sink refuses).
+// its result, or written to the request's sink (only that request fails when the sink refuses),
+// unless the executor delivered it there already.
 std::vector<absl::StatusOr<InferenceResult>> SplitOutputs(absl::Span<InferenceRequest> requests,
                                                           const char* output, int64_t sample_bytes,
                                                           const InferenceResult& common,
@@ -41,7 +42,7 @@ std::vector<absl::StatusOr<InferenceResult>> SplitOutputs(absl::Span<InferenceRe
     const int64_t bytes = request.shape[0] * sample_bytes;
     const char* mine = output;
     output += bytes;
-    if (request.output_sink != nullptr) {
+    if (request.output_sink != nullptr && !request.output_delivered) {
       // A client that has gone (cancelled, or past its deadline) may already have reused the
       // range for its next call: leave it alone.
       if (request.is_cancelled && request.is_cancelled()) {

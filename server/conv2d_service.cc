@@ -63,11 +63,11 @@ absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shar
     absl::StatusOr<SharedMemorySlice> slice =
         ResolveRange(shared_memory, input.shared_memory(), "input.shared_memory");
     if (!slice.ok()) return slice.status();
-    // Read now, so the request holds its elements as any other does (see shared_memory.h).
-    absl::StatusOr<std::string> bytes =
-        shared_memory->ReadInput(*slice, "input.shared_memory.byte_size");
+    // Read now, or referred to where the GPU copies it from (see shared_memory.h).
+    absl::StatusOr<TensorBytes> bytes =
+        shared_memory->Input(*slice, "input.shared_memory.byte_size");
     if (!bytes.ok()) return bytes.status();
-    out.input = TensorBytes(*std::move(bytes));
+    out.input = *std::move(bytes);
     out.input_field = "input.shared_memory.byte_size";
   } else {
     // Borrowed from gRPC's receive buffers: the executor's staging copy is the first copy.

@@ -111,6 +111,53 @@ class GrowingBuffer {
   size_t capacity_ = 0;
 };
 
+// One host<->device copy of part of a batch: `bytes` at `device_offset` in the lane's device
+// buffer, from or to `host`.
+struct CopySegment {
+  size_t device_offset;
+  char* host;
+  size_t bytes;
+};
+
+// Appends a copy, merged into the last one when it continues that on both sides (consecutive
+// in-band tensors in staging are one copy, as a batch without shared memory always is).
+void AddSegment(std::vector<CopySegment>& segments, size_t device_offset, char* host,
+                size_t bytes) {
+  if (!segments.empty()) {
+    CopySegment& last = segments.back();
+    if (last.device_offset + last.bytes == device_offset && last.host + last.bytes == host) {
+      last.bytes += bytes;
+      return;
+    }
+  }
+  segments.push_back({device_offset, host, bytes});
+}
+
+// Page-locks clients' shared memory for the copy engines of every GPU (portable registration),
+// so that a batch's copies read and write it directly.
+class CudaHostMemoryPinner final : public HostMemoryPinner {
+ public:
+  explicit CudaHostMemoryPinner(int device) : device_(device) {}
+  absl::Status Pin(void* data, size_t bytes, bool read_only) override {
+    cudaSetDevice(device_);
+    const unsigned flags = cudaHostRegisterPortable | (read_only ? cudaHostRegisterReadOnly : 0u);
+    const cudaError_t error = cudaHostRegister(data, bytes, flags);
+    if (error == cudaSuccess) return absl::OkStatus();
+    cudaGetLastError();  // not sticky: clear it for the next call on this thread
+    LogWarning("page-locking a shared-memory region (", bytes, " bytes",
+               read_only ? ", read-only" : "", ") failed: ", cudaGetErrorName(error),
+               "; the server reads and writes its tensors itself");
+    return absl::FailedPreconditionError(cudaGetErrorString(error));
+  }
+  void Unpin(void* data) override {
+    cudaSetDevice(device_);
+    if (cudaHostUnregister(data) != cudaSuccess) cudaGetLastError();
+  }
+
+ private:
+  const int device_;
+};
+
 class PackedDeviceWeights final : public DeviceWeights {
  public:
   explicit PackedDeviceWeights(std::shared_ptr<const PackedWeights> packed)
@@ -303,6 +350,10 @@ std::vector<TuningResult> CudaExecutor::TunedFor(const ConvParams& params) const
   return engine_->TunedFor(params);
 }
 
+std::shared_ptr<HostMemoryPinner> CudaExecutor::MakeHostMemoryPinner() const {
+  return std::make_shared<CudaHostMemoryPinner>(device_);
+}
+
 void CudaExecutor::Shutdown() {
   {
     absl::MutexLock lock(&lanes_mu_);
@@ -362,9 +413,11 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   }
   const size_t input_bytes = static_cast<size_t>(problem.input_bytes());
   const size_t output_bytes = static_cast<size_t>(problem.output_bytes());
-  // Every step checks its CUDA call; the first failure fails this batch only.
+  // Every step checks its CUDA call; the first failure fails this batch only, once the copies
+  // already issued have finished (they may read or write the requests' shared memory).
   auto fail = [&](cudaError_t error, const char* what) {
     NoteError(error);
+    cudaStreamSynchronize(lane.stream);
     FailBatch(batch, CudaStatus(error, device_name_, what), metrics_);
     return false;
   };
@@ -384,20 +437,37 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
           cudaSuccess) {
     return fail(error, "cudaMalloc (workspace)");
   }
-  // Merge along N straight into the pinned staging buffer.
-  char* staged = static_cast<char*>(lane.host_input.data());
+  // Merge along N: in-band inputs into the pinned staging buffer, each at its place in the
+  // batch; inputs already page-locked (a client's shared memory) go to the device from there.
+  std::vector<CopySegment> copies_in;
+  char* staging = static_cast<char*>(lane.host_input.data());
+  size_t offset = 0;
   for (const InferenceRequest& request : batch.requests) {
-    staged = request.input.CopyTo(staged, CopyToStaging);
+    const TensorBytes& input = request.input;
+    if (input.page_locked()) {
+      AddSegment(copies_in, offset, const_cast<char*>(input.page_locked_data()), input.size());
+    } else {
+      input.CopyTo(staging + offset, CopyToStaging);
+      AddSegment(copies_in, offset, staging + offset, input.size());
+    }
+    offset += input.size();
   }
   const absl::Time staged_at = absl::Now();
   run.staging = staged_at - taken_at;
   if ((error = cudaEventRecord(lane.start, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
-  if ((error = cudaMemcpyAsync(lane.device_input.data(), lane.host_input.data(), input_bytes,
-                               cudaMemcpyHostToDevice, lane.stream)) != cudaSuccess) {
-    return fail(error, "cudaMemcpyAsync (input)");
+  for (const CopySegment& copy : copies_in) {
+    if ((error = cudaMemcpyAsync(static_cast<char*>(lane.device_input.data()) + copy.device_offset,
+                                 copy.host, copy.bytes, cudaMemcpyHostToDevice, lane.stream)) !=
+        cudaSuccess) {
+      return fail(error, "cudaMemcpyAsync (input)");
+    }
   }
+  const bool split_copy_out =
+      std::any_of(batch.requests.begin(), batch.requests.end(), [](const InferenceRequest& r) {
+        return r.output_sink != nullptr && r.output_sink->page_locked_destination() != nullptr;
+      });
   // Now and then the occupancy sampler measures this launch (see SampledLaunch). A sampled
   // launch is issued call by call, so that its profiling range holds the kernels alone.
   SampledLaunch sample(sampler_.get(), &launch_mu_, launch->config_name, lane.stream);
@@ -409,9 +479,12 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
       metrics_->SetOccupancy(device_name_, launch->config_name,
                              engine_->Occupancy(problem, *launch).theoretical_occupancy, *achieved);
     }
-    if (issued.ok()) issued = IssueCopyOut(lane, batch);
+    if (issued.ok()) {
+      issued = split_copy_out ? IssueSplitCopyOut(lane, batch) : IssueCopyOut(lane, batch);
+    }
   } else {
-    issued = IssueAsGraph(lane, batch, *launch);
+    issued = IssueAsGraph(lane, batch, *launch, /*copy_out=*/!split_copy_out);
+    if (issued.ok() && split_copy_out) issued = IssueSplitCopyOut(lane, batch);
   }
   if (!issued.ok()) {
     // A launch error may have poisoned the context; the next sync tells.
@@ -456,7 +529,33 @@ absl::Status CudaExecutor::IssueCopyOut(Lane& lane, const Batch& batch) {
                     device_name_, "cudaMemcpyAsync (output)");
 }
 
-absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch) {
+absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
+  const size_t sample_bytes =
+      static_cast<size_t>(batch.problem.output_bytes() / batch.problem.batch);
+  char* staging = static_cast<char*>(lane.host_output.data());
+  std::vector<CopySegment> copies;
+  size_t offset = 0;
+  for (InferenceRequest& request : batch.requests) {
+    const size_t bytes = static_cast<size_t>(request.shape[0]) * sample_bytes;
+    char* destination =
+        request.output_sink == nullptr ? nullptr : request.output_sink->page_locked_destination();
+    AddSegment(copies, offset, destination != nullptr ? destination : staging + offset, bytes);
+    request.output_delivered = destination != nullptr;
+    offset += bytes;
+  }
+  for (const CopySegment& copy : copies) {
+    if (cudaError_t error = cudaMemcpyAsync(
+            copy.host, static_cast<const char*>(lane.device_output.data()) + copy.device_offset,
+            copy.bytes, cudaMemcpyDeviceToHost, lane.stream);
+        error != cudaSuccess) {
+      return CudaStatus(error, device_name_, "cudaMemcpyAsync (output)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch,
+                                        bool copy_out) {
   const std::shared_ptr<const DeviceWeights>& weights = batch.layer->weights[index_];
   // Everything a replay bakes in: the problem, the plan and the lane's buffers (which only grow,
   // so a buffer at the same address is at least as large).
@@ -465,7 +564,7 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
                    "|", reinterpret_cast<uintptr_t>(lane.device_input.data()), "|",
                    reinterpret_cast<uintptr_t>(lane.device_output.data()), "|",
                    reinterpret_cast<uintptr_t>(lane.workspace.data()), "|",
-                   reinterpret_cast<uintptr_t>(lane.host_output.data()));
+                   reinterpret_cast<uintptr_t>(lane.host_output.data()), "|", copy_out);
   auto found = std::find_if(lane.graphs.begin(), lane.graphs.end(), [&](const auto& graph) {
     return graph->key == key && graph->weights.lock() == weights;
   });
@@ -477,7 +576,7 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
     cudaGraph_t graph = nullptr;
     if (error == cudaSuccess) {
       issued = IssueKernels(lane, batch, launch, /*capturing=*/true);
-      if (issued.ok()) issued = IssueCopyOut(lane, batch);
+      if (issued.ok() && copy_out) issued = IssueCopyOut(lane, batch);
       error = cudaStreamEndCapture(lane.stream, &graph);
     }
     cudaGraphExec_t exec = nullptr;
@@ -489,7 +588,7 @@ absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const Co
       // and this configuration is issued call by call from now on.
       cudaGetLastError();
       absl::Status direct = IssueKernels(lane, batch, launch, /*capturing=*/false);
-      if (direct.ok()) direct = IssueCopyOut(lane, batch);
+      if (direct.ok() && copy_out) direct = IssueCopyOut(lane, batch);
       if (direct.ok()) {
         absl::MutexLock lock(&uncapturable_mu_);
         if (uncapturable_.insert(launch.config_name).second) {

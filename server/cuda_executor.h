@@ -51,6 +51,7 @@ class CudaExecutor final : public Executor {
   void Execute(Batch batch) override;
   absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
   std::vector<TuningResult> TunedFor(const ConvParams& params) const override;
+  std::shared_ptr<HostMemoryPinner> MakeHostMemoryPinner() const override;
   void Shutdown() override;
 
   class Lane;  // defined in cuda_executor.cc
@@ -65,14 +66,18 @@ class CudaExecutor final : public Executor {
   bool LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, ConvLaunch& launch,
                     BatchRun& run);
   // Enqueue, on the lane's stream, the batch's kernels between the kernel events (recorded as
-  // graph nodes when `capturing`), and the copy of its output into staging.
+  // graph nodes when `capturing`), and the copy of its merged output into staging.
   absl::Status IssueKernels(Lane& lane, const Batch& batch, const ConvLaunch& launch,
                             bool capturing);
   absl::Status IssueCopyOut(Lane& lane, const Batch& batch);
-  // Both as one graph launch: captured on the lane's first batch of its kind, replayed after.
-  // When capture fails the batch is issued directly, and so is every later batch of that kernel
-  // configuration (logged once).
-  absl::Status IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch);
+  // Instead of IssueCopyOut: each request's output straight into its sink's page-locked
+  // destination (marking it delivered) where it has one, the others into staging.
+  absl::Status IssueSplitCopyOut(Lane& lane, Batch& batch);
+  // The kernels, and with `copy_out` IssueCopyOut, as one graph launch: captured on the lane's
+  // first batch of its kind, replayed after. When capture fails the batch is issued directly,
+  // and so is every later batch of that kernel configuration (logged once).
+  absl::Status IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch,
+                            bool copy_out);
   // On the lane's thread: waits for the launched batch (issued at `issued_at`) and answers its
   // requests.
   void FinishOnLane(Lane& lane, Batch& batch, const ConvLaunch& launch, BatchRun& run,

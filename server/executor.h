@@ -15,6 +15,7 @@
 #include "kernels/conv_problem.h"
 #include "server/batch.h"
 #include "server/loaded_layer.h"
+#include "server/shared_memory.h"
 
 namespace convserve {
 
@@ -87,6 +88,11 @@ class Executor {
   // Blocking auto-tune of one problem; FAILED_PRECONDITION where nothing is tuned (CPU).
   virtual absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) = 0;
   virtual std::vector<TuningResult> TunedFor(const ConvParams& params) const = 0;
+
+  // Page-locks host memory for this device's copies (and every other GPU's), so a batch can
+  // copy a tensor in a client's shared memory straight to the device; null where the device
+  // does not copy (the CPU backend).
+  virtual std::shared_ptr<HostMemoryPinner> MakeHostMemoryPinner() const { return nullptr; }
 
   // Waits for the batches in flight; no Execute() may follow.
   virtual void Shutdown() = 0;

@@ -21,13 +21,17 @@ enum class Api : uint8_t { kNative, kKserve };
 inline const char* ApiName(Api api) { return api == Api::kNative ? "native" : "kserve"; }
 
 // Where a request's output goes instead of InferenceResult::output (a client's shared memory).
-// Written once, by the thread that splits the batch's results.
+// Written once: by the thread that splits the batch's results, or by the device's copy engine
+// into page_locked_destination().
 class OutputSink {
  public:
   virtual ~OutputSink() = default;
   virtual int64_t capacity() const = 0;  // bytes it can take
   virtual absl::Status Write(const char* data, int64_t bytes) = 0;
   virtual std::string Describe() const = 0;  // names it in messages
+  // Page-locked memory a device copy may fill directly (the server must not store to it
+  // itself: see TensorBytes::PageLocked); null when the output must go through Write().
+  virtual char* page_locked_destination() { return nullptr; }
 };
 
 struct InferenceResult {
@@ -63,6 +67,9 @@ struct InferenceRequest {
   const char* input_field = "input.data";
   // Set: the output is written here and InferenceResult::output stays empty.
   std::shared_ptr<OutputSink> output_sink;
+  // Set by an executor that copied the output into output_sink's page-locked destination
+  // itself: the split then has nothing to write.
+  bool output_delivered = false;
   // The earlier of the gRPC deadline and the request's own timeout; InfiniteFuture when none.
   absl::Time deadline = absl::InfiniteFuture();
   // True once the client has gone away; polled before launch. May be empty.

@@ -114,6 +114,10 @@ ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
 ABSL_FLAG(bool, allow_shared_memory, kDefaults.allow_shared_memory,
           "serve RegisterSharedMemory and tensors in POSIX shared memory, for clients on this "
           "host (they may name any shared-memory object this server's user can open)");
+ABSL_FLAG(bool, pin_shared_memory, kDefaults.pin_shared_memory,
+          "with --allow_shared_memory on a GPU: page-lock each registered region so that its "
+          "tensors are copied straight between it and the GPU; off: the server reads and "
+          "writes them itself");
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
           "launch per interval); 0 turns the sampler off");
@@ -153,6 +157,7 @@ int main(int argc, char** argv) {
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.allow_shared_memory = absl::GetFlag(FLAGS_allow_shared_memory);
+  options.pin_shared_memory = absl::GetFlag(FLAGS_pin_shared_memory);
   if (options.allow_shared_memory) {
     // Each registered region holds a descriptor open: allow as many as the system lets us.
     rlimit files{};

@@ -37,7 +37,11 @@ ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
       access_(std::make_unique<AccessControl>(
           AccessTokens{options.security.admin_token, options.security.inference_token}, metrics)),
       shared_memory_(options.allow_shared_memory
-                         ? std::make_unique<SharedMemoryRegistry>(options.max_input_bytes)
+                         ? std::make_unique<SharedMemoryRegistry>(
+                               options.max_input_bytes,
+                               options.pin_shared_memory
+                                   ? core_->executors().front()->MakeHostMemoryPinner()
+                                   : nullptr)
                          : nullptr) {}
 
 ConvServer::~ConvServer() { Shutdown(); }

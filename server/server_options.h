@@ -64,6 +64,9 @@ struct ServerOptions {
   // for clients on this host, who then send no tensor bytes. Off by default: a client can then
   // name any shared-memory object the server's user may open.
   bool allow_shared_memory = false;
+  // On a GPU, page-lock registered regions so that batches copy tensors straight between them
+  // and the device (shared_memory.h); off: the server reads and writes them (pread, pwrite).
+  bool pin_shared_memory = true;
 };
 
 }  // namespace convserve

@@ -28,7 +28,7 @@ int OpenObject(const std::string& key, int flags) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> SharedMemoryRegion::Open(
-    SharedMemoryRegionInfo info) {
+    SharedMemoryRegionInfo info, std::shared_ptr<HostMemoryPinner> pinner) {
   bool writable = true;
   int fd = OpenObject(info.key, O_RDWR);
   if (fd < 0 && (errno == EACCES || errno == EPERM)) {
@@ -55,11 +55,36 @@ absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> SharedMemoryRegion::Op
                                                    st.st_size, " bytes, too small for offset ",
                                                    info.offset, " + byte_size ", info.byte_size));
   }
-  return std::shared_ptr<const SharedMemoryRegion>(
-      new SharedMemoryRegion(std::move(info), fd, writable));
+  std::shared_ptr<SharedMemoryRegion> region(new SharedMemoryRegion(std::move(info), fd, writable));
+  if (pinner != nullptr) region->MapAndPin(std::move(pinner));
+  return region;
 }
 
-SharedMemoryRegion::~SharedMemoryRegion() { close(fd_); }
+void SharedMemoryRegion::MapAndPin(std::shared_ptr<HostMemoryPinner> pinner) {
+  // mmap wants a page-aligned file offset: map from the page holding the range's first byte.
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  const int64_t start = info_.offset / page * page;
+  const size_t bytes = static_cast<size_t>(info_.offset - start + info_.byte_size);
+  void* mapping = mmap(nullptr, bytes, writable_ ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED,
+                       fd_, static_cast<off_t>(start));
+  if (mapping == MAP_FAILED) return;
+  if (!pinner->Pin(mapping, bytes, /*read_only=*/!writable_).ok()) {
+    munmap(mapping, bytes);
+    return;
+  }
+  pinner_ = std::move(pinner);
+  mapping_ = mapping;
+  mapping_bytes_ = bytes;
+  pinned_ = static_cast<char*>(mapping) + (info_.offset - start);
+}
+
+SharedMemoryRegion::~SharedMemoryRegion() {
+  if (mapping_ != nullptr) {
+    pinner_->Unpin(mapping_);
+    munmap(mapping_, mapping_bytes_);
+  }
+  close(fd_);
+}
 
 absl::StatusOr<std::string> SharedMemoryRegion::Read(int64_t offset, int64_t bytes) const {
   std::string out(static_cast<size_t>(bytes), '\0');
@@ -149,7 +174,8 @@ absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
     }
   }
   // Opened outside the lock: a slow open must not stall the requests resolving ranges.
-  absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region = SharedMemoryRegion::Open(info);
+  absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
+      SharedMemoryRegion::Open(info, pinner_);
   if (!region.ok()) return region.status();
   absl::MutexLock lock(&mu_);
   if (!regions_.emplace(info.name, *std::move(region)).second) {
@@ -186,14 +212,19 @@ absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status
   return out;
 }
 
-absl::StatusOr<std::string> SharedMemoryRegistry::ReadInput(const SharedMemorySlice& slice,
-                                                            absl::string_view size_field) const {
+absl::StatusOr<TensorBytes> SharedMemoryRegistry::Input(const SharedMemorySlice& slice,
+                                                        absl::string_view size_field) const {
   if (slice.byte_size > max_input_bytes_) {
     return absl::ResourceExhaustedError(
         absl::StrCat(size_field, " is ", slice.byte_size, " bytes, over the server's limit of ",
                      max_input_bytes_, " bytes per request (--max_input_bytes)"));
   }
-  return slice.region->Read(slice.offset, slice.byte_size);
+  if (const char* pinned = slice.region->pinned_at(slice.offset); pinned != nullptr) {
+    return TensorBytes::PageLocked(pinned, static_cast<size_t>(slice.byte_size), slice.region);
+  }
+  absl::StatusOr<std::string> bytes = slice.region->Read(slice.offset, slice.byte_size);
+  if (!bytes.ok()) return bytes.status();
+  return TensorBytes(*std::move(bytes));
 }
 
 absl::StatusOr<SharedMemorySlice> SharedMemoryRegistry::Resolve(

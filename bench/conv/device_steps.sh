@@ -53,7 +53,7 @@ memcheck_rows() {
 }
 
 server_test() {
-  timeout 60 gpu_server_test --gtest_color=no >"$O/gpu_server_test.log" 2>&1
+  timeout 150 gpu_server_test --gtest_color=no >"$O/gpu_server_test.log" 2>&1
   echo "gpu_server_test rc=$? $((SECONDS - T0))s"
   grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/gpu_server_test.log" | head -4
 }

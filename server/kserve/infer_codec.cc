@@ -276,10 +276,10 @@ absl::Status DecodeInferRequest(const inference::ModelInferRequest& request,
                      absl::StrCat("expected ", bytes, " bytes for ", input.datatype(), " ",
                                   ShapeString(input.shape()), ", got ", slice.byte_size));
     }
-    absl::StatusOr<std::string> read =
-        shared_memory->ReadInput(slice, absl::StrCat("inputs[0].parameters.", kByteSizeParameter));
+    absl::StatusOr<TensorBytes> read =
+        shared_memory->Input(slice, absl::StrCat("inputs[0].parameters.", kByteSizeParameter));
     if (!read.ok()) return read.status();
-    data = TensorBytes(*std::move(read));
+    data = *std::move(read);
   } else if (!raw_input_contents.empty()) {
     if (raw_input_contents.size() != 1) {
       return Invalid("raw_input_contents", absl::StrCat("expected 1 entry (one per input), got ",

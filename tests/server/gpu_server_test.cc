@@ -1,26 +1,41 @@
 // The real server on the GPU executor (skipped without a GPU): every dtype and layout against
-// the fp64 reference by relative L2 error, concurrent requests merged into launches, and the
-// reply naming the CUDA device and the kernel configuration that ran.
+// the fp64 reference by relative L2 error, concurrent requests merged into launches, the reply
+// naming the CUDA device and the kernel configuration that ran, and tensors in shared memory
+// copied straight between the client's pages and the device.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <future>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
 #include "server/layer_spec.h"
+#include "tests/server/shared_memory_test_util.h"
 #include "tests/server/test_util.h"
 
 namespace convserve {
 namespace {
 
+using ::convserve::testing::Forward;
+using ::convserve::testing::ForwardAll;
 using ::convserve::testing::ForwardFor;
+using ::convserve::testing::Load;
 using ::convserve::testing::LoadRequestFor;
+using ::convserve::testing::NewShmBuffer;
+using ::convserve::testing::RegisterRequestFor;
 using ::convserve::testing::RunningServer;
+using ::convserve::testing::SharedMemoryServerOptions;
 using ::convserve::testing::SmallSpec;
 using ::convserve::testing::StartServer;
 using ::convserve::testing::TestServerOptions;
@@ -165,6 +180,128 @@ TEST_P(GpuGraphTest, RepeatedShapesAndAReplacedLayerStayCorrect) {
 INSTANTIATE_TEST_SUITE_P(IssuePaths, GpuGraphTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Graphs" : "CallByCall";
+                         });
+
+// Eight requests in one batch, each with its input and/or output in one registered region (at
+// an offset that is not page-aligned) or in band, so a launch mixes copies straight from and to
+// the client's pages with staged ones; a round in each layout. Page-locked (the GPU default) and
+// read and written by the server (--nopin_shared_memory).
+class GpuSharedMemoryTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
+  ServerOptions options = SharedMemoryServerOptions();
+  options.device = "cuda:0";
+  options.pin_shared_memory = GetParam();
+  absl::StatusOr<std::unique_ptr<ConvServer>> probe = ConvServer::Create(options, nullptr);
+  if (!probe.ok()) GTEST_SKIP() << "no usable GPU: " << probe.status();
+  probe->reset();
+  RunningServer s = StartServer(options);
+
+  v1::LayerSpec spec = SmallSpec("shm", 64, v1::DATA_TYPE_FP16);
+  spec.mutable_batching()->set_max_batch_size(8);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  const v1::LoadLayerRequest load = LoadRequestFor(spec, 23);
+  ASSERT_TRUE(Load(s, load).ok());
+
+  constexpr int kRequests = 8;
+  constexpr int64_t kBase = 1000;  // the registered range's offset in the object
+  constexpr int64_t kSlot = 1 << 20;
+  constexpr char kPoison = '\xCD';
+  std::unique_ptr<SharedMemoryBuffer> buffer =
+      NewShmBuffer("convserve-gpu", kBase + 2 * kRequests * kSlot);
+  ASSERT_NE(buffer, nullptr);
+  {
+    grpc::ClientContext context;
+    v1::RegisterSharedMemoryResponse response;
+    grpc::Status status = s.stub->RegisterSharedMemory(
+        &context, RegisterRequestFor("r", buffer->key(), kBase, 2 * kRequests * kSlot), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  char* const range = buffer->data() + kBase;
+  for (int round = 0; round < 3; ++round) {
+    std::vector<v1::ForwardRequest> in_band;  // the elements, for the reference
+    std::vector<v1::ForwardRequest> requests;
+    for (int i = 0; i < kRequests; ++i) {
+      const v1::Layout layout = round == 1 ? v1::LAYOUT_NCHW : v1::LAYOUT_NHWC;
+      in_band.push_back(ForwardFor("shm", spec, 1, 28, 28, 500 + 10 * round + i, layout));
+      v1::ForwardRequest request = in_band.back();
+      // Inputs in shared memory but for 4 and 5; outputs but for 6 and 7 (and 2 in round 1).
+      const int64_t input_at = 2 * i * kSlot + 7 * i;
+      const int64_t output_at = (2 * i + 1) * kSlot + 3 * i;
+      std::memset(range + output_at, kPoison, kSlot / 2);
+      if (i != 4 && i != 5) {
+        const std::string& data = request.input().data();
+        std::memcpy(range + input_at, data.data(), data.size());
+        v1::SharedMemoryRange* in = request.mutable_input()->mutable_shared_memory();
+        in->set_region("r");
+        in->set_offset(input_at);
+        in->set_byte_size(static_cast<int64_t>(data.size()));
+        request.mutable_input()->clear_data();
+      }
+      if (i < 6 && !(round == 1 && i == 2)) {
+        v1::SharedMemoryRange* out = request.mutable_output_shared_memory();
+        out->set_region("r");
+        out->set_offset(output_at);
+        out->set_byte_size(kSlot / 2);
+      }
+      requests.push_back(std::move(request));
+    }
+    std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
+    for (int i = 0; i < kRequests; ++i) {
+      SCOPED_TRACE(absl::StrCat("round ", round, ", request ", i));
+      calls[i]->done.get_future().wait();
+      ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
+      const v1::ForwardResponse& response = calls[i]->response;
+      EXPECT_EQ(response.batch_size(), kRequests);
+      std::string output = response.output().data();
+      const int64_t output_at = (2 * i + 1) * kSlot + 3 * i;
+      if (requests[i].has_output_shared_memory()) {
+        EXPECT_TRUE(output.empty());
+        const size_t bytes = 64 * 28 * 28 * 2;
+        output.assign(range + output_at, bytes);
+        EXPECT_EQ(range[output_at + static_cast<int64_t>(bytes)], kPoison) << "written past";
+      } else {
+        EXPECT_EQ(range[output_at], kPoison) << "wrote the unused output slot";
+      }
+      EXPECT_LT(RelativeError(load, in_band[i], output), 2e-3);
+    }
+  }
+
+  // A client that shrinks its object under a registered region must not take the server down:
+  // pinned pages stay valid for the copy engines (the request succeeds on what they held), and
+  // the descriptor path fails the request.
+  {
+    const int fd = shm_open(buffer->key().c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(ftruncate(fd, 0), 0) << std::strerror(errno);
+    close(fd);
+  }
+  v1::ForwardRequest after = ForwardFor("shm", spec, 1, 28, 28, 600, v1::LAYOUT_NHWC);
+  const int64_t bytes = static_cast<int64_t>(after.input().data().size());
+  v1::SharedMemoryRange* in = after.mutable_input()->mutable_shared_memory();
+  in->set_region("r");
+  in->set_byte_size(bytes);
+  after.mutable_input()->clear_data();
+  v1::SharedMemoryRange* out = after.mutable_output_shared_memory();
+  out->set_region("r");
+  out->set_offset(kSlot);
+  out->set_byte_size(kSlot / 2);
+  v1::ForwardResponse response;
+  grpc::Status status = Forward(s, after, &response);
+  if (GetParam()) {
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  } else {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  }
+  const v1::ForwardRequest in_band_after = ForwardFor("shm", spec, 1, 28, 28, 601);
+  status = Forward(s, in_band_after, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_LT(RelativeError(load, in_band_after, response.output().data()), 2e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Copies, GpuSharedMemoryTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "PageLocked" : "ThroughTheServer";
                          });
 
 }  // namespace

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One device call (about 7 minutes) for PREDICTION.md: the GPU server test (with the shared-
+# memory cases), then issue 5's check (run_h100.sh: batched / eager / unbatched) with tensors in
+# shared memory page-locked (pin) and through the server (nopin) at c = 1 and 64, in band at
+# c = 1 and 64, and page-locked at c = 8, 32 and 128.
+# Built here for sm_90 (Release, -Werror):
+#   ninja -C build-gpu gpu_server_test convserve-server convserve-cli convserve-echo-server
+#   ../shared/tools/gpu-bundle .gpu/dma build-gpu/tests/server/gpu_server_test \
+#     build-gpu/server/convserve-server build-gpu/client/convserve-cli \
+#     build-gpu/bench/echo/convserve-echo-server -- tests/data
+#   strip --strip-debug .gpu/dma/bin/*; (cd .gpu && tar -cf - dma | xz -T2 -6 > dma.tar.xz)
+# device: carry [".gpu/dma.tar.xz"]: bash bench/results/2026-12-06_shm_dma/device_run.sh
+set -uo pipefail
+. bench/conv/device_steps.sh
+device_begin "${BUNDLE:-dma}" dma
+check() {  # check NAME LEVELS [pin|nopin]
+  (
+    case "${3:-}" in
+      pin) export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory ;;
+      nopin)
+        export SERVER_FLAGS="--allow_shared_memory --nopin_shared_memory"
+        export SERVER_PERF_FLAGS=--shared_memory
+        ;;
+    esac
+    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-dma} \
+      timeout 200 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
+  )
+  echo "== $1 ($((SECONDS - T0))s)"
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -24
+  mkdir -p "$O/$1"
+  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
+    2>/dev/null
+}
+# Most needed first, saved after each step: device time is short.
+server_test
+device_save
+check pin 1,64 pin
+device_save
+check nopin 1,64 nopin
+device_save
+check inband 1,64
+device_save
+check pin_sweep 8,32,128 pin
+device_end
