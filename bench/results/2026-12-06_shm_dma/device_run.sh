@@ -38,7 +38,7 @@ check pin 1,64 pin
 device_save
 check nopin 1,64 nopin
 device_save
-check inband 1,64
-device_save
 check pin_sweep 8,32,128 pin
+device_save
+check inband 1,64
 device_end
