@@ -198,7 +198,9 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
   RunningServer s = StartServer(options);
 
   v1::LayerSpec spec = SmallSpec("shm", 64, v1::DATA_TYPE_FP16);
+  // Launched full, however the requests trickle in: no smaller preferred size.
   spec.mutable_batching()->set_max_batch_size(8);
+  spec.mutable_batching()->add_preferred_batch_sizes(8);
   spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
   const v1::LoadLayerRequest load = LoadRequestFor(spec, 23);
   ASSERT_TRUE(Load(s, load).ok());
@@ -249,7 +251,6 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
     std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
     for (int i = 0; i < kRequests; ++i) {
       SCOPED_TRACE(absl::StrCat("round ", round, ", request ", i));
-      calls[i]->done.get_future().wait();
       ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
       const v1::ForwardResponse& response = calls[i]->response;
       EXPECT_EQ(response.batch_size(), kRequests);
