@@ -31,6 +31,17 @@ check() {  # check NAME LEVELS [pin|nopin]
   cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
     2>/dev/null
 }
+# PART=repeat (the second call): the fixed server test, then page-locked and through the
+# server again at c = 64.
+if [ "${PART:-}" = repeat ]; then
+  server_test
+  device_save
+  check pin_repeat 64 pin
+  device_save
+  check nopin_repeat 64 nopin
+  device_end
+  exit 0
+fi
 # Most needed first, saved after each step: device time is short.
 server_test
 device_save
