@@ -108,7 +108,9 @@ absl::Status Batcher::EnqueueLocked(InferenceRequest& request, int64_t bytes,
   }
   const ShapeKey key{request.shape[2], request.shape[3], request.input_layout,
                      request.output_layout};
-  queues_[key].requests.push_back(std::move(request));
+  Queue& queue = queues_[key];
+  queue.requests.push_back(std::move(request));
+  if (!queue.due) queue.due = DecideLocked(queue, absl::Now()).launch;
   ++queued_requests_;
   queued_bytes_ += bytes;
   PublishDepthLocked();
@@ -185,22 +187,28 @@ void Batcher::SweepLocked(absl::Time now,
   }
 }
 
+BatchDecision Batcher::DecideLocked(const Queue& queue, absl::Time now) {
+  // Each request has N >= 1, so the first max_batch_size + 1 requests decide everything.
+  const size_t window =
+      std::min(queue.requests.size(), static_cast<size_t>(layer_->batching.max_batch_size) + 1);
+  samples_.clear();
+  for (size_t i = 0; i < window; ++i) samples_.push_back(queue.requests[i].shape[0]);
+  return DecideBatch(samples_, queue.requests.front().accepted_at, now, layer_->batching,
+                     draining_);
+}
+
 std::map<Batcher::ShapeKey, Batcher::Queue>::iterator Batcher::ChooseLocked(absl::Time now,
                                                                             absl::Time& wake_at) {
   wake_at = absl::InfiniteFuture();
   auto chosen = queues_.end();
   absl::Time chosen_oldest = absl::InfiniteFuture();
-  std::vector<int64_t> samples;
   for (auto it = queues_.begin(); it != queues_.end(); ++it) {
-    const std::deque<InferenceRequest>& requests = it->second.requests;
-    // Each request has N >= 1, so the first max_batch_size + 1 requests decide everything.
-    samples.clear();
-    const size_t window =
-        std::min(requests.size(), static_cast<size_t>(layer_->batching.max_batch_size) + 1);
-    for (size_t i = 0; i < window; ++i) samples.push_back(requests[i].shape[0]);
+    Queue& queue = it->second;
+    const std::deque<InferenceRequest>& requests = queue.requests;
     const absl::Time oldest = requests.front().accepted_at;
-    const BatchDecision decision = DecideBatch(samples, oldest, now, layer_->batching, draining_);
-    if (decision.launch) {
+    const BatchDecision decision = DecideLocked(queue, now);
+    if (decision.launch) queue.due = true;
+    if (queue.due) {
       if (oldest < chosen_oldest) {
         chosen = it;
         chosen_oldest = oldest;
@@ -268,7 +276,11 @@ Batch Batcher::TakeBatchLocked(std::map<ShapeKey, Queue>::iterator queue, absl::
     requests.pop_front();
   }
   batch.problem = BatchProblem(*layer_, batch.requests.front(), samples);
-  if (requests.empty()) queues_.erase(queue);
+  if (requests.empty()) {
+    queues_.erase(queue);
+  } else {
+    queue->second.due = false;  // what is left decides afresh
+  }
   return batch;
 }
 

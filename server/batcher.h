@@ -83,6 +83,10 @@ class Batcher {
   using ShapeKey = std::tuple<int64_t, int64_t, Layout, Layout>;
   struct Queue {
     std::deque<InferenceRequest> requests;
+    // Its launch came due (DecideBatch): it stays due until a batch is taken from it, so the
+    // requests that join while it waits for a launch slot ride along. Deciding afresh would
+    // send a queue that had reached a preferred size back to wait out its delay.
+    bool due = false;
   };
 
   void SchedulerLoop();
@@ -94,6 +98,8 @@ class Batcher {
   // Removes expired and cancelled requests into `ended` with the status that ends them.
   void SweepLocked(absl::Time now, std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DecideBatch for `queue` now.
+  BatchDecision DecideLocked(const Queue& queue, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The queue that should launch now (oldest head first), or end(); `wake_at` gets the next
   // time a decision may change.
   std::map<ShapeKey, Queue>::iterator ChooseLocked(absl::Time now, absl::Time& wake_at)
@@ -129,7 +135,8 @@ class Batcher {
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t published_depth_ ABSL_GUARDED_BY(mu_) = 0;  // queued_requests_ the gauge has seen
+  int64_t published_depth_ ABSL_GUARDED_BY(mu_) = 0;   // queued_requests_ the gauge has seen
+  std::vector<int64_t> samples_ ABSL_GUARDED_BY(mu_);  // DecideLocked's, reused
   // Lone-request batches taken under mu_ but not yet passed to Execute(); draining waits for
   // them, so drained() still means every accepted request reached an executor.
   int handing_over_ ABSL_GUARDED_BY(mu_) = 0;

@@ -410,6 +410,57 @@ TEST(Conv2dServiceTest, PreferredBatchSizeLaunchesWithoutWaiting) {
   }
 }
 
+// A queue that came due at a preferred size while the executor was busy stays due as requests
+// join it: when the slot frees, they launch together at once, not after the queue delay.
+TEST(Conv2dServiceTest, RequestsJoiningADueQueueLaunchWithItWhenASlotFrees) {
+  RunningServer s = StartServer(TestServerOptions());
+  // The CPU executor has one launch slot; a large batch on another layer holds it a while.
+  const v1::LayerSpec heavy_spec = SmallSpec("heavy", 32);
+  ASSERT_TRUE(Load(s, LoadRequestFor(heavy_spec, 3)).ok());
+  v1::LayerSpec spec = SmallSpec("eager", 8);
+  spec.mutable_batching()->set_max_batch_size(8);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  spec.mutable_batching()->add_preferred_batch_sizes(1);
+  ASSERT_TRUE(Load(s, LoadRequestFor(spec, 5)).ok());
+  Executor& executor = *s.server->core().executors().front();
+
+  const v1::ForwardRequest heavy_request = ForwardFor("heavy", heavy_spec, 32, 64, 64, 1);
+  AsyncCall heavy;
+  s.stub->async()->Forward(&heavy.context, &heavy_request, &heavy.response,
+                           [&heavy](grpc::Status status) {
+                             heavy.status = std::move(status);
+                             heavy.done.set_value();
+                           });
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (executor.free_slots() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(executor.free_slots(), 0) << "the heavy batch never took the slot";
+
+  // The first request alone is a preferred size (due); three more join while the slot is held.
+  std::vector<v1::ForwardRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(ForwardFor("eager", spec, 1, 8, 8, 10 + i));
+  const absl::Time start = absl::Now();
+  std::vector<std::unique_ptr<AsyncCall>> calls;
+  for (const v1::ForwardRequest& request : requests) {
+    auto call = std::make_unique<AsyncCall>();
+    AsyncCall* raw = call.get();
+    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
+      raw->status = std::move(status);
+      raw->done.set_value();
+    });
+    calls.push_back(std::move(call));
+    WaitQueued(s, "eager", static_cast<int64_t>(calls.size()));
+  }
+  ASSERT_EQ(executor.free_slots(), 0) << "the heavy batch ended too soon for this test";
+  heavy.done.get_future().wait();
+  ASSERT_TRUE(heavy.status.ok()) << heavy.status.error_message();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    calls[i]->done.get_future().wait();
+    ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
+    EXPECT_EQ(calls[i]->response.batch_size(), 4) << "request " << i;
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(9)) << "the due queue waited out its delay";
+}
+
 TEST(Conv2dServiceTest, FullQueueRejectsAtOnceAndExpiredRequestsAreAnswered) {
   ServerOptions options = TestServerOptions();
   options.batching.max_queue_requests = 2;

@@ -42,6 +42,15 @@ if [ "${PART:-}" = repeat ]; then
   device_end
   exit 0
 fi
+# PART=due (the third call, PREDICTION.md's second part): page-locked and in band at c = 8
+# and 64 with the batcher's due-queue change.
+if [ "${PART:-}" = due ]; then
+  check pin_due 8,64 pin
+  device_save
+  check inband_due 8,64
+  device_end
+  exit 0
+fi
 # Most needed first, saved after each step: device time is short.
 server_test
 device_save
