@@ -36,7 +36,8 @@ struct BatchDecision {
 //   - the candidate is all that is queued and its size is a preferred batch size;
 //   - `draining` (shutdown: no new company will come);
 //   - the oldest request has waited max_queue_delay.
-// Otherwise wait until the oldest request's delay runs out.
+// Otherwise wait until the oldest request's delay runs out. Once this says launch, the batcher
+// keeps that queue due while it waits for a launch slot (Batcher::Queue::due).
 BatchDecision DecideBatch(absl::Span<const int64_t> queued_samples, absl::Time oldest_accepted,
                           absl::Time now, const BatchingConfig& config, bool draining = false);
 
