@@ -42,7 +42,13 @@ ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
                                options.pin_shared_memory
                                    ? core_->executors().front()->MakeHostMemoryPinner()
                                    : nullptr)
-                         : nullptr) {}
+                         : nullptr) {
+  if (shared_memory_ != nullptr && metrics_ != nullptr) {
+    shared_memory_->set_observer([metrics = metrics_](const SharedMemoryTotals& totals) {
+      metrics->SetSharedMemory(totals.regions, totals.registered_bytes, totals.page_locked_bytes);
+    });
+  }
+}
 
 ConvServer::~ConvServer() { Shutdown(); }
 

@@ -182,19 +182,36 @@ absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
     return absl::AlreadyExistsError(absl::StrCat("a shared-memory region named '", info.name,
                                                  "' is registered; unregister it first"));
   }
+  ObserveLocked();
   return absl::OkStatus();
+}
+
+void SharedMemoryRegistry::set_observer(std::function<void(const SharedMemoryTotals&)> observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
+  ObserveLocked();
+}
+
+void SharedMemoryRegistry::ObserveLocked() {
+  if (!observer_) return;
+  SharedMemoryTotals totals;
+  for (const auto& [name, region] : regions_) {
+    ++totals.regions;
+    totals.registered_bytes += region->info().byte_size;
+    if (region->pinned()) totals.page_locked_bytes += region->info().byte_size;
+  }
+  observer_(totals);
 }
 
 absl::Status SharedMemoryRegistry::Unregister(const std::string& name) {
   absl::MutexLock lock(&mu_);
   if (name.empty()) {
     regions_.clear();
-    return absl::OkStatus();
-  }
-  if (regions_.erase(name) == 0) {
+  } else if (regions_.erase(name) == 0) {
     return absl::NotFoundError(
         absl::StrCat("no shared-memory region named '", name, "' is registered"));
   }
+  ObserveLocked();
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -114,6 +115,13 @@ class SharedMemoryOutput final : public OutputSink {
   std::string field_;
 };
 
+// What is registered, for the metrics.
+struct SharedMemoryTotals {
+  int64_t regions = 0;
+  int64_t registered_bytes = 0;
+  int64_t page_locked_bytes = 0;
+};
+
 class SharedMemoryRegistry {
  public:
   // `max_input_bytes`: the most one request may read (the server's --max_input_bytes, checked
@@ -123,6 +131,10 @@ class SharedMemoryRegistry {
                                 std::shared_ptr<HostMemoryPinner> pinner = nullptr,
                                 int max_regions = 1024)
       : max_input_bytes_(max_input_bytes), pinner_(std::move(pinner)), max_regions_(max_regions) {}
+
+  // Called with the new totals after every change that registration makes, under the
+  // registry's lock (so calls come in order): keep it cheap. Set before the first Register.
+  void set_observer(std::function<void(const SharedMemoryTotals&)> observer);
 
   // INVALID_ARGUMENT for a bad name, key or range, ALREADY_EXISTS for a name in use, NOT_FOUND
   // for a missing object, PERMISSION_DENIED when the server may not open it, RESOURCE_EXHAUSTED
@@ -152,6 +164,9 @@ class SharedMemoryRegistry {
   const int max_regions_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<const SharedMemoryRegion>> regions_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const SharedMemoryTotals&)> observer_ ABSL_GUARDED_BY(mu_);
+  // Reports the totals to the observer, if any.
+  void ObserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 // What both front-ends answer on a registry that may be null (shared memory off: then

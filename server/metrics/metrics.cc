@@ -347,7 +347,17 @@ class PrometheusMetrics final : public Metrics {
                             .Name("convserve_device_healthy")
                             .Help("1 while the device's executor is healthy, 0 once it broke "
                                   "and gets no more batches (see the server log for why).")
-                            .Register(*registry_)) {
+                            .Register(*registry_)),
+        shared_memory_regions_(prometheus::BuildGauge()
+                                   .Name("convserve_shared_memory_regions")
+                                   .Help("Shared-memory regions clients have registered.")
+                                   .Register(*registry_)),
+        shared_memory_bytes_(prometheus::BuildGauge()
+                                 .Name("convserve_shared_memory_bytes")
+                                 .Help("Bytes of the registered shared-memory regions: all of "
+                                       "them (registered), and those page-locked for the GPU's "
+                                       "copies (page_locked; locked host memory, never swapped).")
+                                 .Register(*registry_)) {
     build_info_.Add({{"version", CONVSERVE_VERSION}}).Set(1);
   }
 
@@ -458,6 +468,14 @@ class PrometheusMetrics final : public Metrics {
     device_healthy_.Add({{"device", std::string(device)}}).Set(healthy ? 1 : 0);
   }
 
+  void SetSharedMemory(int64_t regions, int64_t registered_bytes,
+                       int64_t page_locked_bytes) override {
+    shared_memory_regions_.Add({}).Set(static_cast<double>(regions));
+    shared_memory_bytes_.Add({{"state", "registered"}}).Set(static_cast<double>(registered_bytes));
+    shared_memory_bytes_.Add({{"state", "page_locked"}})
+        .Set(static_cast<double>(page_locked_bytes));
+  }
+
   std::string Scrape() const override {
     std::vector<MetricFamily> families = registry_->Collect();
     std::vector<MetricFamily> hot = hot_->Collect();
@@ -488,6 +506,8 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& achieved_;
   prometheus::Family<prometheus::Gauge>& sampler_enabled_;
   prometheus::Family<prometheus::Gauge>& device_healthy_;
+  prometheus::Family<prometheus::Gauge>& shared_memory_regions_;
+  prometheus::Family<prometheus::Gauge>& shared_memory_bytes_;
   std::mutex cold_mutex_;  // read-modify-write updates of the registry's series
   // Last, so it stops serving before the collectables it reads go away.
   std::unique_ptr<prometheus::Exposer> exposer_;

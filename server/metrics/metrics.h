@@ -77,6 +77,10 @@ class Metrics {
   // another device is healthy). Set for every executor when the server starts, and again by the
   // server whenever one changes. Not pure, so implementations written before it still compile.
   virtual void SetDeviceHealthy(std::string_view /*device*/, bool /*healthy*/) {}
+  // The registered shared-memory regions (with --allow_shared_memory): how many, their bytes,
+  // and how many of those bytes are page-locked for the GPU.
+  virtual void SetSharedMemory(int64_t /*regions*/, int64_t /*registered_bytes*/,
+                               int64_t /*page_locked_bytes*/) {}
 
   // The text exposition of everything registered (what /metrics serves).
   virtual std::string Scrape() const = 0;

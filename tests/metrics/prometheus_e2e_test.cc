@@ -134,7 +134,9 @@ TEST(PrometheusE2eTest, EveryDashboardPanelHasData) {
   ServerProcessOptions server_options;
   server_options.binary = CONVSERVE_SERVER;
   server_options.device = gpu ? "cuda:0" : "cpu";
-  server_options.args = {"--model_repository=" + repo, "--max_queue_delay_us=2000"};
+  // Shared memory on, so its panel has data (its gauges exist from start-up).
+  server_options.args = {"--model_repository=" + repo, "--max_queue_delay_us=2000",
+                         "--allow_shared_memory"};
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(server_options);
   ASSERT_TRUE(server.ok()) << server.status();
 
