@@ -33,6 +33,7 @@ using ::convserve::testing::LoadRequestFor;
 using ::convserve::testing::ReferenceOutput;
 using ::convserve::testing::RunningServer;
 using ::convserve::testing::SmallSpec;
+using ::convserve::testing::StartForward;
 using ::convserve::testing::StartServer;
 using ::convserve::testing::TestServerOptions;
 using ::convserve::testing::WaitQueued;
@@ -425,12 +426,7 @@ TEST(Conv2dServiceTest, RequestsJoiningADueQueueLaunchWithItWhenASlotFrees) {
   Executor& executor = *s.server->core().executors().front();
 
   const v1::ForwardRequest heavy_request = ForwardFor("heavy", heavy_spec, 32, 64, 64, 1);
-  AsyncCall heavy;
-  s.stub->async()->Forward(&heavy.context, &heavy_request, &heavy.response,
-                           [&heavy](grpc::Status status) {
-                             heavy.status = std::move(status);
-                             heavy.done.set_value();
-                           });
+  std::unique_ptr<AsyncCall> heavy = StartForward(s, heavy_request);
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (executor.free_slots() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
   ASSERT_EQ(executor.free_slots(), 0) << "the heavy batch never took the slot";
@@ -441,18 +437,12 @@ TEST(Conv2dServiceTest, RequestsJoiningADueQueueLaunchWithItWhenASlotFrees) {
   const absl::Time start = absl::Now();
   std::vector<std::unique_ptr<AsyncCall>> calls;
   for (const v1::ForwardRequest& request : requests) {
-    auto call = std::make_unique<AsyncCall>();
-    AsyncCall* raw = call.get();
-    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
-      raw->status = std::move(status);
-      raw->done.set_value();
-    });
-    calls.push_back(std::move(call));
+    calls.push_back(StartForward(s, request));
     WaitQueued(s, "eager", static_cast<int64_t>(calls.size()));
   }
   ASSERT_EQ(executor.free_slots(), 0) << "the heavy batch ended too soon for this test";
-  heavy.done.get_future().wait();
-  ASSERT_TRUE(heavy.status.ok()) << heavy.status.error_message();
+  heavy->done.get_future().wait();
+  ASSERT_TRUE(heavy->status.ok()) << heavy->status.error_message();
   for (size_t i = 0; i < calls.size(); ++i) {
     calls[i]->done.get_future().wait();
     ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();

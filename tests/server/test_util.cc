@@ -138,18 +138,20 @@ grpc::Status Forward(RunningServer& s, const v1::ForwardRequest& request,
   return s.stub->Forward(&context, request, response);
 }
 
+std::unique_ptr<AsyncCall> StartForward(RunningServer& s, const v1::ForwardRequest& request) {
+  auto call = std::make_unique<AsyncCall>();
+  AsyncCall* raw = call.get();
+  s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
+    raw->status = std::move(status);
+    raw->done.set_value();
+  });
+  return call;
+}
+
 std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
     RunningServer& s, const std::vector<v1::ForwardRequest>& requests) {
   std::vector<std::unique_ptr<AsyncCall>> calls;
-  for (const v1::ForwardRequest& request : requests) {
-    auto call = std::make_unique<AsyncCall>();
-    AsyncCall* raw = call.get();
-    s.stub->async()->Forward(&raw->context, &request, &raw->response, [raw](grpc::Status status) {
-      raw->status = std::move(status);
-      raw->done.set_value();
-    });
-    calls.push_back(std::move(call));
-  }
+  for (const v1::ForwardRequest& request : requests) calls.push_back(StartForward(s, request));
   for (auto& call : calls) call->done.get_future().wait();
   return calls;
 }

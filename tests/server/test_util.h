@@ -73,6 +73,10 @@ struct AsyncCall {
   std::promise<void> done;
 };
 
+// Starts `request` (which must outlive the call) on `s`'s async stub; wait on `done`.
+std::unique_ptr<AsyncCall> StartForward(RunningServer& s,
+                                        const convserve::v1::ForwardRequest& request);
+
 // Runs the `requests` at once on `s`'s async stub and waits for all.
 std::vector<std::unique_ptr<AsyncCall>> ForwardAll(
     RunningServer& s, const std::vector<convserve::v1::ForwardRequest>& requests);
