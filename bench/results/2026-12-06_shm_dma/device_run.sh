@@ -42,12 +42,17 @@ if [ "${PART:-}" = repeat ]; then
   device_end
   exit 0
 fi
-# PART=due (the third call, PREDICTION.md's second part): page-locked and in band at c = 8
-# and 64 with the batcher's due-queue change.
+# PART=due (the third call, PREDICTION.md's second and third parts): page-locked and in band
+# at c = 8 and 64 with the batcher's due-queue change, then page-locked at c = 64 over 16 and
+# 32 client connections instead of 8.
 if [ "${PART:-}" = due ]; then
   check pin_due 8,64 pin
   device_save
   check inband_due 8,64
+  device_save
+  CONNECTIONS=16 check pin_conn16 64 pin
+  device_save
+  CONNECTIONS=32 check pin_conn32 64 pin
   device_end
   exit 0
 fi
