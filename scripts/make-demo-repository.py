@@ -51,6 +51,12 @@ BENCH_LAYERS = {
                                   padding=(1, 1), dtype="FP32", precision="EXACT_FP32",
                                   has_bias=False, activation="NONE", input_size=(7, 7),
                                   warmup_batch_sizes=[1, 8, 32]),
+    # The front-end benchmark's layer: a 1x1 conv on 8x4x4 fp16 (256-byte tensors), so that
+    # the reference's compute is negligible and req/s measures the server's per-call cost
+    # (gRPC, validation, batcher, executor hand-over) on any backend.
+    "bench_tiny_1x1": dict(in_channels=8, out_channels=8, kernel=(1, 1), dtype="FP16",
+                           has_bias=False, activation="NONE", input_size=(4, 4),
+                           warmup_batch_sizes=[1, 8, 32]),
 }
 
 

@@ -42,10 +42,11 @@ if [ "${PART:-}" = repeat ]; then
   device_end
   exit 0
 fi
-# PART=due (the third call, PREDICTION.md's second and third parts): page-locked and in band
-# at c = 8 and 64 with the batcher's due-queue change, then page-locked at c = 64 over 16 and
+# PART=due (the third call, PREDICTION.md's second to fourth parts): the host link's copy rates
+# (bench/batching/pcie_probe.py), then page-locked and in band at c = 8 and 64 with the batcher's due-queue change, then page-locked at c = 64 over 16 and
 # 32 client connections instead of 8.
 if [ "${PART:-}" = due ]; then
+  timeout 60 python3 bench/batching/pcie_probe.py --json "$O/pcie.json" 2>&1 | tee "$O/pcie.txt"
   check pin_due 8,64 pin
   device_save
   check inband_due 8,64
