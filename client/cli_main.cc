@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "client/convert.h"
+#include "client/cuda_shared_memory.h"
 #include "client/layer_directory.h"
 #include "client/perf.h"
 #include "client/shared_memory.h"
@@ -109,6 +110,9 @@ ABSL_FLAG(bool, shared_memory, false,
           "perf: pass tensors in POSIX shared memory instead of in the messages (this host's "
           "server, started with --allow_shared_memory): one input range, an output range per "
           "request slot");
+ABSL_FLAG(int32_t, cuda_shared_memory, -1,
+          "perf: like --shared_memory, but the tensors are in GPU memory on this CUDA device, "
+          "shared with the server through CUDA IPC (a GPU server on this host); -1: off");
 
 namespace convserve {
 namespace {
@@ -134,7 +138,7 @@ Commands (all take --target, --lb, --timeout_s, --max_message_mb, --token and th
   tune    --layer NAME --batch 1,8,32 [--input_size 56x56] [--input_layout nhwc]
   perf    --layer NAME [--concurrency 1,2,4,...,128] [--rate 100,1000] [--batch 1]
             [--duration_s 5] [--warmup_s 1] [--input_size HxW] [--out results.json|.csv]
-            [--connections 8] [--shared_memory]
+            [--connections 8] [--shared_memory | --cuda_shared_memory DEVICE]
                                                    load generator: throughput, latency
                                                    percentiles, server queue/compute time and
                                                    batch sizes per load level
@@ -534,10 +538,12 @@ absl::StatusOr<v1::ForwardRequest> PerfRequest(const v1::LayerInfo& layer, int64
 // slot, registered with the server for as long as this lives.
 class PerfSharedMemory {
  public:
+  // `cuda_device` >= 0: GPU memory on that device (--cuda_shared_memory) instead of a
+  // shm_open object.
   static absl::StatusOr<std::unique_ptr<PerfSharedMemory>> Create(Client& client,
                                                                   const v1::LayerInfo& layer,
                                                                   v1::ForwardRequest request,
-                                                                  int slots) {
+                                                                  int slots, int cuda_device) {
     absl::StatusOr<ConvParams> params = ParamsFromSpec(layer.spec());
     if (!params.ok()) return params.status();
     ConvProblem problem;
@@ -548,16 +554,35 @@ class PerfSharedMemory {
     const int64_t input_bytes = static_cast<int64_t>(request.input().data().size());
     const int64_t output_bytes = problem.output_bytes();
     const std::string name = absl::StrCat("convserve-perf-", getpid());
-    absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
-        SharedMemoryBuffer::Create("/" + name, input_bytes + slots * output_bytes);
-    if (!buffer.ok()) return buffer.status();
-    std::memcpy((*buffer)->data(), request.input().data().data(), request.input().data().size());
-    if (absl::Status s = client.RegisterSharedMemory(name, (*buffer)->key(), 0, (*buffer)->size());
-        !s.ok()) {
-      return s;
+    const int64_t total_bytes = input_bytes + slots * output_bytes;
+    auto out = std::unique_ptr<PerfSharedMemory>(new PerfSharedMemory(client, name));
+    if (cuda_device >= 0) {
+      absl::StatusOr<std::unique_ptr<CudaSharedMemoryBuffer>> buffer =
+          CudaSharedMemoryBuffer::Create(cuda_device, total_bytes);
+      if (!buffer.ok()) return buffer.status();
+      out->gpu_buffer_ = *std::move(buffer);
+      if (absl::Status s = out->gpu_buffer_->Upload(0, request.input().data().data(), input_bytes);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = client.RegisterCudaSharedMemory(name, out->gpu_buffer_->ipc_handle(),
+                                                           cuda_device, 0, total_bytes);
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
+          SharedMemoryBuffer::Create("/" + name, total_bytes);
+      if (!buffer.ok()) return buffer.status();
+      out->host_buffer_ = *std::move(buffer);
+      std::memcpy(out->host_buffer_->data(), request.input().data().data(), input_bytes);
+      if (absl::Status s =
+              client.RegisterSharedMemory(name, out->host_buffer_->key(), 0, total_bytes);
+          !s.ok()) {
+        return s;
+      }
     }
-    auto out =
-        std::unique_ptr<PerfSharedMemory>(new PerfSharedMemory(client, name, *std::move(buffer)));
+    out->registered_ = true;
     request.mutable_input()->clear_data();
     v1::SharedMemoryRange* input = request.mutable_input()->mutable_shared_memory();
     input->set_region(name);
@@ -572,6 +597,7 @@ class PerfSharedMemory {
     return out;
   }
   ~PerfSharedMemory() {
+    if (!registered_) return;
     if (absl::Status s = client_.UnregisterSharedMemory(name_); !s.ok()) {
       std::fprintf(stderr, "perf: unregistering %s: %s\n", name_.c_str(), s.ToString().c_str());
     }
@@ -579,12 +605,14 @@ class PerfSharedMemory {
   const std::vector<v1::ForwardRequest>& requests() const { return requests_; }
 
  private:
-  PerfSharedMemory(Client& client, std::string name, std::unique_ptr<SharedMemoryBuffer> buffer)
-      : client_(client), name_(std::move(name)), buffer_(std::move(buffer)) {}
+  PerfSharedMemory(Client& client, std::string name) : client_(client), name_(std::move(name)) {}
 
   Client& client_;
   const std::string name_;
-  std::unique_ptr<SharedMemoryBuffer> buffer_;
+  // One of the two holds the tensors; unregistered (the destructor) before either is freed.
+  std::unique_ptr<SharedMemoryBuffer> host_buffer_;
+  std::unique_ptr<CudaSharedMemoryBuffer> gpu_buffer_;
+  bool registered_ = false;
   std::vector<v1::ForwardRequest> requests_;
 };
 
@@ -637,11 +665,12 @@ Result Perf(Client& client) {
     if (!request.ok()) return Usage(std::string(request.status().message()));
     std::vector<v1::ForwardRequest> requests = {*request};
     std::unique_ptr<PerfSharedMemory> shared;
-    if (absl::GetFlag(FLAGS_shared_memory)) {
+    const int cuda_device = absl::GetFlag(FLAGS_cuda_shared_memory);
+    if (absl::GetFlag(FLAGS_shared_memory) || cuda_device >= 0) {
       int slots = 256;  // open loop: output ranges reused round-robin
       for (int32_t concurrency : *concurrencies) slots = std::max(slots, concurrency);
       absl::StatusOr<std::unique_ptr<PerfSharedMemory>> made =
-          PerfSharedMemory::Create(client, *layer, *std::move(request), slots);
+          PerfSharedMemory::Create(client, *layer, *std::move(request), slots, cuda_device);
       if (!made.ok()) return FailCall("setting up shared memory", made.status());
       shared = *std::move(made);
       requests = shared->requests();

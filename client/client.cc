@@ -94,6 +94,20 @@ absl::Status Client::RegisterSharedMemory(const std::string& name, const std::st
   return FromGrpcStatus(conv2d_->RegisterSharedMemory(context.get(), request, &response));
 }
 
+absl::Status Client::RegisterCudaSharedMemory(const std::string& name,
+                                              const std::string& ipc_handle, int device_id,
+                                              int64_t offset, int64_t byte_size) {
+  v1::RegisterSharedMemoryRequest request;
+  request.set_name(name);
+  request.set_offset(offset);
+  request.set_byte_size(byte_size);
+  request.mutable_cuda()->set_ipc_handle(ipc_handle);
+  request.mutable_cuda()->set_device_id(device_id);
+  v1::RegisterSharedMemoryResponse response;
+  auto context = NewContext(options_.call_timeout);
+  return FromGrpcStatus(conv2d_->RegisterSharedMemory(context.get(), request, &response));
+}
+
 absl::Status Client::UnregisterSharedMemory(const std::string& name) {
   v1::UnregisterSharedMemoryRequest request;
   request.set_name(name);

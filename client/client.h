@@ -92,6 +92,11 @@ class Client {
   // `key` under `name`, which Forward requests then name in SharedMemoryRange.region.
   absl::Status RegisterSharedMemory(const std::string& name, const std::string& key, int64_t offset,
                                     int64_t byte_size);
+  // The same for GPU memory on the server's host (a GPU server only; see
+  // client/cuda_shared_memory.h): bytes [offset, offset + byte_size) of the allocation the
+  // 64-byte cudaIpcMemHandle_t `ipc_handle` names, on CUDA device `device_id`.
+  absl::Status RegisterCudaSharedMemory(const std::string& name, const std::string& ipc_handle,
+                                        int device_id, int64_t offset, int64_t byte_size);
   // Empty `name`: every region.
   absl::Status UnregisterSharedMemory(const std::string& name);
   absl::StatusOr<std::vector<convserve::v1::RegisterSharedMemoryRequest>> SharedMemoryStatus(

@@ -208,8 +208,17 @@ grpc::ServerUnaryReactor* Conv2dService::RegisterSharedMemory(
     v1::RegisterSharedMemoryResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  reactor->Finish(ToGrpcStatus(convserve::RegisterSharedMemory(
-      shared_memory_, {request->name(), request->key(), request->offset(), request->byte_size()})));
+  SharedMemoryRegionInfo info;
+  info.name = request->name();
+  info.key = request->key();
+  info.offset = request->offset();
+  info.byte_size = request->byte_size();
+  if (request->has_cuda()) {
+    info.cuda = true;
+    info.cuda_ipc_handle = request->cuda().ipc_handle();
+    info.cuda_device = request->cuda().device_id();
+  }
+  reactor->Finish(ToGrpcStatus(convserve::RegisterSharedMemory(shared_memory_, std::move(info))));
   return reactor;
 }
 
@@ -236,6 +245,8 @@ grpc::ServerUnaryReactor* Conv2dService::SharedMemoryStatus(
     region->set_key(info.key);
     region->set_offset(info.offset);
     region->set_byte_size(info.byte_size);
+    // The handle is not echoed: it is the capability to the client's memory.
+    if (info.is_cuda()) region->mutable_cuda()->set_device_id(info.cuda_device);
   }
   reactor->Finish(ToGrpcStatus(regions.status()));
   return reactor;

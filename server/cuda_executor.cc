@@ -111,8 +111,9 @@ class GrowingBuffer {
   size_t capacity_ = 0;
 };
 
-// One host<->device copy of part of a batch: `bytes` at `device_offset` in the lane's device
-// buffer, from or to `host`.
+// One copy of part of a batch: `bytes` at `device_offset` in the lane's device buffer, from or
+// to `host`: pinned host memory (staging, a client's page-locked region) or GPU memory (a
+// client's CUDA region). The copies say cudaMemcpyDefault: unified addressing knows which.
 struct CopySegment {
   size_t device_offset;
   char* host;
@@ -156,6 +157,74 @@ class CudaHostMemoryPinner final : public HostMemoryPinner {
 
  private:
   const int device_;
+};
+
+// Opens CUDA IPC handles on the GPU they name. The allocation's size comes from the driver
+// (cuMemGetAddressRange, found at run time so that the server never links libcuda): a region's
+// range is checked against it, so that no copy reaches past the client's memory, which would
+// fault the context and break the device for every client.
+class CudaIpcMemoryImporter final : public CudaIpcImporter {
+ public:
+  absl::StatusOr<Opened> Open(absl::string_view handle, int device) override {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || device >= devices) {
+      cudaGetLastError();
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cuda.device_id ", device, " names no CUDA device; the server sees ", devices));
+    }
+    if (cudaSetDevice(device) != cudaSuccess) {
+      cudaGetLastError();
+      return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device, " cannot be used"));
+    }
+    cudaIpcMemHandle_t ipc_handle;
+    static_assert(sizeof(ipc_handle) == kHandleBytes);
+    std::memcpy(&ipc_handle, handle.data(), kHandleBytes);
+    void* data = nullptr;
+    if (cudaError_t error = cudaIpcOpenMemHandle(&data, ipc_handle, cudaIpcMemLazyEnablePeerAccess);
+        error != cudaSuccess) {
+      cudaGetLastError();  // not sticky: a bad handle must not poison later calls
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cuda.ipc_handle does not open on device ", device, ": ", cudaGetErrorString(error),
+          " (it must come from cudaIpcGetMemHandle in another live process)"));
+    }
+    absl::StatusOr<int64_t> bytes = AllocationBytes(data);
+    if (!bytes.ok()) {
+      Close(static_cast<char*>(data), device);
+      return bytes.status();
+    }
+    return Opened{static_cast<char*>(data), *bytes};
+  }
+
+  void Close(char* data, int device) override {
+    cudaSetDevice(device);
+    if (cudaIpcCloseMemHandle(data) != cudaSuccess) cudaGetLastError();
+  }
+
+ private:
+  using GetAddressRange = int (*)(unsigned long long* base, size_t* size,  // NOLINT(runtime/int)
+                                  unsigned long long address);             // NOLINT(runtime/int)
+  static absl::StatusOr<int64_t> AllocationBytes(void* data) {
+    static GetAddressRange get_range = [] {
+      void* fn = nullptr;
+      cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+      if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault,
+                                           &found) != cudaSuccess ||
+          found != cudaDriverEntryPointSuccess) {
+        cudaGetLastError();
+        fn = nullptr;
+      }
+      return reinterpret_cast<GetAddressRange>(fn);
+    }();
+    if (get_range == nullptr) {
+      return absl::UnavailableError("the CUDA driver has no cuMemGetAddressRange");
+    }
+    unsigned long long base = 0;  // NOLINT(runtime/int)
+    size_t size = 0;
+    if (get_range(&base, &size, reinterpret_cast<uintptr_t>(data)) != 0) {
+      return absl::InvalidArgumentError("the driver knows no allocation at the opened handle");
+    }
+    return static_cast<int64_t>(size);
+  }
 };
 
 class PackedDeviceWeights final : public DeviceWeights {
@@ -354,6 +423,10 @@ std::shared_ptr<HostMemoryPinner> CudaExecutor::MakeHostMemoryPinner() const {
   return std::make_shared<CudaHostMemoryPinner>(device_);
 }
 
+std::shared_ptr<CudaIpcImporter> CudaExecutor::MakeCudaIpcImporter() const {
+  return std::make_shared<CudaIpcMemoryImporter>();
+}
+
 void CudaExecutor::Shutdown() {
   {
     absl::MutexLock lock(&lanes_mu_);
@@ -438,14 +511,14 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
     return fail(error, "cudaMalloc (workspace)");
   }
   // Merge along N: in-band inputs into the pinned staging buffer, each at its place in the
-  // batch; inputs already page-locked (a client's shared memory) go to the device from there.
+  // batch; inputs the copy engines reach (a client's shared memory) go to the device from there.
   std::vector<CopySegment> copies_in;
   char* staging = static_cast<char*>(lane.host_input.data());
   size_t offset = 0;
   for (const InferenceRequest& request : batch.requests) {
     const TensorBytes& input = request.input;
-    if (input.page_locked()) {
-      AddSegment(copies_in, offset, const_cast<char*>(input.page_locked_data()), input.size());
+    if (input.for_copy_engine()) {
+      AddSegment(copies_in, offset, const_cast<char*>(input.copy_engine_data()), input.size());
     } else {
       input.CopyTo(staging + offset, CopyToStaging);
       AddSegment(copies_in, offset, staging + offset, input.size());
@@ -459,14 +532,14 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   }
   for (const CopySegment& copy : copies_in) {
     if ((error = cudaMemcpyAsync(static_cast<char*>(lane.device_input.data()) + copy.device_offset,
-                                 copy.host, copy.bytes, cudaMemcpyHostToDevice, lane.stream)) !=
+                                 copy.host, copy.bytes, cudaMemcpyDefault, lane.stream)) !=
         cudaSuccess) {
       return fail(error, "cudaMemcpyAsync (input)");
     }
   }
   const bool split_copy_out =
       std::any_of(batch.requests.begin(), batch.requests.end(), [](const InferenceRequest& r) {
-        return r.output_sink != nullptr && r.output_sink->page_locked_destination() != nullptr;
+        return r.output_sink != nullptr && r.output_sink->copy_engine_destination() != nullptr;
       });
   // Now and then the occupancy sampler measures this launch (see SampledLaunch). A sampled
   // launch is issued call by call, so that its profiling range holds the kernels alone.
@@ -538,7 +611,7 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
   for (InferenceRequest& request : batch.requests) {
     const size_t bytes = static_cast<size_t>(request.shape[0]) * sample_bytes;
     char* destination =
-        request.output_sink == nullptr ? nullptr : request.output_sink->page_locked_destination();
+        request.output_sink == nullptr ? nullptr : request.output_sink->copy_engine_destination();
     AddSegment(copies, offset, destination != nullptr ? destination : staging + offset, bytes);
     request.output_delivered = destination != nullptr;
     offset += bytes;
@@ -546,7 +619,7 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
   for (const CopySegment& copy : copies) {
     if (cudaError_t error = cudaMemcpyAsync(
             copy.host, static_cast<const char*>(lane.device_output.data()) + copy.device_offset,
-            copy.bytes, cudaMemcpyDeviceToHost, lane.stream);
+            copy.bytes, cudaMemcpyDefault, lane.stream);
         error != cudaSuccess) {
       return CudaStatus(error, device_name_, "cudaMemcpyAsync (output)");
     }

@@ -52,6 +52,7 @@ class CudaExecutor final : public Executor {
   absl::StatusOr<TuningResult> Tune(const ConvProblem& problem) override;
   std::vector<TuningResult> TunedFor(const ConvParams& params) const override;
   std::shared_ptr<HostMemoryPinner> MakeHostMemoryPinner() const override;
+  std::shared_ptr<CudaIpcImporter> MakeCudaIpcImporter() const override;
   void Shutdown() override;
 
   class Lane;  // defined in cuda_executor.cc
@@ -70,7 +71,7 @@ class CudaExecutor final : public Executor {
   absl::Status IssueKernels(Lane& lane, const Batch& batch, const ConvLaunch& launch,
                             bool capturing);
   absl::Status IssueCopyOut(Lane& lane, const Batch& batch);
-  // Instead of IssueCopyOut: each request's output straight into its sink's page-locked
+  // Instead of IssueCopyOut: each request's output straight into its sink's copy-engine
   // destination (marking it delivered) where it has one, the others into staging.
   absl::Status IssueSplitCopyOut(Lane& lane, Batch& batch);
   // The kernels, and with `copy_out` IssueCopyOut, as one graph launch: captured on the lane's

@@ -93,6 +93,9 @@ class Executor {
   // copy a tensor in a client's shared memory straight to the device; null where the device
   // does not copy (the CPU backend).
   virtual std::shared_ptr<HostMemoryPinner> MakeHostMemoryPinner() const { return nullptr; }
+  // Opens GPU memory other processes share through CUDA IPC, on whichever GPU holds it; null
+  // where the device does not copy (the CPU backend).
+  virtual std::shared_ptr<CudaIpcImporter> MakeCudaIpcImporter() const { return nullptr; }
 
   // Waits for the batches in flight; no Execute() may follow.
   virtual void Shutdown() = 0;

@@ -22,16 +22,16 @@ inline const char* ApiName(Api api) { return api == Api::kNative ? "native" : "k
 
 // Where a request's output goes instead of InferenceResult::output (a client's shared memory).
 // Written once: by the thread that splits the batch's results, or by the device's copy engine
-// into page_locked_destination().
+// into copy_engine_destination().
 class OutputSink {
  public:
   virtual ~OutputSink() = default;
   virtual int64_t capacity() const = 0;  // bytes it can take
   virtual absl::Status Write(const char* data, int64_t bytes) = 0;
   virtual std::string Describe() const = 0;  // names it in messages
-  // Page-locked memory a device copy may fill directly (the server must not store to it
-  // itself: see TensorBytes::PageLocked); null when the output must go through Write().
-  virtual char* page_locked_destination() { return nullptr; }
+  // Page-locked host or GPU memory a device copy may fill directly (the server must not store
+  // to it itself: see TensorBytes::ForCopyEngine); null when the output must go through Write().
+  virtual char* copy_engine_destination() { return nullptr; }
 };
 
 struct InferenceResult {

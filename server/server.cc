@@ -36,16 +36,18 @@ ConvServer::ConvServer(const ServerOptions& options, Metrics* metrics,
       core_(std::move(core)),
       access_(std::make_unique<AccessControl>(
           AccessTokens{options.security.admin_token, options.security.inference_token}, metrics)),
-      shared_memory_(options.allow_shared_memory
-                         ? std::make_unique<SharedMemoryRegistry>(
-                               options.max_input_bytes,
-                               options.pin_shared_memory
-                                   ? core_->executors().front()->MakeHostMemoryPinner()
-                                   : nullptr)
-                         : nullptr) {
+      shared_memory_(
+          options.allow_shared_memory
+              ? std::make_unique<SharedMemoryRegistry>(
+                    options.max_input_bytes,
+                    options.pin_shared_memory ? core_->executors().front()->MakeHostMemoryPinner()
+                                              : nullptr,
+                    /*max_regions=*/1024, core_->executors().front()->MakeCudaIpcImporter())
+              : nullptr) {
   if (shared_memory_ != nullptr && metrics_ != nullptr) {
     shared_memory_->set_observer([metrics = metrics_](const SharedMemoryTotals& totals) {
-      metrics->SetSharedMemory(totals.regions, totals.registered_bytes, totals.page_locked_bytes);
+      metrics->SetSharedMemory(totals.regions, totals.registered_bytes, totals.page_locked_bytes,
+                               totals.gpu_bytes);
     });
   }
 }

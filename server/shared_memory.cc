@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +17,16 @@ namespace convserve {
 namespace {
 
 std::string Describe(const SharedMemoryRegionInfo& info) {
+  if (info.is_cuda()) {
+    return absl::StrCat("CUDA shared-memory region '", info.name, "' (device ", info.cuda_device,
+                        ")");
+  }
   return absl::StrCat("shared-memory region '", info.name, "' (", info.key, ")");
+}
+
+absl::Status NotForTheCpu(const SharedMemoryRegionInfo& info) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(Describe(info), " is GPU memory, which only the GPU executors copy"));
 }
 
 // Opening by name must not follow links: a key naming a symbolic link in /dev/shm would
@@ -60,6 +70,27 @@ absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> SharedMemoryRegion::Op
   return region;
 }
 
+absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> SharedMemoryRegion::OpenCuda(
+    SharedMemoryRegionInfo info, std::shared_ptr<CudaIpcImporter> importer) {
+  absl::StatusOr<CudaIpcImporter::Opened> opened =
+      importer->Open(info.cuda_ipc_handle, info.cuda_device);
+  if (!opened.ok()) return opened.status();
+  if (opened->allocation_bytes < info.offset ||
+      info.byte_size > opened->allocation_bytes - info.offset) {
+    importer->Close(opened->data, info.cuda_device);
+    return absl::InvalidArgumentError(
+        absl::StrCat("offset ", info.offset, " + byte_size ", info.byte_size,
+                     " does not fit in the CUDA allocation the handle names, which is ",
+                     opened->allocation_bytes, " bytes"));
+  }
+  std::shared_ptr<SharedMemoryRegion> region(
+      new SharedMemoryRegion(std::move(info), /*fd=*/-1, /*writable=*/true));
+  region->importer_ = std::move(importer);
+  region->cuda_allocation_ = opened->data;
+  region->copy_engine_ = opened->data + region->info_.offset;
+  return region;
+}
+
 void SharedMemoryRegion::MapAndPin(std::shared_ptr<HostMemoryPinner> pinner) {
   // mmap wants a page-aligned file offset: map from the page holding the range's first byte.
   const int64_t page = sysconf(_SC_PAGESIZE);
@@ -75,18 +106,20 @@ void SharedMemoryRegion::MapAndPin(std::shared_ptr<HostMemoryPinner> pinner) {
   pinner_ = std::move(pinner);
   mapping_ = mapping;
   mapping_bytes_ = bytes;
-  pinned_ = static_cast<char*>(mapping) + (info_.offset - start);
+  copy_engine_ = static_cast<char*>(mapping) + (info_.offset - start);
 }
 
 SharedMemoryRegion::~SharedMemoryRegion() {
+  if (cuda_allocation_ != nullptr) importer_->Close(cuda_allocation_, info_.cuda_device);
   if (mapping_ != nullptr) {
     pinner_->Unpin(mapping_);
     munmap(mapping_, mapping_bytes_);
   }
-  close(fd_);
+  if (fd_ >= 0) close(fd_);
 }
 
 absl::StatusOr<std::string> SharedMemoryRegion::Read(int64_t offset, int64_t bytes) const {
+  if (info_.is_cuda()) return NotForTheCpu(info_);
   std::string out(static_cast<size_t>(bytes), '\0');
   int64_t done = 0;
   while (done < bytes) {
@@ -108,6 +141,7 @@ absl::StatusOr<std::string> SharedMemoryRegion::Read(int64_t offset, int64_t byt
 }
 
 absl::Status SharedMemoryRegion::Write(int64_t offset, const char* data, int64_t bytes) const {
+  if (info_.is_cuda()) return NotForTheCpu(info_);
   if (!writable_) {
     return absl::PermissionDeniedError(
         absl::StrCat(Describe(info_), " is read-only to the server; it cannot take an output"));
@@ -141,8 +175,31 @@ std::string SharedMemoryOutput::Describe() const {
                       slice_.byte_size, ")");
 }
 
-absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
-  if (absl::Status s = ValidateLayerName(info.name, "name"); !s.ok()) return s;
+namespace {
+
+// A CUDA region's fields, before anything is opened.
+absl::Status ValidateCudaRegion(const SharedMemoryRegionInfo& info, bool have_importer) {
+  if (!info.key.empty()) {
+    return absl::InvalidArgumentError(
+        "key and cuda are both set: a region is a shared-memory object or GPU memory, not both");
+  }
+  if (info.cuda_ipc_handle.size() != CudaIpcImporter::kHandleBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda.ipc_handle is ", info.cuda_ipc_handle.size(),
+                     " bytes; a cudaIpcMemHandle_t is ", CudaIpcImporter::kHandleBytes));
+  }
+  if (info.cuda_device < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda.device_id must be >= 0, got ", info.cuda_device));
+  }
+  if (!have_importer) {
+    return absl::FailedPreconditionError(
+        "CUDA shared memory needs a GPU: this server runs on the CPU backend");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateHostRegionKey(const SharedMemoryRegionInfo& info) {
   if (info.key.size() < 2 || info.key[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("key '", info.key,
@@ -154,6 +211,18 @@ absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
   }
   if (info.key == "/." || info.key == "/..") {
     return absl::InvalidArgumentError(absl::StrCat("key '", info.key, "' names no object"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
+  if (absl::Status s = ValidateLayerName(info.name, "name"); !s.ok()) return s;
+  if (absl::Status s = info.is_cuda() ? ValidateCudaRegion(info, cuda_importer_ != nullptr)
+                                      : ValidateHostRegionKey(info);
+      !s.ok()) {
+    return s;
   }
   if (info.offset < 0 || info.byte_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("offset must be >= 0 and byte_size > 0, got ",
@@ -175,7 +244,8 @@ absl::Status SharedMemoryRegistry::Register(SharedMemoryRegionInfo info) {
   }
   // Opened outside the lock: a slow open must not stall the requests resolving ranges.
   absl::StatusOr<std::shared_ptr<const SharedMemoryRegion>> region =
-      SharedMemoryRegion::Open(info, pinner_);
+      info.is_cuda() ? SharedMemoryRegion::OpenCuda(info, cuda_importer_)
+                     : SharedMemoryRegion::Open(info, pinner_);
   if (!region.ok()) return region.status();
   absl::MutexLock lock(&mu_);
   if (!regions_.emplace(info.name, *std::move(region)).second) {
@@ -199,33 +269,53 @@ void SharedMemoryRegistry::ObserveLocked() {
     ++totals.regions;
     totals.registered_bytes += region->info().byte_size;
     if (region->pinned()) totals.page_locked_bytes += region->info().byte_size;
+    if (region->info().is_cuda()) totals.gpu_bytes += region->info().byte_size;
   }
   observer_(totals);
 }
 
-absl::Status SharedMemoryRegistry::Unregister(const std::string& name) {
+namespace {
+
+bool OfKind(const SharedMemoryRegionInfo& info, SharedMemoryKind kind) {
+  return kind == SharedMemoryKind::kAny || info.is_cuda() == (kind == SharedMemoryKind::kCuda);
+}
+
+absl::Status NoSuchRegion(const std::string& name, SharedMemoryKind kind) {
+  const char* what = kind == SharedMemoryKind::kCuda   ? "CUDA shared-memory"
+                     : kind == SharedMemoryKind::kHost ? "system shared-memory"
+                                                       : "shared-memory";
+  return absl::NotFoundError(absl::StrCat("no ", what, " region named '", name, "' is registered"));
+}
+
+}  // namespace
+
+absl::Status SharedMemoryRegistry::Unregister(const std::string& name, SharedMemoryKind kind) {
   absl::MutexLock lock(&mu_);
   if (name.empty()) {
-    regions_.clear();
-  } else if (regions_.erase(name) == 0) {
-    return absl::NotFoundError(
-        absl::StrCat("no shared-memory region named '", name, "' is registered"));
+    for (auto it = regions_.begin(); it != regions_.end();) {
+      it = OfKind(it->second->info(), kind) ? regions_.erase(it) : std::next(it);
+    }
+  } else {
+    auto found = regions_.find(name);
+    if (found == regions_.end() || !OfKind(found->second->info(), kind)) {
+      return NoSuchRegion(name, kind);
+    }
+    regions_.erase(found);
   }
   ObserveLocked();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryRegistry::Status(
-    const std::string& name) const {
+    const std::string& name, SharedMemoryKind kind) const {
   absl::MutexLock lock(&mu_);
   std::vector<SharedMemoryRegionInfo> out;
   for (const auto& [region_name, region] : regions_) {
-    if (name.empty() || name == region_name) out.push_back(region->info());
+    if ((name.empty() || name == region_name) && OfKind(region->info(), kind)) {
+      out.push_back(region->info());
+    }
   }
-  if (!name.empty() && out.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("no shared-memory region named '", name, "' is registered"));
-  }
+  if (!name.empty() && out.empty()) return NoSuchRegion(name, kind);
   return out;
 }
 
@@ -236,8 +326,9 @@ absl::StatusOr<TensorBytes> SharedMemoryRegistry::Input(const SharedMemorySlice&
         absl::StrCat(size_field, " is ", slice.byte_size, " bytes, over the server's limit of ",
                      max_input_bytes_, " bytes per request (--max_input_bytes)"));
   }
-  if (const char* pinned = slice.region->pinned_at(slice.offset); pinned != nullptr) {
-    return TensorBytes::PageLocked(pinned, static_cast<size_t>(slice.byte_size), slice.region);
+  if (const char* reachable = slice.region->copy_engine_at(slice.offset); reachable != nullptr) {
+    return TensorBytes::ForCopyEngine(reachable, static_cast<size_t>(slice.byte_size),
+                                      slice.region);
   }
   absl::StatusOr<std::string> bytes = slice.region->Read(slice.offset, slice.byte_size);
   if (!bytes.ok()) return bytes.status();
@@ -277,14 +368,15 @@ absl::Status RegisterSharedMemory(SharedMemoryRegistry* registry, SharedMemoryRe
   return registry == nullptr ? SharedMemoryOff() : registry->Register(std::move(info));
 }
 
-absl::Status UnregisterSharedMemory(SharedMemoryRegistry* registry, const std::string& name) {
-  return registry == nullptr ? SharedMemoryOff() : registry->Unregister(name);
+absl::Status UnregisterSharedMemory(SharedMemoryRegistry* registry, const std::string& name,
+                                    SharedMemoryKind kind) {
+  return registry == nullptr ? SharedMemoryOff() : registry->Unregister(name, kind);
 }
 
 absl::StatusOr<std::vector<SharedMemoryRegionInfo>> SharedMemoryStatus(
-    const SharedMemoryRegistry* registry, const std::string& name) {
+    const SharedMemoryRegistry* registry, const std::string& name, SharedMemoryKind kind) {
   if (registry == nullptr) return SharedMemoryOff();
-  return registry->Status(name);
+  return registry->Status(name, kind);
 }
 
 }  // namespace convserve

@@ -32,20 +32,21 @@ class TensorBytes {
     for (absl::string_view piece : pieces_) size_ += piece.size();
   }
 
-  // `size` bytes at `data` in page-locked memory that only a device's copy engine may read: a
-  // client's pinned shared memory, which faults when the client shrinks it (shared_memory.h).
-  // The executor copies it straight to the device; CopyTo, ToString and pieces() are not for it.
-  static TensorBytes PageLocked(const char* data, size_t size,
-                                std::shared_ptr<const void> keep_alive) {
+  // `size` bytes at `data` that only a device's copy engine may read: a client's shared memory
+  // in page-locked host memory (which faults a CPU load once the client shrinks it) or in GPU
+  // memory (shared_memory.h). The executor copies it straight to the device; CopyTo, ToString
+  // and pieces() are not for it.
+  static TensorBytes ForCopyEngine(const char* data, size_t size,
+                                   std::shared_ptr<const void> keep_alive) {
     TensorBytes bytes({absl::string_view(data, size)}, std::move(keep_alive));
-    bytes.page_locked_ = true;
+    bytes.for_copy_engine_ = true;
     return bytes;
   }
 
   size_t size() const { return size_; }
-  bool page_locked() const { return page_locked_; }
-  // The page-locked bytes' address (page_locked() only).
-  const char* page_locked_data() const { return pieces_.front().data(); }
+  bool for_copy_engine() const { return for_copy_engine_; }
+  // The bytes' address for the copy engine (for_copy_engine() only).
+  const char* copy_engine_data() const { return pieces_.front().data(); }
   bool empty() const { return size_ == 0; }
   const std::vector<absl::string_view>& pieces() const { return pieces_; }
 
@@ -71,7 +72,7 @@ class TensorBytes {
   std::vector<absl::string_view> pieces_;
   size_t size_ = 0;
   std::shared_ptr<const void> keep_alive_;
-  bool page_locked_ = false;
+  bool for_copy_engine_ = false;
 };
 
 }  // namespace convserve

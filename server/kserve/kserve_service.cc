@@ -71,6 +71,9 @@ grpc::ServerUnaryReactor* KserveService::ServerMetadata(
   response->set_name(server_name_);
   response->set_version(server_version_);
   if (shared_memory_ != nullptr) response->add_extensions("system_shared_memory");
+  if (shared_memory_ != nullptr && shared_memory_->takes_cuda()) {
+    response->add_extensions("cuda_shared_memory");
+  }
   return FinishNow(context, absl::OkStatus());
 }
 
@@ -143,7 +146,7 @@ grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryStatus(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
   absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
-      SharedMemoryStatus(shared_memory_, request->name());
+      SharedMemoryStatus(shared_memory_, request->name(), SharedMemoryKind::kHost);
   for (const SharedMemoryRegionInfo& info :
        regions.value_or(std::vector<SharedMemoryRegionInfo>())) {
     auto& region = (*response->mutable_regions())[info.name];
@@ -175,7 +178,55 @@ grpc::ServerUnaryReactor* KserveService::SystemSharedMemoryUnregister(
     inference::SystemSharedMemoryUnregisterResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  reactor->Finish(ToGrpcStatus(UnregisterSharedMemory(shared_memory_, request->name())));
+  reactor->Finish(ToGrpcStatus(
+      UnregisterSharedMemory(shared_memory_, request->name(), SharedMemoryKind::kHost)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KserveService::CudaSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryStatusRequest* request,
+    inference::CudaSharedMemoryStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  absl::StatusOr<std::vector<SharedMemoryRegionInfo>> regions =
+      SharedMemoryStatus(shared_memory_, request->name(), SharedMemoryKind::kCuda);
+  for (const SharedMemoryRegionInfo& info :
+       regions.value_or(std::vector<SharedMemoryRegionInfo>())) {
+    auto& region = (*response->mutable_regions())[info.name];
+    region.set_name(info.name);
+    region.set_device_id(static_cast<uint64_t>(info.cuda_device));
+    region.set_byte_size(static_cast<uint64_t>(info.byte_size));
+  }
+  reactor->Finish(ToGrpcStatus(regions.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KserveService::CudaSharedMemoryRegister(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryRegisterRequest* request,
+    inference::CudaSharedMemoryRegisterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  SharedMemoryRegionInfo info;
+  info.name = request->name();
+  info.byte_size = static_cast<int64_t>(request->byte_size());  // past INT64_MAX: refused
+  info.cuda = true;
+  info.cuda_ipc_handle = request->raw_handle();
+  // Out of int range: refused as a device that does not exist.
+  info.cuda_device = request->device_id() < 0 || request->device_id() > INT32_MAX
+                         ? -1
+                         : static_cast<int>(request->device_id());
+  reactor->Finish(ToGrpcStatus(RegisterSharedMemory(shared_memory_, std::move(info))));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KserveService::CudaSharedMemoryUnregister(
+    grpc::CallbackServerContext* context,
+    const inference::CudaSharedMemoryUnregisterRequest* request,
+    inference::CudaSharedMemoryUnregisterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
+  reactor->Finish(ToGrpcStatus(
+      UnregisterSharedMemory(shared_memory_, request->name(), SharedMemoryKind::kCuda)));
   return reactor;
 }
 

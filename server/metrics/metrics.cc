@@ -355,8 +355,9 @@ class PrometheusMetrics final : public Metrics {
         shared_memory_bytes_(prometheus::BuildGauge()
                                  .Name("convserve_shared_memory_bytes")
                                  .Help("Bytes of the registered shared-memory regions: all of "
-                                       "them (registered), and those page-locked for the GPU's "
-                                       "copies (page_locked; locked host memory, never swapped).")
+                                       "them (registered), host regions page-locked for the "
+                                       "GPU's copies (page_locked; locked host memory, never "
+                                       "swapped), and GPU memory shared through CUDA IPC (gpu).")
                                  .Register(*registry_)) {
     build_info_.Add({{"version", CONVSERVE_VERSION}}).Set(1);
   }
@@ -468,12 +469,13 @@ class PrometheusMetrics final : public Metrics {
     device_healthy_.Add({{"device", std::string(device)}}).Set(healthy ? 1 : 0);
   }
 
-  void SetSharedMemory(int64_t regions, int64_t registered_bytes,
-                       int64_t page_locked_bytes) override {
+  void SetSharedMemory(int64_t regions, int64_t registered_bytes, int64_t page_locked_bytes,
+                       int64_t gpu_bytes) override {
     shared_memory_regions_.Add({}).Set(static_cast<double>(regions));
     shared_memory_bytes_.Add({{"state", "registered"}}).Set(static_cast<double>(registered_bytes));
     shared_memory_bytes_.Add({{"state", "page_locked"}})
         .Set(static_cast<double>(page_locked_bytes));
+    shared_memory_bytes_.Add({{"state", "gpu"}}).Set(static_cast<double>(gpu_bytes));
   }
 
   std::string Scrape() const override {

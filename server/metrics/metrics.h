@@ -78,9 +78,9 @@ class Metrics {
   // server whenever one changes. Not pure, so implementations written before it still compile.
   virtual void SetDeviceHealthy(std::string_view /*device*/, bool /*healthy*/) {}
   // The registered shared-memory regions (with --allow_shared_memory): how many, their bytes,
-  // and how many of those bytes are page-locked for the GPU.
+  // how many of those bytes are page-locked for the GPU, and how many are GPU memory.
   virtual void SetSharedMemory(int64_t /*regions*/, int64_t /*registered_bytes*/,
-                               int64_t /*page_locked_bytes*/) {}
+                               int64_t /*page_locked_bytes*/, int64_t /*gpu_bytes*/) {}
 
   // The text exposition of everything registered (what /metrics serves).
   virtual std::string Scrape() const = 0;

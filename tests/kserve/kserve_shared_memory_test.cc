@@ -249,6 +249,54 @@ TEST(KserveSharedMemoryTest, ServerMetadataListsTheExtensionOnlyWhenOn) {
   EXPECT_THAT(Extensions(*off), Not(Contains("system_shared_memory")));
 }
 
+// The CPU backend has no GPU to hold CUDA regions: both APIs refuse them as such, ServerMetadata
+// does not offer the extension, and the CUDA status is empty while system regions exist.
+// (gpu_server_test serves them on a GPU.)
+TEST(KserveSharedMemoryTest, CudaRegionsAreRefusedWithoutAGpu) {
+  std::unique_ptr<KserveServer> s = StartKserveServer(SharedMemoryServerOptions());
+  ASSERT_NE(s, nullptr);
+  EXPECT_THAT(Extensions(*s), Not(Contains("cuda_shared_memory")));
+  inference::CudaSharedMemoryRegisterRequest request;
+  request.set_name("g");
+  request.set_raw_handle(std::string(64, '\x01'));
+  request.set_device_id(0);
+  request.set_byte_size(4096);
+  inference::CudaSharedMemoryRegisterResponse response;
+  grpc::Status status = s->stub->CudaSharedMemoryRegister(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("GPU"));
+
+  v1::RegisterSharedMemoryRequest native;
+  native.set_name("g");
+  native.set_byte_size(4096);
+  native.mutable_cuda()->set_ipc_handle(std::string(64, '\x01'));
+  v1::RegisterSharedMemoryResponse native_response;
+  status = s->native->RegisterSharedMemory(Context().get(), native, &native_response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  // A malformed handle is named before the backend is.
+  native.mutable_cuda()->set_ipc_handle("short");
+  status = s->native->RegisterSharedMemory(Context().get(), native, &native_response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("cuda.ipc_handle is 5 bytes"));
+
+  std::unique_ptr<SharedMemoryBuffer> buffer = NewShmBuffer(kShmPrefix, 4096);
+  ASSERT_NE(buffer, nullptr);
+  ASSERT_TRUE(NativeRegister(*s, "host", buffer->key(), 0, 4096).ok());
+  inference::CudaSharedMemoryStatusResponse cuda_status;
+  status = s->stub->CudaSharedMemoryStatus(
+      Context().get(), inference::CudaSharedMemoryStatusRequest(), &cuda_status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(cuda_status.regions().empty());
+  // Unregistering every CUDA region leaves the system one.
+  inference::CudaSharedMemoryUnregisterResponse unregistered;
+  ASSERT_TRUE(s->stub
+                  ->CudaSharedMemoryUnregister(Context().get(),
+                                               inference::CudaSharedMemoryUnregisterRequest(),
+                                               &unregistered)
+                  .ok());
+  EXPECT_EQ(NativeRegions(*s).count("host"), 1u);
+}
+
 TEST(KserveSharedMemoryTest, RegisterStatusAndUnregisterShareTheNativeRegistry) {
   std::unique_ptr<KserveServer> s = StartKserveServer(SharedMemoryServerOptions());
   ASSERT_NE(s, nullptr);

@@ -1,7 +1,9 @@
 // The real server on the GPU executor (skipped without a GPU): every dtype and layout against
 // the fp64 reference by relative L2 error, concurrent requests merged into launches, the reply
-// naming the CUDA device and the kernel configuration that ran, and tensors in shared memory
-// copied straight between the client's pages and the device.
+// naming the CUDA device and the kernel configuration that ran, tensors in shared memory copied
+// straight between the client's pages and the device, and tensors in a client's GPU memory
+// (CUDA IPC, with the server in its own process).
+#include <cuda_runtime_api.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/mman.h>
@@ -16,11 +18,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/cuda_shared_memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu_reference.h"
 #include "kernels/host_numeric.h"
 #include "server/layer_spec.h"
+#include "tests/e2e/server_process.h"
 #include "tests/server/shared_memory_test_util.h"
 #include "tests/server/test_util.h"
 
@@ -298,6 +302,144 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
   status = Forward(s, in_band_after, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_LT(RelativeError(load, in_band_after, response.output().data()), 2e-3);
+}
+
+// GPU memory of the client's process, shared through CUDA IPC (which needs the server in
+// another process: convserve-server itself): batches mixing in-band tensors with inputs and
+// outputs in the region, at offsets that are not aligned, against the fp64 reference; outputs
+// written exactly where asked; bad registrations refused with the field they got wrong and the
+// server serving on; the status not echoing the handle.
+TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    GTEST_SKIP() << "no usable GPU";
+  }
+  ServerProcessOptions process;
+  process.binary = CONVSERVE_SERVER;
+  process.device = "cuda:0";
+  process.args = {"--allow_shared_memory"};
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(process);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RunningServer s;
+  s.channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  s.stub = v1::Conv2d::NewStub(s.channel);
+
+  v1::LayerSpec spec = SmallSpec("ipc", 64, v1::DATA_TYPE_FP16);
+  spec.mutable_batching()->set_max_batch_size(8);
+  spec.mutable_batching()->add_preferred_batch_sizes(8);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  const v1::LoadLayerRequest load = LoadRequestFor(spec, 29);
+  ASSERT_TRUE(Load(s, load).ok());
+
+  constexpr int kRequests = 8;
+  constexpr int64_t kBase = 4096 + 12;  // the registered range's offset in the allocation
+  constexpr int64_t kSlot = 1 << 20;
+  constexpr int64_t kRange = 2 * kRequests * kSlot;
+  absl::StatusOr<std::unique_ptr<CudaSharedMemoryBuffer>> buffer =
+      CudaSharedMemoryBuffer::Create(0, kBase + kRange);
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  CudaSharedMemoryBuffer& gpu = **buffer;
+  auto register_region = [&](const std::string& name, const std::string& handle, int device,
+                             int64_t offset, int64_t byte_size) {
+    v1::RegisterSharedMemoryRequest request;
+    request.set_name(name);
+    request.set_offset(offset);
+    request.set_byte_size(byte_size);
+    request.mutable_cuda()->set_ipc_handle(handle);
+    request.mutable_cuda()->set_device_id(device);
+    grpc::ClientContext context;
+    v1::RegisterSharedMemoryResponse response;
+    return s.stub->RegisterSharedMemory(&context, request, &response);
+  };
+  {
+    grpc::Status status = register_region("g", gpu.ipc_handle(), 0, kBase, kRange);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  const std::string poison(kSlot, '\xCD');
+  for (int round = 0; round < 2; ++round) {
+    std::vector<v1::ForwardRequest> in_band;  // the elements, for the reference
+    std::vector<v1::ForwardRequest> requests;
+    for (int i = 0; i < kRequests; ++i) {
+      in_band.push_back(ForwardFor("ipc", spec, 1, 28, 28, 700 + 10 * round + i,
+                                   round == 0 ? v1::LAYOUT_NHWC : v1::LAYOUT_NCHW));
+      v1::ForwardRequest request = in_band.back();
+      // Inputs in GPU memory but for 4 and 5; outputs but for 6 and 7.
+      const int64_t input_at = 2 * i * kSlot + 6 * i;
+      const int64_t output_at = (2 * i + 1) * kSlot + 2 * i;
+      ASSERT_TRUE(gpu.Upload(kBase + output_at, poison.data(), kSlot / 2).ok());
+      if (i != 4 && i != 5) {
+        const std::string& data = request.input().data();
+        ASSERT_TRUE(
+            gpu.Upload(kBase + input_at, data.data(), static_cast<int64_t>(data.size())).ok());
+        v1::SharedMemoryRange* in = request.mutable_input()->mutable_shared_memory();
+        in->set_region("g");
+        in->set_offset(input_at);
+        in->set_byte_size(static_cast<int64_t>(data.size()));
+        request.mutable_input()->clear_data();
+      }
+      if (i < 6) {
+        v1::SharedMemoryRange* out = request.mutable_output_shared_memory();
+        out->set_region("g");
+        out->set_offset(output_at);
+        out->set_byte_size(kSlot / 2);
+      }
+      requests.push_back(std::move(request));
+    }
+    std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
+    for (int i = 0; i < kRequests; ++i) {
+      SCOPED_TRACE(absl::StrCat("round ", round, ", request ", i));
+      ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
+      const v1::ForwardResponse& response = calls[i]->response;
+      EXPECT_EQ(response.batch_size(), kRequests);
+      std::string output = response.output().data();
+      const int64_t output_at = (2 * i + 1) * kSlot + 2 * i;
+      const int64_t bytes = 64 * 28 * 28 * 2;
+      std::string slot(static_cast<size_t>(bytes) + 1, '\0');
+      ASSERT_TRUE(gpu.Download(kBase + output_at, slot.data(), bytes + 1).ok());
+      if (i < 6) {
+        EXPECT_TRUE(output.empty());
+        output = slot.substr(0, static_cast<size_t>(bytes));
+        EXPECT_EQ(slot.back(), '\xCD') << "written past the output";
+      } else {
+        EXPECT_EQ(slot.front(), '\xCD') << "wrote the unused output slot";
+      }
+      EXPECT_LT(RelativeError(load, in_band[i], output), 2e-3);
+    }
+  }
+
+  // Refused registrations name what is wrong; none may fault the device.
+  EXPECT_EQ(register_region("past", gpu.ipc_handle(), 0, kBase, kRange + 1).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(register_region("short", gpu.ipc_handle().substr(1), 0, 0, 16).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(register_region("junk", std::string(64, '\x5A'), 0, 0, 16).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(register_region("nodev", gpu.ipc_handle(), 99, 0, 16).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  {
+    v1::SharedMemoryStatusRequest request;
+    grpc::ClientContext context;
+    v1::SharedMemoryStatusResponse response;
+    ASSERT_TRUE(s.stub->SharedMemoryStatus(&context, request, &response).ok());
+    ASSERT_EQ(response.regions_size(), 1);
+    EXPECT_EQ(response.regions(0).name(), "g");
+    EXPECT_TRUE(response.regions(0).has_cuda());
+    EXPECT_TRUE(response.regions(0).cuda().ipc_handle().empty());
+  }
+  // Still serving: a full batch (the layer's preferred size) in band.
+  const v1::ForwardRequest in_band_after = ForwardFor("ipc", spec, 1, 28, 28, 800);
+  std::vector<v1::ForwardRequest> last(kRequests, in_band_after);
+  std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, last);
+  ASSERT_TRUE(calls[0]->status.ok()) << calls[0]->status.error_message();
+  EXPECT_LT(RelativeError(load, in_band_after, calls[0]->response.output().data()), 2e-3);
+  {
+    v1::UnregisterSharedMemoryRequest request;
+    request.set_name("g");
+    grpc::ClientContext context;
+    v1::UnregisterSharedMemoryResponse unregistered;
+    EXPECT_TRUE(s.stub->UnregisterSharedMemory(&context, request, &unregistered).ok());
+  }
+  EXPECT_THAT((*server)->Log(), ::testing::Not(::testing::HasSubstr("is broken after")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Copies, GpuSharedMemoryTest, ::testing::Bool(),

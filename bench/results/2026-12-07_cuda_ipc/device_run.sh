@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call for PREDICTION.md (here) and parts two to four of
+# ../2026-12-06_shm_dma/PREDICTION.md: the host link's copy rates, the GPU server test (with the
+# CUDA IPC case), then issue 5's check (bench/batching/run_h100.sh: batched / eager / unbatched)
+# at c = 8 and 64 with the tensors in the client's GPU memory, page-locked host memory, and in
+# band; then page-locked over 16 connections.
+# Built here for sm_90 (Release, -Werror):
+#   ninja -C build-gpu gpu_server_test convserve-server convserve-cli convserve-echo-server
+#   ../shared/tools/gpu-bundle .gpu/ipc build-gpu/tests/server/gpu_server_test \
+#     build-gpu/server/convserve-server build-gpu/client/convserve-cli \
+#     build-gpu/bench/echo/convserve-echo-server -- tests/data
+#   strip --strip-debug .gpu/ipc/bin/*; (cd .gpu && tar -cf - ipc | xz -T2 -6 > ipc.tar.xz)
+# device: carry [".gpu/ipc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_cuda_ipc/device_run.sh
+set -uo pipefail
+. bench/conv/device_steps.sh
+device_begin "${BUNDLE:-ipc}" ipc
+check() {  # check NAME LEVELS [pin|cuda]
+  (
+    case "${3:-}" in
+      pin) export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory ;;
+      cuda)
+        export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--cuda_shared_memory=0
+        ;;
+    esac
+    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-ipc} \
+      timeout 150 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
+  )
+  echo "== $1 ($((SECONDS - T0))s)"
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -12
+  mkdir -p "$O/$1"
+  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
+    2>/dev/null
+}
+timeout 60 python3 bench/batching/pcie_probe.py --json "$O/pcie.json" 2>&1 | tee "$O/pcie.txt"
+device_save
+server_test
+grep -E "GpuCudaSharedMemoryTest|Failure|error" "$O/gpu_server_test.log" | head -12
+device_save
+check cuda 8,64 cuda
+device_save
+check pin 8,64 pin
+device_save
+check inband 8,64
+device_save
+CONNECTIONS=16 check pin_conn16 64 pin
+device_end
