@@ -330,7 +330,7 @@ TEST(KserveSharedMemoryTest, RegisterStatusAndUnregisterShareTheNativeRegistry) 
   EXPECT_EQ(listed.byte_size(), 4096u);
   grpc::Status unknown = Status(*s, "nope", &one);
   EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_THAT(unknown.error_message(), HasSubstr("no shared-memory region named 'nope'"));
+  EXPECT_THAT(unknown.error_message(), HasSubstr("no system shared-memory region named 'nope'"));
 
   // Registration errors are the registry's.
   grpc::Status duplicate = Register(*s, "alpha", b->key(), 0, 16);
@@ -368,7 +368,7 @@ TEST(KserveSharedMemoryTest, RegisterStatusAndUnregisterShareTheNativeRegistry) 
     grpc::Status again = Unregister(*s, name);
     EXPECT_EQ(again.error_code(), grpc::StatusCode::NOT_FOUND) << name;
     EXPECT_THAT(again.error_message(),
-                HasSubstr(absl::StrCat("no shared-memory region named '", name, "'")));
+                HasSubstr(absl::StrCat("no system shared-memory region named '", name, "'")));
   }
 
   // An empty name: all of them; the names are free again.

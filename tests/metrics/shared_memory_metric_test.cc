@@ -70,6 +70,7 @@ TEST(SharedMemoryMetricTest, RegistrationsAreCountedOnThePageAndInPrometheus) {
   EXPECT_THAT(page, HasSubstr("convserve_shared_memory_regions 0\n"));
   EXPECT_THAT(page, HasSubstr("convserve_shared_memory_bytes{state=\"registered\"} 0\n"));
   EXPECT_THAT(page, HasSubstr("convserve_shared_memory_bytes{state=\"page_locked\"} 0\n"));
+  EXPECT_THAT(page, HasSubstr("convserve_shared_memory_bytes{state=\"gpu\"} 0\n"));
 
   const std::string key = absl::StrCat("/convserve-metric-test-", getpid());
   absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
@@ -92,9 +93,10 @@ TEST(SharedMemoryMetricTest, RegistrationsAreCountedOnThePageAndInPrometheus) {
       PrometheusProcess::Start(prometheus_options);
   ASSERT_TRUE(prometheus.ok()) << prometheus.status();
   std::map<std::string, double> bytes =
-      QueryUntil(**prometheus, "convserve_shared_memory_bytes{job=\"convserve\"}", 2);
+      QueryUntil(**prometheus, "convserve_shared_memory_bytes{job=\"convserve\"}", 3);
   EXPECT_EQ(bytes["registered"], 69632);
   EXPECT_EQ(bytes["page_locked"], 0);
+  EXPECT_EQ(bytes["gpu"], 0);
   EXPECT_EQ(QueryUntil(**prometheus, "convserve_shared_memory_regions{job=\"convserve\"}", 1)[""],
             2);
 
