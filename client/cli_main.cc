@@ -642,6 +642,9 @@ Result Perf(Client& client) {
   if (settings.duration <= absl::ZeroDuration() || settings.warmup < absl::ZeroDuration()) {
     return Usage("--duration_s must be > 0 and --warmup_s >= 0");
   }
+  if (absl::GetFlag(FLAGS_shared_memory) && absl::GetFlag(FLAGS_cuda_shared_memory) >= 0) {
+    return Usage("--shared_memory and --cuda_shared_memory: choose one place for the tensors");
+  }
   const int connections = absl::GetFlag(FLAGS_connections);
   if (connections < 1 || connections > 1024) return Usage("--connections must be 1..1024");
 

@@ -307,6 +307,10 @@ TEST(ServerE2eTest, CliErrorsExitNonZeroWithClearMessages) {
   CommandResult no_layer = Cli(server.get(), {"infer", "--input=" + dir + "/x.npy"});
   EXPECT_EQ(no_layer.exit_code, 2);
   EXPECT_NE(no_layer.err.find("--layer"), std::string::npos) << no_layer.err;
+  CommandResult two_places =
+      Cli(server.get(), {"perf", "--layer=x", "--shared_memory", "--cuda_shared_memory=0"});
+  EXPECT_EQ(two_places.exit_code, 2);
+  EXPECT_NE(two_places.err.find("--cuda_shared_memory"), std::string::npos) << two_places.err;
 }
 
 // Loads a small fp32 layer through the client library; returns its weights.
