@@ -79,6 +79,25 @@ double RelativeError(const v1::LoadLayerRequest& load, const v1::ForwardRequest&
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
+// Moves `request`'s input out of the message into `region` at `offset` (where the caller put
+// its bytes).
+void InputInRegion(v1::ForwardRequest& request, const std::string& region, int64_t offset) {
+  v1::SharedMemoryRange* in = request.mutable_input()->mutable_shared_memory();
+  in->set_region(region);
+  in->set_offset(offset);
+  in->set_byte_size(static_cast<int64_t>(request.input().data().size()));
+  request.mutable_input()->clear_data();
+}
+
+// Asks for `request`'s output in `region`: `byte_size` bytes at `offset`.
+void OutputInRegion(v1::ForwardRequest& request, const std::string& region, int64_t offset,
+                    int64_t byte_size) {
+  v1::SharedMemoryRange* out = request.mutable_output_shared_memory();
+  out->set_region(region);
+  out->set_offset(offset);
+  out->set_byte_size(byte_size);
+}
+
 TEST(GpuServerTest, ServesEveryDtypeWithinToleranceAndBatches) {
   ServerOptions options = TestServerOptions();
   options.device = "cuda:0";
@@ -238,18 +257,9 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
       if (i != 4 && i != 5) {
         const std::string& data = request.input().data();
         std::memcpy(range + input_at, data.data(), data.size());
-        v1::SharedMemoryRange* in = request.mutable_input()->mutable_shared_memory();
-        in->set_region("r");
-        in->set_offset(input_at);
-        in->set_byte_size(static_cast<int64_t>(data.size()));
-        request.mutable_input()->clear_data();
+        InputInRegion(request, "r", input_at);
       }
-      if (i < 6 && !(round == 1 && i == 2)) {
-        v1::SharedMemoryRange* out = request.mutable_output_shared_memory();
-        out->set_region("r");
-        out->set_offset(output_at);
-        out->set_byte_size(kSlot / 2);
-      }
+      if (i < 6 && !(round == 1 && i == 2)) OutputInRegion(request, "r", output_at, kSlot / 2);
       requests.push_back(std::move(request));
     }
     std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
@@ -282,15 +292,8 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
     close(fd);
   }
   v1::ForwardRequest after = ForwardFor("shm", spec, 1, 28, 28, 600, v1::LAYOUT_NHWC);
-  const int64_t bytes = static_cast<int64_t>(after.input().data().size());
-  v1::SharedMemoryRange* in = after.mutable_input()->mutable_shared_memory();
-  in->set_region("r");
-  in->set_byte_size(bytes);
-  after.mutable_input()->clear_data();
-  v1::SharedMemoryRange* out = after.mutable_output_shared_memory();
-  out->set_region("r");
-  out->set_offset(kSlot);
-  out->set_byte_size(kSlot / 2);
+  InputInRegion(after, "r", 0);
+  OutputInRegion(after, "r", kSlot, kSlot / 2);
   v1::ForwardResponse response;
   grpc::Status status = Forward(s, after, &response);
   if (GetParam()) {
@@ -371,18 +374,9 @@ TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
         const std::string& data = request.input().data();
         ASSERT_TRUE(
             gpu.Upload(kBase + input_at, data.data(), static_cast<int64_t>(data.size())).ok());
-        v1::SharedMemoryRange* in = request.mutable_input()->mutable_shared_memory();
-        in->set_region("g");
-        in->set_offset(input_at);
-        in->set_byte_size(static_cast<int64_t>(data.size()));
-        request.mutable_input()->clear_data();
+        InputInRegion(request, "g", input_at);
       }
-      if (i < 6) {
-        v1::SharedMemoryRange* out = request.mutable_output_shared_memory();
-        out->set_region("g");
-        out->set_offset(output_at);
-        out->set_byte_size(kSlot / 2);
-      }
+      if (i < 6) OutputInRegion(request, "g", output_at, kSlot / 2);
       requests.push_back(std::move(request));
     }
     std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
