@@ -91,7 +91,12 @@ interleaved_c1() {
 server_sweeps() {
   echo "server ready"
   convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
-  for layer in $variants; do perf "$layer" "$target" "$layer" "$LEVELS" $SERVER_PERF_FLAGS; done
+  # The metrics page after each variant too: the executor's stage histograms are per device,
+  # not per layer, so a variant's stage times are the difference of two scrapes.
+  for layer in $variants; do
+    perf "$layer" "$target" "$layer" "$LEVELS" $SERVER_PERF_FLAGS
+    curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics_after_$layer.txt" 2>/dev/null
+  done
   curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics.txt" 2>/dev/null
   if [ "$ROUNDS" -gt 0 ]; then
     serve echo_beside "$echo_target" "" interleaved_c1 \
