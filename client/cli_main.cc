@@ -35,6 +35,7 @@
 #include "client/shared_memory.h"
 #include "common/layer_spec_rules.h"
 #include "common/malloc_tuning.h"
+#include "common/mutex_mode.h"
 #include "common/npy.h"
 #include "common/tls_credentials.h"
 #include "kernels/host_numeric.h"
@@ -766,4 +767,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace convserve
 
-int main(int argc, char** argv) { return convserve::Main(argc, argv); }
+int main(int argc, char** argv) {
+  convserve::TurnOffMutexDeadlockDetection();
+  return convserve::Main(argc, argv);
+}

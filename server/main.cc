@@ -21,6 +21,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/malloc_tuning.h"
+#include "common/mutex_mode.h"
 #include "server/log.h"
 #include "server/metrics/metrics.h"
 #include "server/server.h"
@@ -124,6 +125,7 @@ ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
 
 int main(int argc, char** argv) {
   convserve::KeepLargeBuffersMapped();
+  convserve::TurnOffMutexDeadlockDetection();
   absl::SetProgramUsageMessage(
       "serves conv2d layers over gRPC (convserve.v1.Conv2d, KServe v2, "
       "health, reflection), batching concurrent requests into tuned GPU launches.");

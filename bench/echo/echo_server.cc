@@ -27,6 +27,7 @@
 #include "common/grpc_status.h"
 #include "common/http2_window.h"
 #include "common/malloc_tuning.h"
+#include "common/mutex_mode.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "server/forward_wire.h"
 
@@ -266,4 +267,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace convserve
 
-int main(int argc, char** argv) { return convserve::Main(argc, argv); }
+int main(int argc, char** argv) {
+  convserve::TurnOffMutexDeadlockDetection();
+  return convserve::Main(argc, argv);
+}
