@@ -31,6 +31,20 @@ check() {  # check NAME LEVELS [pin|cuda]
   cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
     2>/dev/null
 }
+# PART=min (little device time left): the CUDA IPC test alone, then c = 64 from GPU memory and
+# from page-locked host memory.
+if [ "${PART:-}" = min ]; then
+  timeout 90 gpu_server_test --gtest_color=no --gtest_filter='GpuCudaSharedMemoryTest.*' \
+    >"$O/gpu_server_test.log" 2>&1
+  echo "gpu_server_test (CUDA IPC) rc=$? $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
+  device_save
+  check cuda 64 cuda
+  device_save
+  check pin 64 pin
+  device_end
+  exit 0
+fi
 timeout 60 python3 bench/batching/pcie_probe.py --json "$O/pcie.json" 2>&1 | tee "$O/pcie.txt"
 device_save
 server_test
