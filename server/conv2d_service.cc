@@ -208,16 +208,13 @@ grpc::ServerUnaryReactor* Conv2dService::RegisterSharedMemory(
     v1::RegisterSharedMemoryResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  SharedMemoryRegionInfo info;
-  info.name = request->name();
-  info.key = request->key();
-  info.offset = request->offset();
-  info.byte_size = request->byte_size();
-  if (request->has_cuda()) {
-    info.cuda = true;
-    info.cuda_ipc_handle = request->cuda().ipc_handle();
-    info.cuda_device = request->cuda().device_id();
-  }
+  SharedMemoryRegionInfo info =
+      request->has_cuda()
+          ? SharedMemoryRegionInfo::Cuda(request->name(), request->cuda().ipc_handle(),
+                                         request->cuda().device_id(), request->offset(),
+                                         request->byte_size())
+          : SharedMemoryRegionInfo(request->name(), "", request->offset(), request->byte_size());
+  info.key = request->key();  // with cuda too: a region with both is refused as such
   reactor->Finish(ToGrpcStatus(convserve::RegisterSharedMemory(shared_memory_, std::move(info))));
   return reactor;
 }

@@ -72,6 +72,15 @@ struct SharedMemoryRegionInfo {
   // A host region.
   SharedMemoryRegionInfo(std::string name, std::string key, int64_t offset, int64_t byte_size)
       : name(std::move(name)), key(std::move(key)), offset(offset), byte_size(byte_size) {}
+  // A CUDA region: `byte_size` bytes at `offset` of the allocation `ipc_handle` names on `device`.
+  static SharedMemoryRegionInfo Cuda(std::string name, std::string ipc_handle, int device,
+                                     int64_t offset, int64_t byte_size) {
+    SharedMemoryRegionInfo info(std::move(name), "", offset, byte_size);
+    info.cuda = true;
+    info.cuda_ipc_handle = std::move(ipc_handle);
+    info.cuda_device = device;
+    return info;
+  }
 
   std::string name;
   std::string key;     // the shm_open name; empty for a CUDA region

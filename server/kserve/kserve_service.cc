@@ -206,15 +206,13 @@ grpc::ServerUnaryReactor* KserveService::CudaSharedMemoryRegister(
     inference::CudaSharedMemoryRegisterResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  SharedMemoryRegionInfo info;
-  info.name = request->name();
-  info.byte_size = static_cast<int64_t>(request->byte_size());  // past INT64_MAX: refused
-  info.cuda = true;
-  info.cuda_ipc_handle = request->raw_handle();
-  // Out of int range: refused as a device that does not exist.
-  info.cuda_device = request->device_id() < 0 || request->device_id() > INT32_MAX
+  // byte_size past INT64_MAX is refused as negative; a device_id out of int range as -1.
+  const int device = request->device_id() < 0 || request->device_id() > INT32_MAX
                          ? -1
                          : static_cast<int>(request->device_id());
+  SharedMemoryRegionInfo info =
+      SharedMemoryRegionInfo::Cuda(request->name(), request->raw_handle(), device, 0,
+                                   static_cast<int64_t>(request->byte_size()));
   reactor->Finish(ToGrpcStatus(RegisterSharedMemory(shared_memory_, std::move(info))));
   return reactor;
 }

@@ -187,14 +187,7 @@ class HostImporter final : public CudaIpcImporter {
 
 SharedMemoryRegionInfo CudaRegion(const std::string& name, const std::string& handle,
                                   int64_t offset, int64_t byte_size, int device = 0) {
-  SharedMemoryRegionInfo info;
-  info.name = name;
-  info.offset = offset;
-  info.byte_size = byte_size;
-  info.cuda = true;
-  info.cuda_ipc_handle = handle;
-  info.cuda_device = device;
-  return info;
+  return SharedMemoryRegionInfo::Cuda(name, handle, device, offset, byte_size);
 }
 
 TEST(SharedMemoryCudaRegionTest, RequestsGetTheAllocationsAddressesAndTheCloseWaitsForThem) {
