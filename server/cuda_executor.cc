@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "kernels/device_copy.h"
 #include "server/log.h"
 
 namespace convserve {
@@ -112,8 +113,9 @@ class GrowingBuffer {
 };
 
 // One copy of part of a batch: `bytes` at `device_offset` in the lane's device buffer, from or
-// to `host`: pinned host memory (staging, a client's page-locked region) or GPU memory (a
-// client's CUDA region). The copies say cudaMemcpyDefault: unified addressing knows which.
+// to `host`: pinned host memory (staging, a client's page-locked region) or another GPU's
+// memory (a client's CUDA region there). The copies say cudaMemcpyDefault: unified addressing
+// knows which. Tensors in this GPU's own memory go by CopyWithinDevice instead.
 struct CopySegment {
   size_t device_offset;
   char* host;
@@ -511,13 +513,18 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
     return fail(error, "cudaMalloc (workspace)");
   }
   // Merge along N: in-band inputs into the pinned staging buffer, each at its place in the
-  // batch; inputs the copy engines reach (a client's shared memory) go to the device from there.
+  // batch; inputs the copy engines reach (a client's shared memory) go to the device from there,
+  // and those already in this GPU's memory in one kernel launch for all (device_copy.h).
   std::vector<CopySegment> copies_in;
+  std::vector<DeviceCopy> device_copies_in;
   char* staging = static_cast<char*>(lane.host_input.data());
+  char* device_input = static_cast<char*>(lane.device_input.data());
   size_t offset = 0;
   for (const InferenceRequest& request : batch.requests) {
     const TensorBytes& input = request.input;
-    if (input.for_copy_engine()) {
+    if (input.for_copy_engine() && input.copy_engine_device() == device_) {
+      device_copies_in.push_back({device_input + offset, input.copy_engine_data(), input.size()});
+    } else if (input.for_copy_engine()) {
       AddSegment(copies_in, offset, const_cast<char*>(input.copy_engine_data()), input.size());
     } else {
       input.CopyTo(staging + offset, CopyToStaging);
@@ -531,10 +538,18 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
     return fail(error, "cudaEventRecord");
   }
   for (const CopySegment& copy : copies_in) {
-    if ((error = cudaMemcpyAsync(static_cast<char*>(lane.device_input.data()) + copy.device_offset,
-                                 copy.host, copy.bytes, cudaMemcpyDefault, lane.stream)) !=
-        cudaSuccess) {
+    if ((error = cudaMemcpyAsync(device_input + copy.device_offset, copy.host, copy.bytes,
+                                 cudaMemcpyDefault, lane.stream)) != cudaSuccess) {
       return fail(error, "cudaMemcpyAsync (input)");
+    }
+  }
+  if (!device_copies_in.empty()) {
+    if (absl::Status copied = CopyWithinDevice(device_copies_in, lane.stream); !copied.ok()) {
+      cudaStreamSynchronize(lane.stream);
+      FailBatch(batch,
+                absl::Status(copied.code(), absl::StrCat(device_name_, ": ", copied.message())),
+                metrics_);
+      return false;
     }
   }
   const bool split_copy_out =
@@ -606,25 +621,34 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
   const size_t sample_bytes =
       static_cast<size_t>(batch.problem.output_bytes() / batch.problem.batch);
   char* staging = static_cast<char*>(lane.host_output.data());
+  const char* device_output = static_cast<const char*>(lane.device_output.data());
   std::vector<CopySegment> copies;
+  std::vector<DeviceCopy> device_copies;
   size_t offset = 0;
   for (InferenceRequest& request : batch.requests) {
     const size_t bytes = static_cast<size_t>(request.shape[0]) * sample_bytes;
-    char* destination =
-        request.output_sink == nullptr ? nullptr : request.output_sink->copy_engine_destination();
-    AddSegment(copies, offset, destination != nullptr ? destination : staging + offset, bytes);
+    OutputSink* sink = request.output_sink.get();
+    char* destination = sink == nullptr ? nullptr : sink->copy_engine_destination();
+    if (destination != nullptr && sink->copy_engine_device() == device_) {
+      device_copies.push_back({destination, device_output + offset, bytes});
+    } else {
+      AddSegment(copies, offset, destination != nullptr ? destination : staging + offset, bytes);
+    }
     request.output_delivered = destination != nullptr;
     offset += bytes;
   }
   for (const CopySegment& copy : copies) {
-    if (cudaError_t error = cudaMemcpyAsync(
-            copy.host, static_cast<const char*>(lane.device_output.data()) + copy.device_offset,
-            copy.bytes, cudaMemcpyDefault, lane.stream);
+    if (cudaError_t error = cudaMemcpyAsync(copy.host, device_output + copy.device_offset,
+                                            copy.bytes, cudaMemcpyDefault, lane.stream);
         error != cudaSuccess) {
       return CudaStatus(error, device_name_, "cudaMemcpyAsync (output)");
     }
   }
-  return absl::OkStatus();
+  if (device_copies.empty()) return absl::OkStatus();
+  absl::Status copied = CopyWithinDevice(device_copies, lane.stream);
+  return copied.ok()
+             ? copied
+             : absl::Status(copied.code(), absl::StrCat(device_name_, ": ", copied.message()));
 }
 
 absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch,

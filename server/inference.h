@@ -32,6 +32,8 @@ class OutputSink {
   // Page-locked host or GPU memory a device copy may fill directly (the server must not store
   // to it itself: see TensorBytes::ForCopyEngine); null when the output must go through Write().
   virtual char* copy_engine_destination() { return nullptr; }
+  // The GPU whose memory copy_engine_destination() is in, or kHostMemory.
+  virtual int copy_engine_device() const { return kHostMemory; }
 };
 
 struct InferenceResult {

@@ -327,8 +327,8 @@ absl::StatusOr<TensorBytes> SharedMemoryRegistry::Input(const SharedMemorySlice&
                      max_input_bytes_, " bytes per request (--max_input_bytes)"));
   }
   if (const char* reachable = slice.region->copy_engine_at(slice.offset); reachable != nullptr) {
-    return TensorBytes::ForCopyEngine(reachable, static_cast<size_t>(slice.byte_size),
-                                      slice.region);
+    return TensorBytes::ForCopyEngine(reachable, static_cast<size_t>(slice.byte_size), slice.region,
+                                      slice.region->copy_engine_device());
   }
   absl::StatusOr<std::string> bytes = slice.region->Read(slice.offset, slice.byte_size);
   if (!bytes.ok()) return bytes.status();

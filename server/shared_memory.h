@@ -119,6 +119,8 @@ class SharedMemoryRegion {
   char* copy_engine_at(int64_t offset) const {
     return copy_engine_ == nullptr ? nullptr : copy_engine_ + offset;
   }
+  // The GPU whose memory copy_engine_at() points into, or kHostMemory.
+  int copy_engine_device() const { return info_.is_cuda() ? info_.cuda_device : kHostMemory; }
 
   // `bytes` bytes at `offset` into the registered range, which the caller has checked holds
   // them. FAILED_PRECONDITION when the object has shrunk since it was registered (a write
@@ -162,6 +164,7 @@ class SharedMemoryOutput final : public OutputSink {
   int64_t capacity() const override { return slice_.byte_size; }
   absl::Status Write(const char* data, int64_t bytes) override;
   char* copy_engine_destination() override { return slice_.region->copy_engine_at(slice_.offset); }
+  int copy_engine_device() const override { return slice_.region->copy_engine_device(); }
   std::string Describe() const override;
 
  private:

@@ -15,6 +15,9 @@
 
 namespace convserve {
 
+// copy_engine_device() of memory in the host's RAM rather than a GPU's.
+inline constexpr int kHostMemory = -1;
+
 class TensorBytes {
  public:
   TensorBytes() = default;
@@ -34,12 +37,13 @@ class TensorBytes {
 
   // `size` bytes at `data` that only a device's copy engine may read: a client's shared memory
   // in page-locked host memory (which faults a CPU load once the client shrinks it) or in GPU
-  // memory (shared_memory.h). The executor copies it straight to the device; CopyTo, ToString
-  // and pieces() are not for it.
+  // memory (shared_memory.h), on GPU `device` or kHostMemory. The executor copies it straight
+  // to the device; CopyTo, ToString and pieces() are not for it.
   static TensorBytes ForCopyEngine(const char* data, size_t size,
-                                   std::shared_ptr<const void> keep_alive) {
+                                   std::shared_ptr<const void> keep_alive, int device) {
     TensorBytes bytes({absl::string_view(data, size)}, std::move(keep_alive));
     bytes.for_copy_engine_ = true;
+    bytes.copy_engine_device_ = device;
     return bytes;
   }
 
@@ -47,6 +51,8 @@ class TensorBytes {
   bool for_copy_engine() const { return for_copy_engine_; }
   // The bytes' address for the copy engine (for_copy_engine() only).
   const char* copy_engine_data() const { return pieces_.front().data(); }
+  // The GPU whose memory copy_engine_data() is in, or kHostMemory.
+  int copy_engine_device() const { return copy_engine_device_; }
   bool empty() const { return size_ == 0; }
   const std::vector<absl::string_view>& pieces() const { return pieces_; }
 
@@ -73,6 +79,7 @@ class TensorBytes {
   size_t size_ = 0;
   std::shared_ptr<const void> keep_alive_;
   bool for_copy_engine_ = false;
+  int copy_engine_device_ = kHostMemory;
 };
 
 }  // namespace convserve

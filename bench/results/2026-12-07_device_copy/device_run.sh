@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call for PREDICTION.md (here): the copy kernel's test (plain and under
+# compute-sanitizer memcheck), the CUDA IPC server test, then bench/batching/run_h100.sh with the
+# tensors in the client's GPU memory at c = 1, 8, 64 and, as the control, page-locked host
+# memory at c = 64.
+# Built here for sm_90 (Release, -Werror):
+#   ninja -C build-gpu conv_kernels_gpu_test gpu_server_test convserve-server convserve-cli \
+#     convserve-echo-server
+#   ../shared/tools/gpu-bundle .gpu/dc build-gpu/tests/kernels_gpu/conv_kernels_gpu_test \
+#     build-gpu/tests/server/gpu_server_test build-gpu/server/convserve-server \
+#     build-gpu/client/convserve-cli build-gpu/bench/echo/convserve-echo-server -- tests/data
+#   strip --strip-debug .gpu/dc/bin/*; (cd .gpu && tar -cf - dc | xz -T2 -6 > dc.tar.xz)
+# device: carry [".gpu/dc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_device_copy/device_run.sh
+set -uo pipefail
+. bench/conv/device_steps.sh
+device_begin "${BUNDLE:-dc}" dc
+timeout 60 conv_kernels_gpu_test --gtest_color=no --gtest_filter='CopyWithinDevice*' \
+  >"$O/copy_test.log" 2>&1
+echo "CopyWithinDevice test rc=$? $((SECONDS - T0))s"
+grep -E "^seed|^\[  (PASSED|FAILED)|Failure|first at" "$O/copy_test.log" | head -6
+memcheck_rows 'CopyWithinDevice*'
+timeout 90 gpu_server_test --gtest_color=no --gtest_filter='GpuCudaSharedMemoryTest.*' \
+  >"$O/gpu_server_test.log" 2>&1
+echo "gpu_server_test (CUDA IPC) rc=$? $((SECONDS - T0))s"
+grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
+device_save
+check() {  # check NAME LEVELS pin|cuda
+  (
+    export SERVER_FLAGS=--allow_shared_memory
+    case "$3" in
+      pin) export SERVER_PERF_FLAGS=--shared_memory ;;
+      cuda) export SERVER_PERF_FLAGS=--cuda_shared_memory=0 ;;
+    esac
+    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-dc} \
+      timeout 150 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
+  )
+  echo "== $1 ($((SECONDS - T0))s)"
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -16
+  mkdir -p "$O/$1"
+  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
+    2>/dev/null
+  device_save
+}
+check cuda 1,8,64 cuda
+check pin 64 pin
+device_end
