@@ -11,6 +11,7 @@
 #     build-gpu/client/convserve-cli build-gpu/bench/echo/convserve-echo-server -- tests/data
 #   strip --strip-debug .gpu/dc/bin/*; (cd .gpu && tar -cf - dc | xz -T2 -6 > dc.tar.xz)
 # device: carry [".gpu/dc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_device_copy/device_run.sh
+# With BASE=ipc and .gpu/ipc.tar.xz carried too (9a19f54's bundle), also the A/B at c = 64.
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-dc}" dc
@@ -42,5 +43,15 @@ check() {  # check NAME LEVELS pin|cuda
   device_save
 }
 check cuda 1,8,64 cuda
+# The A side, when the call also carries the bundle of the commit before (BASE, e.g. ipc from
+# ../2026-12-07_cuda_ipc): the same c = 64 run on the same machine, between two of this side.
+if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
+  (
+    (cd .gpu && tar -xJf "$BASE.tar.xz")
+    . ".gpu/$BASE/env.sh"
+    check cuda_base 64 cuda
+  )
+  check cuda_again 64 cuda
+fi
 check pin 64 pin
 device_end
