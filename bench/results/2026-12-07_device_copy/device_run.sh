@@ -49,7 +49,7 @@ if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
   (
     (cd .gpu && tar -xJf "$BASE.tar.xz")
     . ".gpu/$BASE/env.sh"
-    check cuda_base 64 cuda
+    COMMIT=${BASE_COMMIT:-$BASE} check cuda_base 64 cuda
   )
   check cuda_again 64 cuda
 fi
