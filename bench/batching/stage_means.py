@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Mean executor stage times per batch, per variant, from a run_h100.sh run's logs.tgz.
+
+run_h100.sh scrapes the server's metrics after each variant (logs/metrics_after_<variant>.txt);
+the counters are cumulative over the run, so each variant's means come from the difference
+with the scrape before it. Prints, per variant: batches, then the mean microseconds per batch
+of each executor stage (staging, enqueue, wait, split, answer; see docs/operations.md) and of
+the device's own time (compute: first copy to last; kernel: the conv kernel alone).
+
+    bench/batching/stage_means.py bench/results/2026-12-07_cuda_ipc/run1/{cuda,pin,inband}
+"""
+import collections
+import os
+import re
+import sys
+import tarfile
+
+VARIANTS = ["batched", "eager", "unbatched"]
+STAGES = ["staging", "enqueue", "wait", "split", "answer"]
+
+
+def parse(text):
+    """(stage or kernel@layer/compute@layer, 'sum' or 'count') -> value, summed over labels."""
+    totals = collections.defaultdict(float)
+    for line in text.splitlines():
+        match = re.match(r"(\w+)\{([^}]*)\} (\S+)", line)
+        if not match:
+            continue
+        name, labels, value = match.groups()
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        kind = name.rsplit("_", 1)[1]
+        if kind not in ("sum", "count"):
+            continue
+        if name.startswith("convserve_executor_stage_seconds_"):
+            totals[(labels["stage"], kind)] += float(value)
+        for device_stage in ("kernel", "compute"):
+            if name.startswith(f"convserve_batch_{device_stage}_seconds_"):
+                totals[(f"{device_stage}@{labels.get('layer', '')}", kind)] += float(value)
+    return totals
+
+
+def scrapes(run_dir):
+    """variant -> metrics text, from run_dir/logs.tgz (or an unpacked run_dir/logs/)."""
+    out = {}
+    archive = os.path.join(run_dir, "logs.tgz")
+    if os.path.exists(archive):
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                base = os.path.basename(member.name)
+                for variant in VARIANTS:
+                    if base == f"metrics_after_{variant}.txt":
+                        out[variant] = tar.extractfile(member).read().decode()
+    else:
+        for variant in VARIANTS:
+            path = os.path.join(run_dir, "logs", f"metrics_after_{variant}.txt")
+            if os.path.exists(path):
+                out[variant] = open(path).read()
+    return out
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for run_dir in sys.argv[1:]:
+        texts = scrapes(run_dir)
+        before = collections.defaultdict(float)
+        for variant in VARIANTS:
+            if variant not in texts:
+                continue
+            now = parse(texts[variant])
+            delta = {key: now[key] - before[key] for key in now}
+            batches = delta.get(("enqueue", "count"), 0)
+            cells = []
+            for stage in STAGES + [f"kernel@{variant}", f"compute@{variant}"]:
+                count = delta.get((stage, "count"), 0)
+                if count:
+                    cells.append(f"{stage.split('@')[0]}={1e6 * delta[(stage, 'sum')] / count:.0f}")
+            print(f"{os.path.basename(os.path.normpath(run_dir))}/{variant:10s} "
+                  f"batches={batches:.0f} {' '.join(cells)}")
+            before = now
+
+
+if __name__ == "__main__":
+    main()
