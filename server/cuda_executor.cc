@@ -7,6 +7,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -134,6 +135,47 @@ void AddSegment(std::vector<CopySegment>& segments, size_t device_offset, char* 
     }
   }
   segments.push_back({device_offset, host, bytes});
+}
+
+// Issues `copies` between the lane's device buffer `device` and their other ends (to the device
+// when `to_device`) as one cudaMemcpyBatchAsync: a cudaMemcpyAsync per tensor costs the host
+// about 2.5 us each (page-locked host memory; 150 us for a batch of 30 both ways). Drivers
+// without the batch call (before CUDA 12.8) get one cudaMemcpyAsync per copy.
+cudaError_t IssueCopies(const std::vector<CopySegment>& copies, char* device, bool to_device,
+                        cudaStream_t stream) {
+  static std::atomic<bool> batch_call_missing{false};
+  if (copies.size() > 1 && !batch_call_missing.load(std::memory_order_relaxed)) {
+    std::vector<void*> dsts;
+    std::vector<const void*> srcs;
+    std::vector<size_t> sizes;
+    dsts.reserve(copies.size());
+    srcs.reserve(copies.size());
+    sizes.reserve(copies.size());
+    for (const CopySegment& copy : copies) {
+      char* device_side = device + copy.device_offset;
+      dsts.push_back(to_device ? device_side : copy.host);
+      srcs.push_back(to_device ? copy.host : device_side);
+      sizes.push_back(copy.bytes);
+    }
+    cudaMemcpyAttributes attributes{};
+    attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;  // after the stream's earlier work
+    size_t first_copy = 0;
+    const cudaError_t error = cudaMemcpyBatchAsync(
+        dsts.data(), srcs.data(), sizes.data(), copies.size(), &attributes, &first_copy, 1, stream);
+    if (error != cudaErrorNotSupported && error != cudaErrorCallRequiresNewerDriver) return error;
+    cudaGetLastError();
+    batch_call_missing.store(true, std::memory_order_relaxed);
+  }
+  for (const CopySegment& copy : copies) {
+    char* device_side = device + copy.device_offset;
+    if (cudaError_t error = cudaMemcpyAsync(to_device ? device_side : copy.host,
+                                            to_device ? copy.host : device_side, copy.bytes,
+                                            cudaMemcpyDefault, stream);
+        error != cudaSuccess) {
+      return error;
+    }
+  }
+  return cudaSuccess;
 }
 
 // Page-locks clients' shared memory for the copy engines of every GPU (portable registration),
@@ -537,11 +579,9 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   if ((error = cudaEventRecord(lane.start, lane.stream)) != cudaSuccess) {
     return fail(error, "cudaEventRecord");
   }
-  for (const CopySegment& copy : copies_in) {
-    if ((error = cudaMemcpyAsync(device_input + copy.device_offset, copy.host, copy.bytes,
-                                 cudaMemcpyDefault, lane.stream)) != cudaSuccess) {
-      return fail(error, "cudaMemcpyAsync (input)");
-    }
+  if ((error = IssueCopies(copies_in, device_input, /*to_device=*/true, lane.stream)) !=
+      cudaSuccess) {
+    return fail(error, "copying the inputs to the device");
   }
   if (!device_copies_in.empty()) {
     if (absl::Status copied = CopyWithinDevice(device_copies_in, lane.stream); !copied.ok()) {
@@ -621,7 +661,7 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
   const size_t sample_bytes =
       static_cast<size_t>(batch.problem.output_bytes() / batch.problem.batch);
   char* staging = static_cast<char*>(lane.host_output.data());
-  const char* device_output = static_cast<const char*>(lane.device_output.data());
+  char* device_output = static_cast<char*>(lane.device_output.data());
   std::vector<CopySegment> copies;
   std::vector<DeviceCopy> device_copies;
   size_t offset = 0;
@@ -637,12 +677,10 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
     request.output_delivered = destination != nullptr;
     offset += bytes;
   }
-  for (const CopySegment& copy : copies) {
-    if (cudaError_t error = cudaMemcpyAsync(copy.host, device_output + copy.device_offset,
-                                            copy.bytes, cudaMemcpyDefault, lane.stream);
-        error != cudaSuccess) {
-      return CudaStatus(error, device_name_, "cudaMemcpyAsync (output)");
-    }
+  if (cudaError_t error = IssueCopies(copies, device_output,
+                                      /*to_device=*/false, lane.stream);
+      error != cudaSuccess) {
+    return CudaStatus(error, device_name_, "copying the outputs from the device");
   }
   if (device_copies.empty()) return absl::OkStatus();
   absl::Status copied = CopyWithinDevice(device_copies, lane.stream);

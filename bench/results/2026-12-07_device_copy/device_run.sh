@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call for PREDICTION.md (here): the copy kernel's test (plain and under
-# compute-sanitizer memcheck), the CUDA IPC server test, then bench/batching/run_h100.sh with the
-# tensors in the client's GPU memory at c = 1, 8, 64 and, as the control, page-locked host
-# memory at c = 64.
+# compute-sanitizer memcheck), gpu_server_test, then bench/batching/run_h100.sh with the tensors
+# in the client's GPU memory at c = 1, 8, 64 and in page-locked host memory at c = 64; with
+# BASE, the same c = 64 runs from the commit before, interleaved.
 # Built here for sm_90 (Release, -Werror):
 #   ninja -C build-gpu conv_kernels_gpu_test gpu_server_test convserve-server convserve-cli \
 #     convserve-echo-server
@@ -20,10 +20,8 @@ timeout 60 conv_kernels_gpu_test --gtest_color=no --gtest_filter='CopyWithinDevi
 echo "CopyWithinDevice test rc=$? $((SECONDS - T0))s"
 grep -E "^seed|^\[  (PASSED|FAILED)|Failure|first at" "$O/copy_test.log" | head -6
 memcheck_rows 'CopyWithinDevice*'
-timeout 90 gpu_server_test --gtest_color=no --gtest_filter='GpuCudaSharedMemoryTest.*' \
-  >"$O/gpu_server_test.log" 2>&1
-echo "gpu_server_test (CUDA IPC) rc=$? $((SECONDS - T0))s"
-grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
+server_test
+grep -E "Failure|FAILED" "$O/gpu_server_test.log" | head -6
 device_save
 check() {  # check NAME LEVELS pin|cuda
   (
@@ -50,6 +48,7 @@ if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
     (cd .gpu && tar -xJf "$BASE.tar.xz")
     . ".gpu/$BASE/env.sh"
     COMMIT=${BASE_COMMIT:-$BASE} check cuda_base 64 cuda
+    COMMIT=${BASE_COMMIT:-$BASE} check pin_base 64 pin
   )
   check cuda_again 64 cuda
 fi
