@@ -12,6 +12,7 @@
 #   strip --strip-debug .gpu/dc/bin/*; (cd .gpu && tar -cf - dc | xz -T2 -6 > dc.tar.xz)
 # device: carry [".gpu/dc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_device_copy/device_run.sh
 # With BASE=ipc and .gpu/ipc.tar.xz carried too (9a19f54's bundle), also the A/B at c = 64.
+# PART=min (about 3 minutes): no memcheck, the shared-memory server tests only, c = 64 only.
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-dc}" dc
@@ -19,9 +20,16 @@ timeout 60 conv_kernels_gpu_test --gtest_color=no --gtest_filter='CopyWithinDevi
   >"$O/copy_test.log" 2>&1
 echo "CopyWithinDevice test rc=$? $((SECONDS - T0))s"
 grep -E "^seed|^\[  (PASSED|FAILED)|Failure|first at" "$O/copy_test.log" | head -6
-memcheck_rows 'CopyWithinDevice*'
-server_test
-grep -E "Failure|FAILED" "$O/gpu_server_test.log" | head -6
+if [ "${PART:-}" = min ]; then  # little device time left: the shared-memory cases only
+  timeout 90 gpu_server_test --gtest_color=no --gtest_filter='*SharedMemory*' \
+    >"$O/gpu_server_test.log" 2>&1
+  echo "gpu_server_test (shared memory) rc=$? $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
+else
+  memcheck_rows 'CopyWithinDevice*'
+  server_test
+  grep -E "Failure|FAILED" "$O/gpu_server_test.log" | head -6
+fi
 device_save
 check() {  # check NAME LEVELS pin|cuda
   (
@@ -40,7 +48,7 @@ check() {  # check NAME LEVELS pin|cuda
     2>/dev/null
   device_save
 }
-check cuda 1,8,64 cuda
+if [ "${PART:-}" = min ]; then check cuda 64 cuda; else check cuda 1,8,64 cuda; fi
 # The A side, when the call also carries the bundle of the commit before (BASE, e.g. ipc from
 # ../2026-12-07_cuda_ipc): the same c = 64 run on the same machine, between two of this side.
 if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
@@ -50,7 +58,7 @@ if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
     COMMIT=${BASE_COMMIT:-$BASE} check cuda_base 64 cuda
     COMMIT=${BASE_COMMIT:-$BASE} check pin_base 64 pin
   )
-  check cuda_again 64 cuda
+  [ "${PART:-}" = min ] || check cuda_again 64 cuda
 fi
 check pin 64 pin
 device_end
