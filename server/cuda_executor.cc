@@ -139,12 +139,16 @@ void AddSegment(std::vector<CopySegment>& segments, size_t device_offset, char* 
 
 // Issues `copies` between the lane's device buffer `device` and their other ends (to the device
 // when `to_device`) as one cudaMemcpyBatchAsync: a cudaMemcpyAsync per tensor costs the host
-// about 2.5 us each (page-locked host memory; 150 us for a batch of 30 both ways). Drivers
-// without the batch call (before CUDA 12.8) get one cudaMemcpyAsync per copy.
+// about 2.5 us each (page-locked host memory; 150 us for a batch of 30 both ways). When the
+// batch call fails (a driver before CUDA 12.8, or copies it does not take), the copies go one
+// cudaMemcpyAsync each, whose errors are the batch's; if those succeed, the batch call is not
+// tried again. Copies the failed call may have issued are issued again: the same bytes.
 cudaError_t IssueCopies(const std::vector<CopySegment>& copies, char* device, bool to_device,
                         cudaStream_t stream) {
-  static std::atomic<bool> batch_call_missing{false};
-  if (copies.size() > 1 && !batch_call_missing.load(std::memory_order_relaxed)) {
+  static std::atomic<bool> batch_call_refused{false};
+  bool batch_call_failed = false;
+  cudaError_t batch_error = cudaSuccess;
+  if (copies.size() > 1 && !batch_call_refused.load(std::memory_order_relaxed)) {
     std::vector<void*> dsts;
     std::vector<const void*> srcs;
     std::vector<size_t> sizes;
@@ -162,9 +166,10 @@ cudaError_t IssueCopies(const std::vector<CopySegment>& copies, char* device, bo
     size_t first_copy = 0;
     const cudaError_t error = cudaMemcpyBatchAsync(
         dsts.data(), srcs.data(), sizes.data(), copies.size(), &attributes, &first_copy, 1, stream);
-    if (error != cudaErrorNotSupported && error != cudaErrorCallRequiresNewerDriver) return error;
-    cudaGetLastError();
-    batch_call_missing.store(true, std::memory_order_relaxed);
+    if (error == cudaSuccess) return error;
+    cudaGetLastError();  // not sticky; the copies below tell whether anything is really wrong
+    batch_call_failed = true;
+    batch_error = error;
   }
   for (const CopySegment& copy : copies) {
     char* device_side = device + copy.device_offset;
@@ -174,6 +179,11 @@ cudaError_t IssueCopies(const std::vector<CopySegment>& copies, char* device, bo
         error != cudaSuccess) {
       return error;
     }
+  }
+  if (batch_call_failed && !batch_call_refused.exchange(true)) {
+    LogWarning("cudaMemcpyBatchAsync failed (", cudaGetErrorName(batch_error),
+               ") where one cudaMemcpyAsync per copy works; batches issue their copies one by "
+               "one from now on");
   }
   return cudaSuccess;
 }
