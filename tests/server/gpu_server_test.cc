@@ -311,7 +311,8 @@ TEST_P(GpuSharedMemoryTest, MixedBatchesMatchTheReference) {
 // another process: convserve-server itself): batches mixing in-band tensors with inputs and
 // outputs in the region, at offsets that are not aligned, against the fp64 reference; outputs
 // written exactly where asked; bad registrations refused with the field they got wrong and the
-// server serving on; the status not echoing the handle.
+// server serving on; the status not echoing the handle; the allocation registered twice, and
+// served from the second region after the first is unregistered.
 TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
@@ -359,7 +360,7 @@ TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
   const std::string poison(kSlot, '\xCD');
-  for (int round = 0; round < 2; ++round) {
+  auto run_round = [&](int round, const std::string& region) {
     std::vector<v1::ForwardRequest> in_band;  // the elements, for the reference
     std::vector<v1::ForwardRequest> requests;
     for (int i = 0; i < kRequests; ++i) {
@@ -374,9 +375,9 @@ TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
         const std::string& data = request.input().data();
         ASSERT_TRUE(
             gpu.Upload(kBase + input_at, data.data(), static_cast<int64_t>(data.size())).ok());
-        InputInRegion(request, "g", input_at);
+        InputInRegion(request, region, input_at);
       }
-      if (i < 6) OutputInRegion(request, "g", output_at, kSlot / 2);
+      if (i < 6) OutputInRegion(request, region, output_at, kSlot / 2);
       requests.push_back(std::move(request));
     }
     std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, requests);
@@ -399,7 +400,9 @@ TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
       }
       EXPECT_LT(RelativeError(load, in_band[i], output), 2e-3);
     }
-  }
+  };
+  run_round(0, "g");
+  run_round(1, "g");
 
   // Refused registrations name what is wrong; none may fault the device.
   EXPECT_EQ(register_region("past", gpu.ipc_handle(), 0, kBase, kRange + 1).error_code(),
@@ -426,13 +429,22 @@ TEST(GpuCudaSharedMemoryTest, BatchesFromAndToTheClientsGpuMemory) {
   std::vector<std::unique_ptr<::convserve::testing::AsyncCall>> calls = ForwardAll(s, last);
   ASSERT_TRUE(calls[0]->status.ok()) << calls[0]->status.error_message();
   EXPECT_LT(RelativeError(load, in_band_after, calls[0]->response.output().data()), 2e-3);
+  // The same allocation registered a second time (CUDA counts the server's opens of one
+  // handle): unregistering the first region must leave the second one mapped.
   {
+    grpc::Status status = register_region("g2", gpu.ipc_handle(), 0, kBase, kRange);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  auto unregister = [&](const std::string& name) {
     v1::UnregisterSharedMemoryRequest request;
-    request.set_name("g");
+    request.set_name(name);
     grpc::ClientContext context;
     v1::UnregisterSharedMemoryResponse unregistered;
-    EXPECT_TRUE(s.stub->UnregisterSharedMemory(&context, request, &unregistered).ok());
-  }
+    return s.stub->UnregisterSharedMemory(&context, request, &unregistered);
+  };
+  EXPECT_TRUE(unregister("g").ok());
+  run_round(2, "g2");
+  EXPECT_TRUE(unregister("g2").ok());
   EXPECT_THAT((*server)->Log(), ::testing::Not(::testing::HasSubstr("is broken after")));
 }
 
