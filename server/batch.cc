@@ -121,7 +121,7 @@ void CompleteBatch(Batch& batch, const char* merged_output, const BatchRun& run,
   }
   if (metrics != nullptr) {
     stages.answer = absl::ToDoubleSeconds(absl::Now() - split_done);
-    metrics->ExecutorStages(run.device, stages);
+    metrics->ExecutorStages(batch.layer->name, run.device, stages);
   }
 }
 

@@ -64,8 +64,9 @@ cp "$work/metrics_after_${LEVELS##*,}.txt" "$out/metrics_last.txt" 2>/dev/null
 import json, os, re, sys
 work, out, env_path, levels = sys.argv[1:5]
 STAGES = ["staging", "enqueue", "wait", "split", "answer"]
+# Summed over devices and layers (one layer is served here); older servers had no layer label.
 SAMPLE = re.compile(r'^convserve_executor_stage_seconds_(sum|count)\{device="[^"]*",'
-                    r'stage="([a-z]+)"\} (\S+)$')
+                    r'(?:layer="[^"]*",)?stage="([a-z]+)"\} (\S+)$')
 
 def stage_totals(path):
     totals = {}

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Mean executor stage times per batch, per variant, from a run_h100.sh run's logs.tgz.
 
-run_h100.sh scrapes the server's metrics after each variant (logs/metrics_after_<variant>.txt);
-the counters are cumulative over the run, so each variant's means come from the difference
-with the scrape before it. Prints, per variant: batches, then the mean microseconds per batch
+run_h100.sh scrapes the server's metrics after each variant (logs/metrics_after_<variant>.txt),
+and serves each variant as a layer of that name. Servers since 2026-12-07 label the stages by
+layer, so the last scrape holds every variant's own; for older ones the stage counters are
+per device, summed over the run, and each variant's means come from the difference with the
+scrape before it. Prints, per variant: batches, then the mean microseconds per batch
 of each executor stage (staging, enqueue, wait, split, answer; see docs/operations.md) and of
 the device's own time (compute: first copy to last; kernel: the conv kernel alone).
 
@@ -32,6 +34,9 @@ def parse(text):
         if kind not in ("sum", "count"):
             continue
         if name.startswith("convserve_executor_stage_seconds_"):
+            layer = labels.get("layer")
+            if layer is not None:
+                totals[(f"{labels['stage']}@{layer}", kind)] += float(value)
             totals[(labels["stage"], kind)] += float(value)
         for device_stage in ("kernel", "compute"):
             if name.startswith(f"convserve_batch_{device_stage}_seconds_"):
@@ -68,10 +73,15 @@ def main():
             if variant not in texts:
                 continue
             now = parse(texts[variant])
-            delta = {key: now[key] - before[key] for key in now}
-            batches = delta.get(("enqueue", "count"), 0)
+            if (f"enqueue@{variant}", "count") in now:  # labelled by layer: no differences
+                delta = now
+                stages = [f"{stage}@{variant}" for stage in STAGES]
+            else:
+                delta = {key: now[key] - before[key] for key in now}
+                stages = list(STAGES)
+            batches = delta.get((stages[1], "count"), 0)
             cells = []
-            for stage in STAGES + [f"kernel@{variant}", f"compute@{variant}"]:
+            for stage in stages + [f"kernel@{variant}", f"compute@{variant}"]:
                 count = delta.get((stage, "count"), 0)
                 if count:
                     cells.append(f"{stage.split('@')[0]}={1e6 * delta[(stage, 'sum')] / count:.0f}")

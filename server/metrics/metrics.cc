@@ -108,17 +108,20 @@ struct ConfigHandle {
   StripedHistogram compute_seconds{&SecondsBounds()};
   StripedHistogram kernel_seconds{&SecondsBounds()};
 };
-struct DeviceHandle {
-  ReadMostlyMap<ConfigHandle> configs;
-};
-// One executor's host stages (ExecutorStageSeconds), per device and not per layer: where the
-// executor's time goes does not depend on which layer the batch was for.
+// An executor's host stages (ExecutorStageSeconds) for one layer's batches on one device: per
+// layer, because staging, copies and replies scale with the layer's tensors and with where
+// they live (in band, shared memory, GPU memory).
 constexpr int kExecutorStages = std::size(kExecutorStageNames);
 struct StageHandle {
   StripedHistogram seconds[kExecutorStages] = {
       StripedHistogram{&StageBounds()}, StripedHistogram{&StageBounds()},
       StripedHistogram{&StageBounds()}, StripedHistogram{&StageBounds()},
       StripedHistogram{&StageBounds()}};
+  std::atomic<bool> observed{false};  // no series before the first batch
+};
+struct DeviceHandle {
+  ReadMostlyMap<ConfigHandle> configs;
+  StageHandle stages;
 };
 
 // Everything the hot path updates for one layer; found once per call through the layer map.
@@ -160,21 +163,20 @@ class HotSeries : public prometheus::Collectable {
     if (LayerHandle* handle = layers_.Find(layer)) return *handle;
     return Layer(kUnknownLayer);
   }
-  StageHandle& Stages(std::string_view device) {
-    return stages_.FindOrCreate(device, [] { return std::make_unique<StageHandle>(); });
+  static DeviceHandle& Device(LayerHandle& layer, std::string_view device) {
+    return layer.devices.FindOrCreate(device, [] { return std::make_unique<DeviceHandle>(); });
   }
   static ConfigHandle& Config(LayerHandle& layer, std::string_view device,
                               std::string_view config) {
-    DeviceHandle& d =
-        layer.devices.FindOrCreate(device, [] { return std::make_unique<DeviceHandle>(); });
-    return d.configs.FindOrCreate(config, [] { return std::make_unique<ConfigHandle>(); });
+    return Device(layer, device).configs.FindOrCreate(config, [] {
+      return std::make_unique<ConfigHandle>();
+    });
   }
 
   std::vector<MetricFamily> Collect() const override;
 
  private:
   ReadMostlyMap<LayerHandle> layers_;
-  ReadMostlyMap<StageHandle> stages_;  // by device
 };
 
 std::vector<MetricFamily> HotSeries::Collect() const {
@@ -205,6 +207,13 @@ std::vector<MetricFamily> HotSeries::Collect() const {
              "Merged launches: host-device copies plus kernel, in seconds.", MetricType::Histogram);
   MetricFamily kernel =
       Family("convserve_batch_kernel_seconds", "Merged launches: kernel time alone, in seconds.",
+             MetricType::Histogram);
+  MetricFamily stages =
+      Family("convserve_executor_stage_seconds",
+             "Merged launches, stage by stage on the executor's host thread, in seconds: staging "
+             "(lane, plan, buffers, input merge), enqueue (issuing copies and kernel), wait "
+             "(until the batch is seen done), split (results copied out), answer (the "
+             "executor thread's own replies).",
              MetricType::Histogram);
 
   std::vector<std::pair<std::string, const LayerHandle*>> layers;
@@ -267,22 +276,15 @@ std::vector<MetricFamily> HotSeries::Collect() const {
         ks.histogram = handle.kernel_seconds.Snapshot();
         kernel.metric.push_back(std::move(ks));
       });
+      if (!d.stages.observed.load(std::memory_order_relaxed)) return;
+      for (int stage = 0; stage < kExecutorStages; ++stage) {
+        ClientMetric metric = Labelled(
+            {{"layer", layer_name}, {"device", device}, {"stage", kExecutorStageNames[stage]}});
+        metric.histogram = d.stages.seconds[stage].Snapshot();
+        stages.metric.push_back(std::move(metric));
+      }
     });
   }
-  MetricFamily stages =
-      Family("convserve_executor_stage_seconds",
-             "Merged launches, stage by stage on the executor's host thread, in seconds: staging "
-             "(lane, plan, buffers, input merge), enqueue (issuing copies and kernel), wait "
-             "(until the batch is seen done), split (results copied out), answer (the "
-             "executor thread's own replies).",
-             MetricType::Histogram);
-  stages_.ForEach([&](const std::string& device, const StageHandle& handle) {
-    for (int stage = 0; stage < kExecutorStages; ++stage) {
-      ClientMetric metric = Labelled({{"device", device}, {"stage", kExecutorStageNames[stage]}});
-      metric.histogram = handle.seconds[stage].Snapshot();
-      stages.metric.push_back(std::move(metric));
-    }
-  });
   std::vector<MetricFamily> families;
   for (MetricFamily* f : {&requests, &total, &queue, &depth, &rejected, &expired, &cancelled,
                           &batch_size, &compute, &kernel, &stages}) {
@@ -412,12 +414,14 @@ class PrometheusMetrics final : public Metrics {
     handle.kernel_seconds.Observe(kernel_seconds);
   }
 
-  void ExecutorStages(std::string_view device, const ExecutorStageSeconds& stages) override {
-    StageHandle& handle = hot_->Stages(device);
+  void ExecutorStages(std::string_view layer, std::string_view device,
+                      const ExecutorStageSeconds& stages) override {
+    StageHandle& handle = HotSeries::Device(hot_->Layer(layer), device).stages;
     const double values[kExecutorStages] = {stages.staging, stages.enqueue, stages.wait,
                                             stages.split, stages.answer};
     for (int stage = 0; stage < kExecutorStages; ++stage)
       handle.seconds[stage].Observe(values[stage]);
+    handle.observed.store(true, std::memory_order_relaxed);
   }
 
   void SetQueueDepth(std::string_view layer, int64_t requests) override {

@@ -56,8 +56,8 @@ class Metrics {
                              std::string_view kernel_config, int batch_size, double compute_seconds,
                              double kernel_seconds) = 0;
   // The same launch, stage by stage on the host (convserve_executor_stage_seconds).
-  virtual void ExecutorStages(std::string_view /*device*/, const ExecutorStageSeconds& /*stages*/) {
-  }
+  virtual void ExecutorStages(std::string_view /*layer*/, std::string_view /*device*/,
+                              const ExecutorStageSeconds& /*stages*/) {}
   virtual void SetQueueDepth(std::string_view layer, int64_t requests) = 0;
   // Resident weight bytes of a layer on a device; bytes < 0 removes the series (unload).
   virtual void SetLayerResidentBytes(std::string_view layer, std::string_view device,

@@ -88,7 +88,7 @@ TEST(MetricsTest, BatchesByLayerDeviceAndKernelConfig) {
   EXPECT_NEAR(*Sample(text, "convserve_batch_kernel_seconds_sum" + labels + "}"), 0.0018, 1e-12);
 }
 
-TEST(MetricsTest, ExecutorStagesByDeviceWithMicrosecondBuckets) {
+TEST(MetricsTest, ExecutorStagesByLayerAndDeviceWithMicrosecondBuckets) {
   auto metrics = NewMetrics();
   ExecutorStageSeconds stages;
   stages.staging = 30e-6;
@@ -96,13 +96,15 @@ TEST(MetricsTest, ExecutorStagesByDeviceWithMicrosecondBuckets) {
   stages.wait = 60e-6;
   stages.split = 25e-6;
   stages.answer = 150e-6;
-  metrics->ExecutorStages("cuda:0", stages);
+  metrics->ExecutorStages("conv1", "cuda:0", stages);
   stages.staging = 2e-6;
-  metrics->ExecutorStages("cuda:0", stages);
+  metrics->ExecutorStages("conv1", "cuda:0", stages);
+  stages.staging = 1.0;
+  metrics->ExecutorStages("conv2", "cuda:0", stages);
   const std::string text = metrics->Scrape();
   const auto series = [](const char* stage, const std::string& suffix) {
-    return "convserve_executor_stage_seconds" + suffix + R"({device="cuda:0",stage=")" + stage +
-           "\"";
+    return "convserve_executor_stage_seconds" + suffix +
+           R"({device="cuda:0",layer="conv1",stage=")" + stage + "\"";
   };
   for (const char* stage : kExecutorStageNames) {
     EXPECT_EQ(Sample(text, series(stage, "_count") + "}"), 2) << stage;
@@ -112,7 +114,15 @@ TEST(MetricsTest, ExecutorStagesByDeviceWithMicrosecondBuckets) {
   // The buckets start at 1 us, so a 2 us stage is told from a 30 us one.
   EXPECT_EQ(Sample(text, series("staging", "_bucket") + R"(,le="2.5e-06"})"), 1);
   EXPECT_EQ(Sample(text, series("staging", "_bucket") + R"(,le="5e-05"})"), 2);
-  EXPECT_FALSE(HasLineStartingWith(text, R"(convserve_executor_stage_seconds_count{device="cpu")"));
+  // Each layer its own series; a layer with batches but no stages yet has none.
+  EXPECT_EQ(
+      Sample(
+          text,
+          R"(convserve_executor_stage_seconds_count{device="cuda:0",layer="conv2",stage="staging"})"),
+      1);
+  metrics->BatchExecuted("conv3", "cpu", "cfg", 1, 1e-3, 1e-4);
+  EXPECT_FALSE(HasLineStartingWith(metrics->Scrape(),
+                                   R"(convserve_executor_stage_seconds_count{device="cpu")"));
 }
 
 TEST(MetricsTest, RejectionsExpirationsCancellationsAndQueueDepth) {
@@ -224,7 +234,7 @@ TEST(MetricsTest, EveryFamilyIsNamedByTheConventions) {
   metrics->Cancelled("l");
   metrics->SetQueueDepth("l", 1);
   metrics->BatchExecuted("l", "cuda:0", "cfg", 1, 1e-3, 1e-4);
-  metrics->ExecutorStages("cuda:0", ExecutorStageSeconds{});
+  metrics->ExecutorStages("l", "cuda:0", ExecutorStageSeconds{});
   metrics->SetLayerResidentBytes("l", "cuda:0", 1);
   metrics->SetDeviceMemory("cuda:0", 1, 2);
   metrics->SetTunerCounters("cuda:0", 1, 1, 1, 1);
