@@ -106,3 +106,32 @@ torch_sample() {
     --dtypes=fp16,bf16 --json="$O/torch_$1.json" >"$O/torch_$1.txt" 2>&1
   echo "torch $1 rc=$? $((SECONDS - T0))s"
 }
+
+# bench/batching/run_h100.sh's batched / eager / unbatched sweep at concurrency $2 (a list), with
+# the tensors in band, in shared memory page-locked by the server ($3 = pin), in shared memory
+# it reads and writes through the descriptor ($3 = nopin), or in the client's GPU memory
+# ($3 = cuda); prints its summary lines, keeps its files under $O/$1 and saves. The caller's
+# environment passes through (CONNECTIONS, COMMIT, PATH for another build's server);
+# CHECK_TIMEOUT bounds the sweep (200 s).
+batching_check() {
+  (
+    case "${3:-}" in
+      pin) export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory ;;
+      nopin)
+        export SERVER_FLAGS="--allow_shared_memory --nopin_shared_memory"
+        export SERVER_PERF_FLAGS=--shared_memory
+        ;;
+      cuda)
+        export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--cuda_shared_memory=0
+        ;;
+    esac
+    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-unknown} \
+      timeout "${CHECK_TIMEOUT:-200}" bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
+  )
+  echo "== $1 ($((SECONDS - T0))s)"
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -24
+  mkdir -p "$O/$1"
+  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
+    2>/dev/null
+  device_save
+}

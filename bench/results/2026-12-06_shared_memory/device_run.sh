@@ -17,20 +17,15 @@ set -uo pipefail
 device_begin "${BUNDLE:-shm}" shm
 mkdir -p /tmp/main_bin
 ln -sf "$(command -v convserve-server-ab401df)" /tmp/main_bin/convserve-server
-check() {  # check VARIANT NAME LEVELS [shm]
-  (
-    [ "$1" = a ] && export PATH=/tmp/main_bin:$PATH
-    if [ "${4:-}" = shm ]; then
-      export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory
-    fi
-    OUT=/tmp/r_$2 SKIP_GPU_TEST=1 LEVELS=$3 ROUNDS=0 DURATION_S=3 COMMIT=srv_$1 \
-      timeout 200 bash bench/batching/run_h100.sh >/tmp/r_$2.log 2>&1
-  )
-  echo "== $2 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$2/summary.txt 2>/dev/null | tail -24
-  mkdir -p "$O/$2"
-  cp /tmp/r_$2/summary.txt /tmp/r_$2/results.json /tmp/r_$2/logs.tgz /tmp/r_$2.log "$O/$2/" \
-    2>/dev/null
+# check VARIANT NAME LEVELS [shm]: variant a is main's server (ab401df), b this bundle's.
+check() {
+  local kind=""
+  [ "${4:-}" = shm ] && kind=pin
+  if [ "$1" = a ]; then
+    (PATH=/tmp/main_bin:$PATH COMMIT=srv_a batching_check "$2" "$3" $kind)
+  else
+    COMMIT=srv_b batching_check "$2" "$3" $kind
+  fi
 }
 # Most needed first, saved after each step: device time ran short in this session.
 server_test

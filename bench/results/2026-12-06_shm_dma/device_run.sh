@@ -13,32 +13,15 @@
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-dma}" dma
-check() {  # check NAME LEVELS [pin|nopin]
-  (
-    case "${3:-}" in
-      pin) export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory ;;
-      nopin)
-        export SERVER_FLAGS="--allow_shared_memory --nopin_shared_memory"
-        export SERVER_PERF_FLAGS=--shared_memory
-        ;;
-    esac
-    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-dma} \
-      timeout 200 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
-  )
-  echo "== $1 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -24
-  mkdir -p "$O/$1"
-  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
-    2>/dev/null
-}
+COMMIT=${COMMIT:-dma}
 # PART=repeat (the second call): the fixed server test, then page-locked and through the
 # server again at c = 64.
 if [ "${PART:-}" = repeat ]; then
   server_test
   device_save
-  check pin_repeat 64 pin
+  batching_check pin_repeat 64 pin
   device_save
-  check nopin_repeat 64 nopin
+  batching_check nopin_repeat 64 nopin
   device_end
   exit 0
 fi
@@ -47,24 +30,24 @@ fi
 # 32 client connections instead of 8.
 if [ "${PART:-}" = due ]; then
   timeout 60 python3 bench/batching/pcie_probe.py --json "$O/pcie.json" 2>&1 | tee "$O/pcie.txt"
-  check pin_due 8,64 pin
+  batching_check pin_due 8,64 pin
   device_save
-  check inband_due 8,64
+  batching_check inband_due 8,64
   device_save
-  CONNECTIONS=16 check pin_conn16 64 pin
+  CONNECTIONS=16 batching_check pin_conn16 64 pin
   device_save
-  CONNECTIONS=32 check pin_conn32 64 pin
+  CONNECTIONS=32 batching_check pin_conn32 64 pin
   device_end
   exit 0
 fi
 # Most needed first, saved after each step: device time is short.
 server_test
 device_save
-check pin 1,64 pin
+batching_check pin 1,64 pin
 device_save
-check nopin 1,64 nopin
+batching_check nopin 1,64 nopin
 device_save
-check pin_sweep 8,32,128 pin
+batching_check pin_sweep 8,32,128 pin
 device_save
-check inband 1,64
+batching_check inband 1,64
 device_end

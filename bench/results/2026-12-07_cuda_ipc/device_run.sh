@@ -14,23 +14,6 @@
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-ipc}" ipc
-check() {  # check NAME LEVELS [pin|cuda]
-  (
-    case "${3:-}" in
-      pin) export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--shared_memory ;;
-      cuda)
-        export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--cuda_shared_memory=0
-        ;;
-    esac
-    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-ipc} \
-      timeout 150 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
-  )
-  echo "== $1 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -12
-  mkdir -p "$O/$1"
-  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
-    2>/dev/null
-}
 # PART=min (little device time left): the CUDA IPC test alone, then c = 64 from GPU memory and
 # from page-locked host memory.
 if [ "${PART:-}" = min ]; then
@@ -39,9 +22,9 @@ if [ "${PART:-}" = min ]; then
   echo "gpu_server_test (CUDA IPC) rc=$? $((SECONDS - T0))s"
   grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
   device_save
-  check cuda 64 cuda
+  batching_check cuda 64 cuda
   device_save
-  check pin 64 pin
+  batching_check pin 64 pin
   device_end
   exit 0
 fi
@@ -50,11 +33,11 @@ device_save
 server_test
 grep -E "GpuCudaSharedMemoryTest|Failure|error" "$O/gpu_server_test.log" | head -12
 device_save
-check cuda 8,64 cuda
+batching_check cuda 8,64 cuda
 device_save
-check pin 8,64 pin
+batching_check pin 8,64 pin
 device_save
-check inband 8,64
+batching_check inband 8,64
 device_save
-CONNECTIONS=16 check pin_conn16 64 pin
+CONNECTIONS=16 batching_check pin_conn16 64 pin
 device_end

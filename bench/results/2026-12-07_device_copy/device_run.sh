@@ -11,7 +11,8 @@
 #     build-gpu/client/convserve-cli build-gpu/bench/echo/convserve-echo-server -- tests/data
 #   strip --strip-debug .gpu/dc/bin/*; (cd .gpu && tar -cf - dc | xz -T2 -6 > dc.tar.xz)
 # device: carry [".gpu/dc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_device_copy/device_run.sh
-# With BASE=ipc and .gpu/ipc.tar.xz carried too (9a19f54's bundle), also the A/B at c = 64.
+# With BASE=base and .gpu/base.tar.xz carried too (9a19f54's convserve-server alone, see
+# README.md), also the A/B at c = 64.
 # PART=min (about 3 minutes): no memcheck, the shared-memory server tests only, c = 64 only.
 set -uo pipefail
 . bench/conv/device_steps.sh
@@ -31,34 +32,17 @@ else
   grep -E "Failure|FAILED" "$O/gpu_server_test.log" | head -6
 fi
 device_save
-check() {  # check NAME LEVELS pin|cuda
-  (
-    export SERVER_FLAGS=--allow_shared_memory
-    case "$3" in
-      pin) export SERVER_PERF_FLAGS=--shared_memory ;;
-      cuda) export SERVER_PERF_FLAGS=--cuda_shared_memory=0 ;;
-    esac
-    OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-dc} \
-      timeout 150 bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
-  )
-  echo "== $1 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -16
-  mkdir -p "$O/$1"
-  cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
-    2>/dev/null
-  device_save
-}
-if [ "${PART:-}" = min ]; then check cuda 64 cuda; else check cuda 1,8,64 cuda; fi
-# The A side, when the call also carries the bundle of the commit before (BASE, e.g. ipc from
-# ../2026-12-07_cuda_ipc): the same c = 64 run on the same machine, between two of this side.
+if [ "${PART:-}" = min ]; then batching_check cuda 64 cuda; else batching_check cuda 1,8,64 cuda; fi
+# The A side, when the call also carries the server of the commit before (BASE): the same
+# c = 64 runs on the same machine, between two of this side.
 if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
   (
     (cd .gpu && tar -xJf "$BASE.tar.xz")
     . ".gpu/$BASE/env.sh"
-    COMMIT=${BASE_COMMIT:-$BASE} check cuda_base 64 cuda
-    COMMIT=${BASE_COMMIT:-$BASE} check pin_base 64 pin
+    COMMIT=${BASE_COMMIT:-$BASE} batching_check cuda_base 64 cuda
+    COMMIT=${BASE_COMMIT:-$BASE} batching_check pin_base 64 pin
   )
-  [ "${PART:-}" = min ] || check cuda_again 64 cuda
+  [ "${PART:-}" = min ] || batching_check cuda_again 64 cuda
 fi
-check pin 64 pin
+batching_check pin 64 pin
 device_end
