@@ -15,7 +15,8 @@
 #    concurrency 1 against the echo floor plus the server's compute time (target <= 15% over),
 #    from the sweeps and, round by round, from the interleaved pairs.
 # The client spreads calls over CONNECTIONS TCP connections. $OUT receives summary.txt,
-# results.json (every perf row, by variant) and logs.tgz (server logs, perf tables, metrics).
+# results.json (every perf row, by variant) and logs.tgz (server logs, perf tables, metrics);
+# the summary ends with the executor's stage means per variant (stage_means.py).
 #
 # Overrides (environment): DEVICE (cuda:0; "cpu" runs the whole script on the CPU backend, to
 # check it off the GPU machine), LAYER (demo layer to serve, demo_conv3x3), LEVELS
@@ -181,3 +182,6 @@ summary = "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.txt"), "w").write("\n".join(results["env"]) + "\n\n" + summary)
 print(summary, end="")
 EOF
+# Where each variant's batches spent their time: the executor's stages, mean us per batch.
+echo "executor stages, mean us per batch:" | tee -a "$out/summary.txt"
+"$PYTHON" "$(dirname "$0")/stage_means.py" "$DEVICE=$work" | tee -a "$out/summary.txt"

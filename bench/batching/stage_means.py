@@ -10,6 +10,8 @@ of each executor stage (staging, enqueue, wait, split, answer; see docs/operatio
 the device's own time (compute: first copy to last; kernel: the conv kernel alone).
 
     bench/batching/stage_means.py bench/results/2026-12-07_cuda_ipc/run1/{cuda,pin,inband}
+
+A run named LABEL=DIR prints as LABEL instead of the folder's name.
 """
 import collections
 import os
@@ -66,7 +68,9 @@ def scrapes(run_dir):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    for run_dir in sys.argv[1:]:
+    for argument in sys.argv[1:]:
+        label, _, run_dir = argument.rpartition("=")
+        label = label or os.path.basename(os.path.normpath(run_dir))
         texts = scrapes(run_dir)
         before = collections.defaultdict(float)
         for variant in VARIANTS:
@@ -85,7 +89,7 @@ def main():
                 count = delta.get((stage, "count"), 0)
                 if count:
                     cells.append(f"{stage.split('@')[0]}={1e6 * delta[(stage, 'sum')] / count:.0f}")
-            print(f"{os.path.basename(os.path.normpath(run_dir))}/{variant:10s} "
+            print(f"{label}/{variant:10s} "
                   f"batches={batches:.0f} {' '.join(cells)}")
             before = now
 

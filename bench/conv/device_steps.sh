@@ -129,7 +129,8 @@ batching_check() {
       timeout "${CHECK_TIMEOUT:-200}" bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
   )
   echo "== $1 ($((SECONDS - T0))s)"
-  grep -E "^(echo_c|batched|eager|unbatched) |^c=" /tmp/r_$1/summary.txt 2>/dev/null | tail -24
+  grep -E "^(echo_c|batched|eager|unbatched) |^c=|^[^ ]+/(batched|eager|unbatched) " \
+    /tmp/r_$1/summary.txt 2>/dev/null | tail -30
   mkdir -p "$O/$1"
   cp /tmp/r_$1/summary.txt /tmp/r_$1/results.json /tmp/r_$1/logs.tgz /tmp/r_$1.log "$O/$1/" \
     2>/dev/null
