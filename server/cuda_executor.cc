@@ -35,6 +35,12 @@ absl::Status CudaStatus(cudaError_t error, const std::string& device, const char
   return absl::UnavailableError(message);
 }
 
+// A status from the conv library, its message prefixed with the device it came from.
+absl::Status OnDevice(const std::string& device, const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(device, ": ", status.message()));
+}
+
 // Copies a request's input into the pinned staging buffer, which only the GPU reads back. Plain
 // memcpy stores a block this size (hundreds of KB, under glibc's non-temporal threshold) through
 // the cache, so each line is first read from DRAM and later written back: on the H100 hosts that
@@ -596,9 +602,7 @@ bool CudaExecutor::LaunchOnLane(Lane& lane, Batch& batch, absl::Time taken_at, C
   if (!device_copies_in.empty()) {
     if (absl::Status copied = CopyWithinDevice(device_copies_in, lane.stream); !copied.ok()) {
       cudaStreamSynchronize(lane.stream);
-      FailBatch(batch,
-                absl::Status(copied.code(), absl::StrCat(device_name_, ": ", copied.message())),
-                metrics_);
+      FailBatch(batch, OnDevice(device_name_, copied), metrics_);
       return false;
     }
   }
@@ -653,7 +657,7 @@ absl::Status CudaExecutor::IssueKernels(Lane& lane, const Batch& batch, const Co
       static_cast<const PackedDeviceWeights&>(*batch.layer->weights[index_]).packed();
   absl::Status ran = engine_->Run(batch.problem, launch, weights, lane.device_input.data(),
                                   lane.device_output.data(), lane.workspace.data(), lane.stream);
-  if (!ran.ok()) return absl::Status(ran.code(), absl::StrCat(device_name_, ": ", ran.message()));
+  if (!ran.ok()) return OnDevice(device_name_, ran);
   if (cudaError_t error = record(lane.kernel_end); error != cudaSuccess) {
     return CudaStatus(error, device_name_, "cudaEventRecord");
   }
@@ -693,10 +697,7 @@ absl::Status CudaExecutor::IssueSplitCopyOut(Lane& lane, Batch& batch) {
     return CudaStatus(error, device_name_, "copying the outputs from the device");
   }
   if (device_copies.empty()) return absl::OkStatus();
-  absl::Status copied = CopyWithinDevice(device_copies, lane.stream);
-  return copied.ok()
-             ? copied
-             : absl::Status(copied.code(), absl::StrCat(device_name_, ": ", copied.message()));
+  return OnDevice(device_name_, CopyWithinDevice(device_copies, lane.stream));
 }
 
 absl::Status CudaExecutor::IssueAsGraph(Lane& lane, const Batch& batch, const ConvLaunch& launch,
