@@ -12,7 +12,7 @@ namespace {
 
 constexpr int kThreads = 256;
 // Copies per launch: the table travels as the kernel's parameter, which must stay under the
-// 4 KB every supported driver takes (64 x 24 bytes, plus the count).
+// 4 KB every supported driver takes (64 x 24 bytes).
 constexpr int kCopiesPerLaunch = 64;
 // Bytes one block moves per loop trip (16 per thread, four loads in flight): enough blocks per
 // copy to spread a 400 KB tensor over the SMs without a long serial tail.
