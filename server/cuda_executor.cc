@@ -356,14 +356,15 @@ class CudaExecutor::Lane {
 
 absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
     int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-    absl::Duration occupancy_sample_interval, bool cuda_graphs) {
+    absl::Duration occupancy_sample_interval, bool cuda_graphs, int lanes) {
+  if (lanes < 1) return absl::InvalidArgumentError(absl::StrCat(lanes, " executor lanes"));
   std::unique_ptr<CudaExecutor> executor(
-      new CudaExecutor(index, device, std::move(engine), metrics, cuda_graphs));
+      new CudaExecutor(index, device, std::move(engine), metrics, cuda_graphs, lanes));
   const std::string& name = executor->device_name_;
   if (absl::Status s = CudaStatus(cudaSetDevice(device), name, "cudaSetDevice"); !s.ok()) {
     return s;
   }
-  for (int i = 0; i < kLanes; ++i) {
+  for (int i = 0; i < lanes; ++i) {
     auto lane = std::make_unique<Lane>();
     if (absl::Status s = CudaStatus(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking),
                                     name, "cudaStreamCreate");
@@ -397,12 +398,13 @@ absl::StatusOr<std::unique_ptr<Executor>> CudaExecutor::Create(
 }
 
 CudaExecutor::CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine,
-                           Metrics* metrics, bool cuda_graphs)
+                           Metrics* metrics, bool cuda_graphs, int lanes)
     : index_(index),
       device_(device),
       engine_(std::move(engine)),
       metrics_(metrics),
       device_name_(engine_->device_name()),
+      slots_(lanes),
       cuda_graphs_(cuda_graphs) {}
 
 CudaExecutor::~CudaExecutor() {

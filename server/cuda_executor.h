@@ -1,4 +1,5 @@
-// The executor of one GPU, behind the ConvEngine seam (kernels/conv_engine.h). Two lanes, each
+// The executor of one GPU, behind the ConvEngine seam (kernels/conv_engine.h). Lanes (two by
+// default, ServerOptions::gpu_lanes), each
 // with its own stream, reused pinned host staging and device buffers, and a thread. Execute()
 // stages the batch's inputs into a free lane and enqueues the input copy, the tuned kernel and
 // the output copy on its stream, all asynchronous, on the caller's thread; the lane's thread
@@ -26,16 +27,15 @@ namespace convserve {
 
 class CudaExecutor final : public Executor {
  public:
-  static constexpr int kLanes = 2;
-
   // Takes over `engine`, which drives CUDA device `device`. UNAVAILABLE / RESOURCE_EXHAUSTED
   // when streams or events cannot be created. `metrics` may be null and must outlive this.
   // A positive `occupancy_sample_interval` starts the CUPTI achieved-occupancy sampler. With
   // `cuda_graphs`, each batch's kernels and copy out are issued as one CUDA graph launch,
-  // captured per (problem, plan, lane) on first use.
+  // captured per (problem, plan, lane) on first use. `lanes` (>= 1): batches in flight at once.
   static absl::StatusOr<std::unique_ptr<Executor>> Create(
       int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-      absl::Duration occupancy_sample_interval = absl::ZeroDuration(), bool cuda_graphs = true);
+      absl::Duration occupancy_sample_interval = absl::ZeroDuration(), bool cuda_graphs = true,
+      int lanes = 2);
   ~CudaExecutor() override;
 
   int index() const override { return index_; }
@@ -59,7 +59,7 @@ class CudaExecutor final : public Executor {
 
  private:
   CudaExecutor(int index, int device, std::unique_ptr<ConvEngine> engine, Metrics* metrics,
-               bool cuda_graphs);
+               bool cuda_graphs, int lanes);
   void LaneLoop(Lane& lane);
   // On the caller's thread: stages `batch` into `lane` and enqueues its copies and kernel, setting
   // `launch` and the run's staging and enqueue times (from `taken_at`, when Execute() got the
@@ -94,7 +94,7 @@ class CudaExecutor final : public Executor {
   std::unique_ptr<ConvEngine> engine_;
   Metrics* const metrics_;
   std::string device_name_;
-  LaunchSlots slots_{kLanes};
+  LaunchSlots slots_;  // one per lane
   // Answer the requests of a batch in parallel with its lane thread (batch.h), so a lane is free
   // again after the copies out and its share of the answers; released by Shutdown() once the
   // lanes have stopped, which waits for the answers they were given.

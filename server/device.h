@@ -41,7 +41,8 @@ absl::StatusOr<DevicePlan> ParseDevices(absl::string_view device, absl::string_v
 int VisibleGpuCount();
 
 // Creates the executors options.device / options.devices ask for, executor i with index() i.
-// INVALID_ARGUMENT / FAILED_PRECONDITION as ParseDevices; FAILED_PRECONDITION naming the GPU
+// INVALID_ARGUMENT / FAILED_PRECONDITION as ParseDevices, INVALID_ARGUMENT for options.gpu_lanes
+// out of range; FAILED_PRECONDITION naming the GPU
 // when an asked-for GPU cannot be used. `metrics` may be null and must outlive the executors.
 absl::StatusOr<std::vector<std::unique_ptr<Executor>>> CreateExecutors(const ServerOptions& options,
                                                                        Metrics* metrics);

@@ -112,6 +112,9 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_b
 ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
           "issue each batch's kernels and output copy as one CUDA graph launch, captured once "
           "per problem shape on each executor lane; false issues them call by call");
+ABSL_FLAG(int32_t, gpu_lanes, kDefaults.gpu_lanes,
+          "batches in flight on each GPU at once (1 to 8), each with its own stream, staging "
+          "buffers and thread; two let one batch's copies overlap the other's kernel");
 ABSL_FLAG(bool, allow_shared_memory, kDefaults.allow_shared_memory,
           "serve RegisterSharedMemory and tensors in POSIX shared memory, for clients on this "
           "host (they may name any shared-memory object this server's user can open)");
@@ -158,6 +161,7 @@ int main(int argc, char** argv) {
   options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   options.shutdown_grace_ms = absl::GetFlag(FLAGS_shutdown_grace_ms);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.gpu_lanes = absl::GetFlag(FLAGS_gpu_lanes);
   options.allow_shared_memory = absl::GetFlag(FLAGS_allow_shared_memory);
   options.pin_shared_memory = absl::GetFlag(FLAGS_pin_shared_memory);
   if (options.allow_shared_memory) {

@@ -35,6 +35,8 @@ struct TransportOptions {
   int stream_window_bytes = 0;
 };
 
+inline constexpr int kMaxGpuLanes = 8;
+
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";
   std::string metrics_listen = "0.0.0.0:9464";
@@ -60,6 +62,10 @@ struct ServerOptions {
   int64_t occupancy_sample_interval_ms = 10000;
   // Issue each batch's kernels and copy out as one CUDA graph launch (captured per problem).
   bool cuda_graphs = true;
+  // Batches in flight on each GPU at once, each lane with its own stream, staging buffers and
+  // thread: with two, one batch's copies overlap the other's kernel. More lanes help when the
+  // host's per-batch work (staging, issuing, answering), not the GPU, is what a batch waits for.
+  int gpu_lanes = 2;  // 1 to kMaxGpuLanes
   // Serve RegisterSharedMemory and tensors in shared memory (convserve.v1's SharedMemoryRange):
   // for clients on this host, who then send no tensor bytes. Off by default: a client can then
   // name any shared-memory object the server's user may open.

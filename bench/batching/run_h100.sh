@@ -92,8 +92,9 @@ interleaved_c1() {
 server_sweeps() {
   echo "server ready"
   convserve-cli list --target="$target" >"$logs/list.txt" 2>&1
-  # The metrics page after each variant too: the executor's stage histograms are per device,
-  # not per layer, so a variant's stage times are the difference of two scrapes.
+  # The metrics page after each variant too: older servers' stage histograms are per device,
+  # not per layer, so stage_means.py takes a variant's stage times as the difference of two
+  # scrapes.
   for layer in $variants; do
     perf "$layer" "$target" "$layer" "$LEVELS" $SERVER_PERF_FLAGS
     curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$logs/metrics_after_$layer.txt" 2>/dev/null

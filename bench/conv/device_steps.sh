@@ -111,7 +111,8 @@ torch_sample() {
 # the tensors in band, in shared memory page-locked by the server ($3 = pin), in shared memory
 # it reads and writes through the descriptor ($3 = nopin), or in the client's GPU memory
 # ($3 = cuda); prints its summary lines, keeps its files under $O/$1 and saves. The caller's
-# environment passes through (CONNECTIONS, COMMIT, PATH for another build's server);
+# environment passes through (CONNECTIONS, COMMIT, PATH for another build's server,
+# EXTRA_SERVER_FLAGS added to the server's flags, e.g. --gpu_lanes=4);
 # CHECK_TIMEOUT bounds the sweep (200 s).
 batching_check() {
   (
@@ -125,6 +126,7 @@ batching_check() {
         export SERVER_FLAGS=--allow_shared_memory SERVER_PERF_FLAGS=--cuda_shared_memory=0
         ;;
     esac
+    export SERVER_FLAGS="${SERVER_FLAGS:-} ${EXTRA_SERVER_FLAGS:-}"
     OUT=/tmp/r_$1 SKIP_GPU_TEST=1 LEVELS=$2 ROUNDS=0 DURATION_S=3 COMMIT=${COMMIT:-unknown} \
       timeout "${CHECK_TIMEOUT:-200}" bash bench/batching/run_h100.sh >/tmp/r_$1.log 2>&1
   )

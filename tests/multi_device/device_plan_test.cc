@@ -1,11 +1,13 @@
-// ParseDevices (server/device.h): what --device and --devices ask for, and the errors that
-// name the flag for every malformed, conflicting or impossible value.
+// ParseDevices and CreateExecutors (server/device.h): what --device, --devices and --gpu_lanes
+// ask for, and the errors that name the flag for every malformed, conflicting or impossible value.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/device.h"
+#include "server/server_options.h"
 
 namespace convserve {
 namespace {
@@ -114,6 +116,28 @@ TEST(ParseDevicesTest, DeviceOtherThanAutoWithDevicesIsAConflict) {
     EXPECT_THAT(plan.status().message(),
                 HasSubstr(std::string("--device=") + device + " and --devices=0,1"));
   }
+}
+
+// Checked before any device is touched, whatever the devices: a CPU-only server rejects the
+// value a GPU server would.
+TEST(CreateExecutorsTest, GpuLanesOutOfRangeIsInvalidArgument) {
+  for (int lanes : {0, -1, kMaxGpuLanes + 1}) {
+    ServerOptions options;
+    options.device = "cpu";
+    options.gpu_lanes = lanes;
+    absl::StatusOr<std::vector<std::unique_ptr<Executor>>> executors =
+        CreateExecutors(options, nullptr);
+    ASSERT_FALSE(executors.ok()) << lanes;
+    EXPECT_EQ(executors.status().code(), absl::StatusCode::kInvalidArgument) << lanes;
+    EXPECT_THAT(executors.status().message(), HasSubstr("--gpu_lanes=" + std::to_string(lanes)));
+  }
+  ServerOptions options;
+  options.device = "cpu";
+  options.gpu_lanes = kMaxGpuLanes;
+  absl::StatusOr<std::vector<std::unique_ptr<Executor>>> executors =
+      CreateExecutors(options, nullptr);
+  ASSERT_TRUE(executors.ok()) << executors.status();
+  EXPECT_EQ(executors->size(), 1u);
 }
 
 }  // namespace

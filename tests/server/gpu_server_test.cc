@@ -205,6 +205,57 @@ INSTANTIATE_TEST_SUITE_P(IssuePaths, GpuGraphTest, ::testing::Bool(),
                            return info.param ? "Graphs" : "CallByCall";
                          });
 
+// One lane and four: 24 lone requests in flight at once (batches of one, so every lane runs
+// some), each with its own input, each answered with its own output.
+TEST(GpuLanesTest, EveryLaneCountAnswersEachRequestWithItsOwnOutput) {
+  for (int lanes : {1, 4}) {
+    ServerOptions options = TestServerOptions();
+    options.device = "cuda:0";
+    options.gpu_lanes = lanes;
+    absl::StatusOr<std::unique_ptr<ConvServer>> probe = ConvServer::Create(options, nullptr);
+    if (!probe.ok()) GTEST_SKIP() << "no usable GPU: " << probe.status();
+    probe->reset();
+    RunningServer s = StartServer(options);
+
+    v1::LayerSpec spec = SmallSpec("lanes", 64, v1::DATA_TYPE_FP16);
+    spec.mutable_batching()->set_max_batch_size(1);
+    const v1::LoadLayerRequest load = LoadRequestFor(spec, 23);
+    {
+      grpc::ClientContext context;
+      v1::LoadLayerResponse response;
+      grpc::Status status = s.stub->LoadLayer(&context, load, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+    }
+    struct Call {
+      v1::ForwardRequest request;
+      grpc::ClientContext context;
+      v1::ForwardResponse response;
+      grpc::Status status;
+      std::promise<void> done;
+    };
+    std::vector<std::unique_ptr<Call>> calls;
+    for (int i = 0; i < 24; ++i) {
+      auto call = std::make_unique<Call>();
+      call->request = ForwardFor("lanes", spec, 1, 28, 28, 700 + 100 * lanes + i,
+                                 i % 2 == 0 ? v1::LAYOUT_NHWC : v1::LAYOUT_NCHW);
+      Call* raw = call.get();
+      s.stub->async()->Forward(&raw->context, &raw->request, &raw->response,
+                               [raw](grpc::Status status) {
+                                 raw->status = std::move(status);
+                                 raw->done.set_value();
+                               });
+      calls.push_back(std::move(call));
+    }
+    for (size_t i = 0; i < calls.size(); ++i) {
+      calls[i]->done.get_future().wait();
+      ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
+      EXPECT_EQ(calls[i]->response.batch_size(), 1);
+      EXPECT_LT(RelativeError(load, calls[i]->request, calls[i]->response.output().data()), 2e-3)
+          << lanes << " lanes, request " << i;
+    }
+  }
+}
+
 // Eight requests in one batch, each with its input and/or output in one registered region (at
 // an offset that is not page-aligned) or in band, so a launch mixes copies straight from and to
 // the client's pages with staged ones; a round in each layout. Page-locked (the GPU default) and

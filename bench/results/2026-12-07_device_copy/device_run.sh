@@ -13,7 +13,10 @@
 # device: carry [".gpu/dc.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_device_copy/device_run.sh
 # With BASE=base and .gpu/base.tar.xz carried too (9a19f54's convserve-server alone, see
 # README.md), also the A/B at c = 64.
-# PART=min (about 3 minutes): no memcheck, the shared-memory server tests only, c = 64 only.
+# PART=min (about 3 minutes): no memcheck, the shared-memory and lanes server tests only,
+# c = 64 only.
+# Last, the c = 64 sweep from GPU memory with LANES (default 4) executor lanes; LANES=0 skips it
+# (bundles from before --gpu_lanes).
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-dc}" dc
@@ -22,7 +25,7 @@ timeout 60 conv_kernels_gpu_test --gtest_color=no --gtest_filter='CopyWithinDevi
 echo "CopyWithinDevice test rc=$? $((SECONDS - T0))s"
 grep -E "^seed|^\[  (PASSED|FAILED)|Failure|first at" "$O/copy_test.log" | head -6
 if [ "${PART:-}" = min ]; then  # little device time left: the shared-memory cases only
-  timeout 90 gpu_server_test --gtest_color=no --gtest_filter='*SharedMemory*' \
+  timeout 90 gpu_server_test --gtest_color=no --gtest_filter='*SharedMemory*:GpuLanes*' \
     >"$O/gpu_server_test.log" 2>&1
   echo "gpu_server_test (shared memory) rc=$? $((SECONDS - T0))s"
   grep -E "^\[  (PASSED|FAILED)|Failure" "$O/gpu_server_test.log" | head -6
@@ -45,4 +48,8 @@ if [ -n "${BASE:-}" ] && [ -f ".gpu/$BASE.tar.xz" ]; then
   [ "${PART:-}" = min ] || batching_check cuda_again 64 cuda
 fi
 batching_check pin 64 pin
+# The third prediction: four lanes (bundles built after --gpu_lanes existed; LANES=0 skips).
+if [ "${LANES:-4}" != 0 ]; then
+  EXTRA_SERVER_FLAGS=--gpu_lanes=${LANES:-4} batching_check "cuda_lanes${LANES:-4}" 64 cuda
+fi
 device_end
