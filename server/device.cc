@@ -40,10 +40,10 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateGpuExecutor(const ServerOptions&
   }
   absl::StatusOr<std::unique_ptr<ConvEngine>> engine = ConvEngine::Create(engine_options);
   if (!engine.ok()) return engine.status();
-  absl::StatusOr<std::unique_ptr<Executor>> executor = CudaExecutor::Create(
-      index, device, *std::move(engine), metrics,
-      absl::Milliseconds(options.occupancy_sample_interval_ms), options.cuda_graphs,
-      options.gpu_lanes);
+  absl::StatusOr<std::unique_ptr<Executor>> executor =
+      CudaExecutor::Create(index, device, *std::move(engine), metrics,
+                           absl::Milliseconds(options.occupancy_sample_interval_ms),
+                           options.cuda_graphs, options.gpu_lanes);
   return executor;
 #else
   (void)options;
@@ -156,8 +156,8 @@ int VisibleGpuCount() {
 absl::StatusOr<std::vector<std::unique_ptr<Executor>>> CreateExecutors(const ServerOptions& options,
                                                                        Metrics* metrics) {
   if (options.gpu_lanes < 1 || options.gpu_lanes > kMaxGpuLanes) {
-    return absl::InvalidArgumentError(absl::StrCat("--gpu_lanes=", options.gpu_lanes,
-                                                   ": expected 1 to ", kMaxGpuLanes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu_lanes=", options.gpu_lanes, ": expected 1 to ", kMaxGpuLanes));
   }
   // Counting GPUs initialises the CUDA runtime: only where --devices names GPUs.
   bool needs_count = false;
