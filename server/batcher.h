@@ -134,6 +134,9 @@ class Batcher {
   int64_t queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // When the scheduler's wait on wake_ ends by itself; InfinitePast while it is not waiting
+  // there (it looks at every queue before it waits again).
+  absl::Time scheduler_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
   int64_t published_depth_ ABSL_GUARDED_BY(mu_) = 0;   // queued_requests_ the gauge has seen
   std::vector<int64_t> samples_ ABSL_GUARDED_BY(mu_);  // DecideLocked's, reused
