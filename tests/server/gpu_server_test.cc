@@ -31,6 +31,7 @@
 namespace convserve {
 namespace {
 
+using ::convserve::testing::AsyncCall;
 using ::convserve::testing::Forward;
 using ::convserve::testing::ForwardAll;
 using ::convserve::testing::ForwardFor;
@@ -127,25 +128,8 @@ TEST(GpuServerTest, ServesEveryDtypeWithinToleranceAndBatches) {
       std::vector<v1::ForwardRequest> requests;
       for (int i = 0; i < 8; ++i)
         requests.push_back(ForwardFor("gpu", spec, 1, 28, 28, 300 + i, layout));
-      struct Call {
-        grpc::ClientContext context;
-        v1::ForwardResponse response;
-        grpc::Status status;
-        std::promise<void> done;
-      };
-      std::vector<std::unique_ptr<Call>> calls;
-      for (const auto& request : requests) {
-        auto call = std::make_unique<Call>();
-        Call* raw = call.get();
-        s.stub->async()->Forward(&raw->context, &request, &raw->response,
-                                 [raw](grpc::Status status) {
-                                   raw->status = std::move(status);
-                                   raw->done.set_value();
-                                 });
-        calls.push_back(std::move(call));
-      }
+      const std::vector<std::unique_ptr<AsyncCall>> calls = ForwardAll(s, requests);
       for (size_t i = 0; i < calls.size(); ++i) {
-        calls[i]->done.get_future().wait();
         ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
         const v1::ForwardResponse& response = calls[i]->response;
         EXPECT_EQ(response.batch_size(), 8);
@@ -226,31 +210,16 @@ TEST(GpuLanesTest, EveryLaneCountAnswersEachRequestWithItsOwnOutput) {
       grpc::Status status = s.stub->LoadLayer(&context, load, &response);
       ASSERT_TRUE(status.ok()) << status.error_message();
     }
-    struct Call {
-      v1::ForwardRequest request;
-      grpc::ClientContext context;
-      v1::ForwardResponse response;
-      grpc::Status status;
-      std::promise<void> done;
-    };
-    std::vector<std::unique_ptr<Call>> calls;
+    std::vector<v1::ForwardRequest> requests;
     for (int i = 0; i < 24; ++i) {
-      auto call = std::make_unique<Call>();
-      call->request = ForwardFor("lanes", spec, 1, 28, 28, 700 + 100 * lanes + i,
-                                 i % 2 == 0 ? v1::LAYOUT_NHWC : v1::LAYOUT_NCHW);
-      Call* raw = call.get();
-      s.stub->async()->Forward(&raw->context, &raw->request, &raw->response,
-                               [raw](grpc::Status status) {
-                                 raw->status = std::move(status);
-                                 raw->done.set_value();
-                               });
-      calls.push_back(std::move(call));
+      requests.push_back(ForwardFor("lanes", spec, 1, 28, 28, 700 + 100 * lanes + i,
+                                    i % 2 == 0 ? v1::LAYOUT_NHWC : v1::LAYOUT_NCHW));
     }
+    const std::vector<std::unique_ptr<AsyncCall>> calls = ForwardAll(s, requests);
     for (size_t i = 0; i < calls.size(); ++i) {
-      calls[i]->done.get_future().wait();
       ASSERT_TRUE(calls[i]->status.ok()) << calls[i]->status.error_message();
       EXPECT_EQ(calls[i]->response.batch_size(), 1);
-      EXPECT_LT(RelativeError(load, calls[i]->request, calls[i]->response.output().data()), 2e-3)
+      EXPECT_LT(RelativeError(load, requests[i], calls[i]->response.output().data()), 2e-3)
           << lanes << " lanes, request " << i;
     }
   }
