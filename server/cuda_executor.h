@@ -98,7 +98,7 @@ class CudaExecutor final : public Executor {
   // Answer the requests of a batch in parallel with its lane thread (batch.h), so a lane is free
   // again after the copies out and its share of the answers; released by Shutdown() once the
   // lanes have stopped, which waits for the answers they were given.
-  static constexpr int kAnswerThreads = 8;
+  static constexpr int kAnswerThreads = 4;
   std::unique_ptr<AnswerThreads> answer_threads_ = std::make_unique<AnswerThreads>(kAnswerThreads);
   absl::Mutex lanes_mu_;  // guards every lane's hand-over state
   std::vector<std::unique_ptr<Lane>> lanes_;
