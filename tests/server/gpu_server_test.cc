@@ -204,12 +204,8 @@ TEST(GpuLanesTest, EveryLaneCountAnswersEachRequestWithItsOwnOutput) {
     v1::LayerSpec spec = SmallSpec("lanes", 64, v1::DATA_TYPE_FP16);
     spec.mutable_batching()->set_max_batch_size(1);
     const v1::LoadLayerRequest load = LoadRequestFor(spec, 23);
-    {
-      grpc::ClientContext context;
-      v1::LoadLayerResponse response;
-      grpc::Status status = s.stub->LoadLayer(&context, load, &response);
-      ASSERT_TRUE(status.ok()) << status.error_message();
-    }
+    const grpc::Status loaded = Load(s, load);
+    ASSERT_TRUE(loaded.ok()) << loaded.error_message();
     std::vector<v1::ForwardRequest> requests;
     for (int i = 0; i < 24; ++i) {
       requests.push_back(ForwardFor("lanes", spec, 1, 28, 28, 700 + 100 * lanes + i,
