@@ -31,7 +31,7 @@ absl::StatusOr<SharedMemorySlice> ResolveRange(const SharedMemoryRegistry* regis
 // wire format can get wrong; the core checks the rest against the layer. On success the tensor
 // bytes have moved from `wire` into `out.input`, or been read from shared memory.
 absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shared_memory,
-                      grpc::CallbackServerContext& context, InferenceRequest& out) {
+                      ForwardCall& call, InferenceRequest& out) {
   const v1::ForwardRequest& request = wire.request;
   out.layer = request.layer();
   if (!request.has_input()) return absl::InvalidArgumentError("input must be set");
@@ -81,14 +81,15 @@ absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shar
         std::make_shared<SharedMemoryOutput>(*std::move(slice), "output_shared_memory");
   }
   out.accepted_at = absl::Now();
-  if (context.deadline() != std::chrono::system_clock::time_point::max()) {
-    out.deadline = absl::FromChrono(context.deadline());
+  if (call.context().deadline() != std::chrono::system_clock::time_point::max()) {
+    out.deadline = absl::FromChrono(call.context().deadline());
   }
   if (request.timeout_us() > 0) {
     out.deadline =
         std::min(out.deadline, out.accepted_at + absl::Microseconds(request.timeout_us()));
   }
-  out.is_cancelled = [call = &context] { return call->IsCancelled(); };
+  // Asked only before the request is answered, while the call is alive.
+  out.is_cancelled = [call = &call] { return call->cancelled(); };
   out.api = Api::kNative;
   return absl::OkStatus();
 }
@@ -112,40 +113,46 @@ v1::ForwardResponse ResponseFields(InferenceResult& result) {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* Conv2dService::Forward(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  absl::StatusOr<ForwardWireRequest> wire = ParseForwardRequest(*request);
+void Conv2dService::RequestForwardCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                                       grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                                       grpc::ServerCompletionQueue* queue, void* tag) {
+  RequestForward(context, request, responder, queue, queue, tag);
+}
+
+void Conv2dService::HandleForward(ForwardCall& call) {
+  if (access_ != nullptr) {
+    if (grpc::Status denied = access_->Check(call.context(), AccessScope::kInference);
+        !denied.ok()) {
+      call.Finish(denied);
+      return;
+    }
+  }
+  absl::StatusOr<ForwardWireRequest> wire = ParseForwardRequest(call.request());
   InferenceRequest inference;
   absl::Status status =
-      wire.ok() ? FromWire(*wire, shared_memory_, *context, inference) : wire.status();
+      wire.ok() ? FromWire(*wire, shared_memory_, call, inference) : wire.status();
   if (!status.ok()) {
     if (metrics_ != nullptr) {
       const std::string layer = wire.ok() ? wire->request.layer() : std::string();
       metrics_->Rejected(layer, RejectReason::kInvalid);
       metrics_->RequestFinished(layer, Api::kNative, status.code(), 0, 0);
     }
-    reactor->Finish(ToGrpcStatus(status));
-    return reactor;
+    call.Finish(ToGrpcStatus(status));
+    return;
   }
   std::optional<v1::SharedMemoryRange> output_range;
   if (wire->request.has_output_shared_memory()) output_range = wire->request.output_shared_memory();
-  inference.done = [reactor, response, output_range = std::move(output_range)](
+  inference.done = [call = &call, output_range = std::move(output_range)](
                        absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
-      reactor->Finish(ToGrpcStatus(result.status()));
+      call->Finish(ToGrpcStatus(result.status()));
       return;
     }
     v1::ForwardResponse fields = ResponseFields(*result);
     if (output_range) *fields.mutable_output()->mutable_shared_memory() = *output_range;
-    grpc::ByteBuffer reply = SerializeForwardResponse(std::move(fields), std::move(result->output));
-    response->Swap(&reply);
-    reactor->Finish(grpc::Status::OK);
+    call->Finish(SerializeForwardResponse(std::move(fields), std::move(result->output)));
   };
   core_.Submit(std::move(inference));
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* Conv2dService::LoadLayer(grpc::CallbackServerContext* context,

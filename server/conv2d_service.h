@@ -1,13 +1,16 @@
-// The native gRPC service convserve.v1.Conv2d on the callback API: each handler checks the
-// proto's fields, hands the work to the serving core and returns; the reply is finished later
-// from whichever thread completes the work. Forward never blocks a gRPC thread; LoadLayer and
-// Tune (which wait on the device) run on a management thread. Forward is gRPC's raw method: it
-// reads and writes its messages with server/forward_wire.h, so the tensors are not copied on
-// the way in or out.
+// The native gRPC service convserve.v1.Conv2d. Each handler checks the proto's fields, hands the
+// work to the serving core and returns; the reply is finished later from whichever thread
+// completes the work. No handler blocks a gRPC thread: LoadLayer and Tune (which wait on the
+// device) run on a management thread.
+// - Forward, the hot path, is served on completion queues (server/forward_queues.h) as gRPC's
+//   raw method: it reads and writes its messages with server/forward_wire.h, so the tensors are
+//   not copied on the way in or out.
+// - The other methods use the callback API.
 #pragma once
 
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "server/access_control.h"
+#include "server/forward_queues.h"
 #include "server/metrics/metrics.h"
 #include "server/serving_core.h"
 #include "server/shared_memory.h"
@@ -15,8 +18,19 @@
 
 namespace convserve {
 
-class Conv2dService final : public convserve::v1::Conv2d::WithRawCallbackMethod_Forward<
-                                convserve::v1::Conv2d::CallbackService> {
+// Every method on the callback API but Forward, which is asynchronous and raw. Built up from the
+// synchronous base: a method marked callback first keeps its callback handler when marked raw.
+using Conv2dServiceBase = convserve::v1::Conv2d::WithCallbackMethod_LoadLayer<
+    convserve::v1::Conv2d::WithCallbackMethod_UnloadLayer<
+        convserve::v1::Conv2d::WithCallbackMethod_ListLayers<
+            convserve::v1::Conv2d::WithRawMethod_Forward<
+                convserve::v1::Conv2d::WithCallbackMethod_Tune<
+                    convserve::v1::Conv2d::WithCallbackMethod_RegisterSharedMemory<
+                        convserve::v1::Conv2d::WithCallbackMethod_UnregisterSharedMemory<
+                            convserve::v1::Conv2d::WithCallbackMethod_SharedMemoryStatus<
+                                convserve::v1::Conv2d::Service>>>>>>>>;
+
+class Conv2dService final : public Conv2dServiceBase, public ForwardCallHandler {
  public:
   // `core`, `metrics` (may be null), `access` (null: every call allowed) and `shared_memory`
   // (null: shared memory off) must outlive the gRPC server this is registered with.
@@ -33,9 +47,11 @@ class Conv2dService final : public convserve::v1::Conv2d::WithRawCallbackMethod_
   grpc::ServerUnaryReactor* ListLayers(grpc::CallbackServerContext* context,
                                        const convserve::v1::ListLayersRequest* request,
                                        convserve::v1::ListLayersResponse* response) override;
-  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
-                                    const grpc::ByteBuffer* request,
-                                    grpc::ByteBuffer* response) override;
+  // ForwardCallHandler, for the ForwardQueues serving this service's Forward.
+  void RequestForwardCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                          grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                          grpc::ServerCompletionQueue* queue, void* tag) override;
+  void HandleForward(ForwardCall& call) override;
   grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context,
                                  const convserve::v1::TuneRequest* request,
                                  convserve::v1::TuneResponse* response) override;

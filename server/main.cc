@@ -108,6 +108,9 @@ ABSL_FLAG(int32_t, max_concurrent_streams, 0,
 ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_bytes,
           "fixed HTTP/2 stream receive window for requests, bytes, with BDP probing off; 0: "
           "gRPC's default (64 KiB grown by probing). See docs/operations.md");
+ABSL_FLAG(int32_t, grpc_forward_threads, kDefaults.transport.forward_threads,
+          "threads, each with its own completion queue, that receive Forward calls and send "
+          "their replies (0 to 1024); 0: one per core");
 
 ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
           "issue each batch's kernels and output copy as one CUDA graph launch, captured once "
@@ -179,6 +182,7 @@ int main(int argc, char** argv) {
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.transport.stream_window_bytes = absl::GetFlag(FLAGS_grpc_stream_window_bytes);
+  options.transport.forward_threads = absl::GetFlag(FLAGS_grpc_forward_threads);
   if (!ReadToken("admin_token", absl::GetFlag(FLAGS_admin_token),
                  absl::GetFlag(FLAGS_admin_token_file), &options.security.admin_token) ||
       !ReadToken("inference_token", absl::GetFlag(FLAGS_inference_token),
@@ -205,6 +209,10 @@ int main(int argc, char** argv) {
   }
   if (options.transport.stream_window_bytes != 0 && options.transport.stream_window_bytes < 65535) {
     std::fprintf(stderr, "--grpc_stream_window_bytes must be 0 (gRPC's default) or >= 65535\n");
+    return 2;
+  }
+  if (options.transport.forward_threads < 0 || options.transport.forward_threads > 1024) {
+    std::fprintf(stderr, "--grpc_forward_threads must be 0 (one per core) to 1024\n");
     return 2;
   }
 

@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -84,10 +85,17 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.RegisterService(service_.get());
   for (grpc::Service* service : extra_services) builder.RegisterService(service);
+  const int forward_threads =
+      options_.transport.forward_threads > 0
+          ? options_.transport.forward_threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  forward_queues_ = std::make_unique<ForwardQueues>(builder, *service_, forward_threads);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
+    forward_queues_.reset();  // shuts its queues down and drains them
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
   }
+  forward_queues_->Start();
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const LayerSnapshot& layer : core_->ListLayers()) {
     health->SetServingStatus(layer.name, layer.info.ready());
@@ -148,6 +156,8 @@ void ConvServer::Shutdown() {
                       std::chrono::milliseconds(options_.shutdown_grace_ms));
   }
   core_->Shutdown();
+  // Every Forward call has been finished by now: its queues can go.
+  if (forward_queues_ != nullptr) forward_queues_->Shutdown();
   if (server_ != nullptr) server_->Wait();
   LogInfo("server stopped");
 }

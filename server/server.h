@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "server/access_control.h"
 #include "server/conv2d_service.h"
+#include "server/forward_queues.h"
 #include "server/metrics/metrics.h"
 #include "server/server_options.h"
 #include "server/serving_core_impl.h"
@@ -59,6 +60,8 @@ class ConvServer {
   // Null unless options.allow_shared_memory.
   std::unique_ptr<SharedMemoryRegistry> shared_memory_;
   std::unique_ptr<Conv2dService> service_;
+  // Declared before server_: gRPC's server goes before its completion queues.
+  std::unique_ptr<ForwardQueues> forward_queues_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Notification stop_health_;
