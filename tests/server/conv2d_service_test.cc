@@ -332,8 +332,12 @@ TEST(Conv2dServiceTest, EveryLoadRejectionNamesTheField) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST(Conv2dServiceTest, ManyConcurrentClientsEachGetTheirOwnResult) {
-  RunningServer s = StartServer(TestServerOptions());
+// 24 clients, each with its own inputs, mixed N and layouts, merged into batches: every client
+// gets exactly its own result. With `forward_threads` Forward queues (server/forward_queues.h).
+void ExpectEachOfManyClientsGetsItsOwnResult(int forward_threads) {
+  ServerOptions options = TestServerOptions();
+  options.transport.forward_threads = forward_threads;
+  RunningServer s = StartServer(options);
   v1::LayerSpec spec = SmallSpec("conv", 8);
   spec.mutable_batching()->set_max_batch_size(16);
   spec.mutable_batching()->set_max_queue_delay_us(5000);
@@ -368,6 +372,20 @@ TEST(Conv2dServiceTest, ManyConcurrentClientsEachGetTheirOwnResult) {
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(Conv2dServiceTest, ManyConcurrentClientsEachGetTheirOwnResult) {
+  ExpectEachOfManyClientsGetsItsOwnResult(/*forward_threads=*/0);  // one per core
+}
+
+// One queue thread receives all 24 clients' calls and sends every reply.
+TEST(Conv2dServiceTest, OneForwardThreadServesManyConcurrentClients) {
+  ExpectEachOfManyClientsGetsItsOwnResult(/*forward_threads=*/1);
+}
+
+// More queue threads than cores, each with calls requested ahead, all idle but one or two.
+TEST(Conv2dServiceTest, ManyForwardThreadsServeManyConcurrentClients) {
+  ExpectEachOfManyClientsGetsItsOwnResult(/*forward_threads=*/16);
 }
 
 TEST(Conv2dServiceTest, ConcurrentRequestsMergeIntoOneLaunch) {

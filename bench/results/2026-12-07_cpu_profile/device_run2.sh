@@ -15,7 +15,6 @@ DURATION_S=3
 WARMUP_S=1
 CONNECTIONS=8
 CLIENT_FLAGS=""
-perf_limit=60
 target=127.0.0.1:50051
 layers="b32 b22 b16 unbatched"
 for name in $layers; do bench_layer python3 "$work/demo" demo_conv3x3 $name "$work/repo" $DEVICE; done
@@ -26,14 +25,15 @@ echo 'batching { max_batch_size: 1 }' >>"$work/repo/unbatched/config.pbtxt"
 # split NAME LAYER PROCESSES: c = 64 spread over PROCESSES perf processes at once (64/P each,
 # 8/P connections each); sums their req/s.
 split() {
-  local name=$1 layer=$2 processes=$3 i
+  local name=$1 layer=$2 processes=$3 i pids=""
   for i in $(seq 1 "$processes"); do
     timeout 60 convserve-cli perf --target=$target --layer="$layer" \
       --concurrency=$((64 / processes)) --duration_s=$DURATION_S --warmup_s=$WARMUP_S \
       --connections=$((8 / processes)) --cuda_shared_memory=0 --out="$work/${name}_$i.json" \
       >"$logs/${name}_$i.txt" 2>&1 &
+    pids="$pids $!"
   done
-  wait
+  wait $pids  # not a bare wait: the server is a child of this shell too
   python3 - "$work" "$name" "$processes" <<'PY'
 import json, sys
 work, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
