@@ -1,7 +1,6 @@
 // Client: one channel, two stubs, every gRPC status mapped through common/grpc_status.h.
 #include "client/client.h"
 
-#include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
@@ -18,14 +17,6 @@ namespace {
 
 // Not read by gRPC; only makes channel arguments (and so connections) distinct.
 constexpr char kChannelTagArg[] = "convserve.channel_tag";
-
-// One ForwardAsync call, from its start until its `done` has run; it is its own queue tag.
-struct AsyncForward {
-  std::unique_ptr<grpc::ClientContext> context;
-  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ForwardResponse>> reader;
-  grpc::Status status;
-  std::function<void(absl::Status)> done;
-};
 
 }  // namespace
 
@@ -167,41 +158,16 @@ absl::StatusOr<v1::ForwardResponse> Client::Forward(const v1::ForwardRequest& re
   return response;
 }
 
-Client::~Client() {
-  if (forward_queue_ == nullptr) return;
-  // Next() returns false only once every call started before the shutdown has been delivered.
-  forward_queue_->Shutdown();
-  forward_thread_.join();
-}
-
-grpc::CompletionQueue& Client::ForwardQueue() {
-  std::call_once(forward_queue_started_, [this] {
-    forward_queue_ = std::make_unique<grpc::CompletionQueue>();
-    forward_thread_ = std::thread([queue = forward_queue_.get()] {
-      void* tag = nullptr;
-      bool ok = false;
-      while (queue->Next(&tag, &ok)) {
-        // A unary call's Finish always completes, with ok true; the status says how it went.
-        std::unique_ptr<AsyncForward> call(static_cast<AsyncForward*>(tag));
-        std::function<void(absl::Status)> done = std::move(call->done);
-        const absl::Status status = FromGrpcStatus(call->status);
-        call.reset();
-        done(status);
-      }
-    });
-  });
-  return *forward_queue_;
-}
-
 void Client::ForwardAsync(const v1::ForwardRequest& request, v1::ForwardResponse* response,
                           absl::Duration timeout, std::function<void(absl::Status)> done) {
-  auto call = std::make_unique<AsyncForward>();
-  call->context = NewContext(timeout > absl::ZeroDuration() ? timeout : options_.call_timeout);
-  call->done = std::move(done);
-  call->reader = conv2d_->PrepareAsyncForward(call->context.get(), request, &ForwardQueue());
-  call->reader->StartCall();
-  AsyncForward* tag = call.release();  // the queue's thread takes it back
-  tag->reader->Finish(response, &tag->status, tag);
+  // The context must live until the call ends; the completion callback owns it.
+  grpc::ClientContext* context =
+      NewContext(timeout > absl::ZeroDuration() ? timeout : options_.call_timeout).release();
+  conv2d_->async()->Forward(context, &request, response,
+                            [context, done = std::move(done)](grpc::Status status) {
+                              delete context;
+                              done(FromGrpcStatus(status));
+                            });
 }
 
 absl::StatusOr<v1::TuneResponse> Client::Tune(const v1::TuneRequest& request) {

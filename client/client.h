@@ -14,9 +14,7 @@
 
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -59,8 +57,6 @@ class Client {
  public:
   // Creates the channel; connecting happens lazily on the first call (or WaitForConnected).
   explicit Client(ClientOptions options);
-  // Waits for the ForwardAsync calls still in flight.
-  ~Client();
 
   const ClientOptions& options() const { return options_; }
 
@@ -85,10 +81,8 @@ class Client {
   absl::StatusOr<convserve::v1::ForwardResponse> Forward(
       const convserve::v1::ForwardRequest& request, absl::Duration timeout = absl::ZeroDuration());
 
-  // Starts a forward pass and returns at once. `done` runs exactly once, on this Client's
-  // completion-queue thread (started on the first call), with the outcome; `request` and
-  // `response` must stay alive until then, and so must the Client. `done` must not block; it
-  // may start the next call.
+  // Starts a forward pass and returns at once. `done` runs exactly once, on a gRPC thread, with
+  // the outcome; `request` and `response` must stay alive until then. `done` must not block.
   void ForwardAsync(const convserve::v1::ForwardRequest& request,
                     convserve::v1::ForwardResponse* response, absl::Duration timeout,
                     std::function<void(absl::Status)> done);
@@ -119,19 +113,10 @@ class Client {
   // A context whose deadline is now + `timeout`.
   std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout) const;
 
-  // ForwardAsync's completion queue and the thread that drains it and runs the `done`s: one
-  // per Client, so each connection's replies are read and handled on a thread of its own. (The
-  // callback API shares cores/2 threads among every call of the process; the server's Forward
-  // gained 22-24% at c = 64 batched leaving it, bench/results/2026-12-07_forward_queues.)
-  grpc::CompletionQueue& ForwardQueue();
-
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<convserve::v1::Conv2d::Stub> conv2d_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-  std::once_flag forward_queue_started_;
-  std::unique_ptr<grpc::CompletionQueue> forward_queue_;
-  std::thread forward_thread_;
 };
 
 }  // namespace convserve
