@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Runs 2 and 3 (PREDICTION2.md): the same server (queues), the load generator's old (callback) and new
-# (completion-queue, commit 317678c, reverted after these runs) builds interleaved: new, old, new,
-# old.
+# Runs 2 and 3 (PREDICTION2.md): the same server (queues), the load generator's old (callback)
+# and new (completion-queue, commit 317678c, reverted after these runs) builds interleaved.
 # Bundle: gpu-bundle .gpu/fc convserve-server convserve-cli convserve-echo-server -- tests/data;
 #   the old convserve-cli (6a165c4) in .gpu/fc/alt_oldcli/; strip --strip-debug; tar | xz.
 # device: carry [".gpu/fc.tar.xz"]: bash bench/results/2026-12-07_forward_queues/device_run2.sh
