@@ -31,7 +31,7 @@ absl::StatusOr<SharedMemorySlice> ResolveRange(const SharedMemoryRegistry* regis
 // wire format can get wrong; the core checks the rest against the layer. On success the tensor
 // bytes have moved from `wire` into `out.input`, or been read from shared memory.
 absl::Status FromWire(ForwardWireRequest& wire, const SharedMemoryRegistry* shared_memory,
-                      ForwardCall& call, InferenceRequest& out) {
+                      UnaryCall& call, InferenceRequest& out) {
   const v1::ForwardRequest& request = wire.request;
   out.layer = request.layer();
   if (!request.has_input()) return absl::InvalidArgumentError("input must be set");
@@ -113,13 +113,13 @@ v1::ForwardResponse ResponseFields(InferenceResult& result) {
 
 }  // namespace
 
-void Conv2dService::RequestForwardCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
-                                       grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
-                                       grpc::ServerCompletionQueue* queue, void* tag) {
+void Conv2dService::RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                                grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                                grpc::ServerCompletionQueue* queue, void* tag) {
   RequestForward(context, request, responder, queue, queue, tag);
 }
 
-void Conv2dService::HandleForward(ForwardCall& call) {
+void Conv2dService::HandleCall(UnaryCall& call) {
   if (access_ != nullptr) {
     if (grpc::Status denied = access_->Check(call.context(), AccessScope::kInference);
         !denied.ok()) {

@@ -2,7 +2,7 @@
 // work to the serving core and returns; the reply is finished later from whichever thread
 // completes the work. No handler blocks a gRPC thread: LoadLayer and Tune (which wait on the
 // device) run on a management thread.
-// - Forward, the hot path, is served on completion queues (server/forward_queues.h) as gRPC's
+// - Forward, the hot path, is served on completion queues (server/unary_call_queues.h) as gRPC's
 //   raw method: it reads and writes its messages with server/forward_wire.h, so the tensors are
 //   not copied on the way in or out.
 // - The other methods use the callback API.
@@ -10,10 +10,10 @@
 
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "server/access_control.h"
-#include "server/forward_queues.h"
 #include "server/metrics/metrics.h"
 #include "server/serving_core.h"
 #include "server/shared_memory.h"
+#include "server/unary_call_queues.h"
 #include "server/work_queue.h"
 
 namespace convserve {
@@ -30,7 +30,7 @@ using Conv2dServiceBase = convserve::v1::Conv2d::WithCallbackMethod_LoadLayer<
                             convserve::v1::Conv2d::WithCallbackMethod_SharedMemoryStatus<
                                 convserve::v1::Conv2d::Service>>>>>>>>;
 
-class Conv2dService final : public Conv2dServiceBase, public ForwardCallHandler {
+class Conv2dService final : public Conv2dServiceBase, public UnaryCallHandler {
  public:
   // `core`, `metrics` (may be null), `access` (null: every call allowed) and `shared_memory`
   // (null: shared memory off) must outlive the gRPC server this is registered with.
@@ -47,11 +47,11 @@ class Conv2dService final : public Conv2dServiceBase, public ForwardCallHandler 
   grpc::ServerUnaryReactor* ListLayers(grpc::CallbackServerContext* context,
                                        const convserve::v1::ListLayersRequest* request,
                                        convserve::v1::ListLayersResponse* response) override;
-  // ForwardCallHandler, for the ForwardQueues serving this service's Forward.
-  void RequestForwardCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
-                          grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
-                          grpc::ServerCompletionQueue* queue, void* tag) override;
-  void HandleForward(ForwardCall& call) override;
+  // UnaryCallHandler: Forward, for the server's UnaryCallQueues.
+  void RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                   grpc::ServerCompletionQueue* queue, void* tag) override;
+  void HandleCall(UnaryCall& call) override;
   grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context,
                                  const convserve::v1::TuneRequest* request,
                                  convserve::v1::TuneResponse* response) override;

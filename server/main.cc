@@ -109,8 +109,8 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, kDefaults.transport.stream_window_b
           "fixed HTTP/2 stream receive window for requests, bytes, with BDP probing off; 0: "
           "gRPC's default (64 KiB grown by probing). See docs/operations.md");
 ABSL_FLAG(int32_t, grpc_forward_threads, kDefaults.transport.forward_threads,
-          "threads, each with its own completion queue, that receive Forward calls and send "
-          "their replies (0 to 1024); 0: one per core");
+          "threads, each with its own completion queue, that receive Forward and KServe "
+          "ModelInfer calls and send their replies (0 to 1024); 0: one per core");
 
 ABSL_FLAG(bool, cuda_graphs, kDefaults.cuda_graphs,
           "issue each batch's kernels and output copy as one CUDA graph launch, captured once "

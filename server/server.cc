@@ -89,13 +89,18 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
       options_.transport.forward_threads > 0
           ? options_.transport.forward_threads
           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  forward_queues_ = std::make_unique<ForwardQueues>(builder, *service_, forward_threads);
+  std::vector<UnaryCallHandler*> queued_calls = {service_.get()};
+  for (grpc::Service* service : extra_services) {
+    if (auto* handler = dynamic_cast<UnaryCallHandler*>(service)) queued_calls.push_back(handler);
+  }
+  call_queues_ =
+      std::make_unique<UnaryCallQueues>(builder, std::move(queued_calls), forward_threads);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
-    forward_queues_.reset();  // shuts its queues down and drains them
+    call_queues_.reset();  // shuts its queues down and drains them
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
   }
-  forward_queues_->Start();
+  call_queues_->Start();
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const LayerSnapshot& layer : core_->ListLayers()) {
     health->SetServingStatus(layer.name, layer.info.ready());
@@ -156,8 +161,8 @@ void ConvServer::Shutdown() {
                       std::chrono::milliseconds(options_.shutdown_grace_ms));
   }
   core_->Shutdown();
-  // Every Forward call has been finished by now: its queues can go.
-  if (forward_queues_ != nullptr) forward_queues_->Shutdown();
+  // Every queued call has been finished by now: the queues can go.
+  if (call_queues_ != nullptr) call_queues_->Shutdown();
   if (server_ != nullptr) server_->Wait();
   LogInfo("server stopped");
 }

@@ -14,10 +14,10 @@
 #include "absl/synchronization/notification.h"
 #include "server/access_control.h"
 #include "server/conv2d_service.h"
-#include "server/forward_queues.h"
 #include "server/metrics/metrics.h"
 #include "server/server_options.h"
 #include "server/serving_core_impl.h"
+#include "server/unary_call_queues.h"
 
 namespace convserve {
 
@@ -39,7 +39,9 @@ class ConvServer {
   SharedMemoryRegistry* shared_memory() const { return shared_memory_.get(); }
 
   // Binds options.listen ("127.0.0.1:0" picks a free port) and serves the native service plus
-  // `extra_services` (not owned; they must outlive the server). UNAVAILABLE when binding fails.
+  // `extra_services` (not owned; they must outlive the server). An extra service that is also a
+  // UnaryCallHandler (the KServe front-end) has its handler's method served on the same
+  // completion queues as Forward. UNAVAILABLE when binding fails.
   absl::Status Start(const std::vector<grpc::Service*>& extra_services = {});
   // The port bound by Start().
   int port() const { return port_; }
@@ -61,7 +63,7 @@ class ConvServer {
   std::unique_ptr<SharedMemoryRegistry> shared_memory_;
   std::unique_ptr<Conv2dService> service_;
   // Declared before server_: gRPC's server goes before its completion queues.
-  std::unique_ptr<ForwardQueues> forward_queues_;
+  std::unique_ptr<UnaryCallQueues> call_queues_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Notification stop_health_;

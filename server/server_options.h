@@ -33,8 +33,8 @@ struct TransportOptions {
   // (64 KiB grown by BDP probing), which answered a lone 401 KB request ~30% sooner on the H100
   // host and matched a fixed window under load (bench/results/2026-12-06-window-sweep-h100).
   int stream_window_bytes = 0;
-  // Threads (each with its own completion queue) that receive Forward calls and send their
-  // replies (server/forward_queues.h); <= 0: one per core.
+  // Threads (each with its own completion queue) that receive Forward and ModelInfer calls and
+  // send their replies (server/unary_call_queues.h); <= 0: one per core.
   int forward_threads = 0;
 };
 

@@ -1,24 +1,25 @@
-#include "server/forward_queues.h"
+#include "server/unary_call_queues.h"
 
 #include <algorithm>
 #include <utility>
 
 namespace convserve {
 
-void ForwardCall::Finish(grpc::ByteBuffer reply) {
+void UnaryCall::Finish(grpc::ByteBuffer reply) {
   responder_.Finish(reply, grpc::Status::OK, &finished_);
 }
 
-void ForwardCall::Finish(const grpc::Status& status) {
+void UnaryCall::Finish(const grpc::Status& status) {
   responder_.FinishWithError(status, &finished_);
 }
 
-void ForwardCall::Unref() {
+void UnaryCall::Unref() {
   if (pending_events_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
 }
 
-ForwardQueues::ForwardQueues(grpc::ServerBuilder& builder, ForwardCallHandler& handler, int threads)
-    : handler_(handler) {
+UnaryCallQueues::UnaryCallQueues(grpc::ServerBuilder& builder,
+                                 std::vector<UnaryCallHandler*> handlers, int threads)
+    : handlers_(std::move(handlers)) {
   for (int i = 0; i < std::max(threads, 1); ++i) {
     auto queue = std::make_unique<Queue>();
     queue->completion_queue = builder.AddCompletionQueue();
@@ -26,18 +27,20 @@ ForwardQueues::ForwardQueues(grpc::ServerBuilder& builder, ForwardCallHandler& h
   }
 }
 
-ForwardQueues::~ForwardQueues() { Shutdown(); }
+UnaryCallQueues::~UnaryCallQueues() { Shutdown(); }
 
-void ForwardQueues::Start() {
+void UnaryCallQueues::Start() {
   started_ = true;
   for (auto& queue : queues_) {
-    for (int i = 0; i < kCallsAhead; ++i) RequestCall(*queue);
+    for (UnaryCallHandler* handler : handlers_) {
+      for (int i = 0; i < kCallsAhead; ++i) RequestCall(*queue, *handler);
+    }
     Queue* raw = queue.get();
     queue->thread = std::thread([this, raw] { Drain(*raw); });
   }
 }
 
-void ForwardQueues::Shutdown() {
+void UnaryCallQueues::Shutdown() {
   if (shut_down_.exchange(true)) return;
   for (auto& queue : queues_) {
     absl::MutexLock lock(&queue->mu);
@@ -53,39 +56,39 @@ void ForwardQueues::Shutdown() {
   }
 }
 
-void ForwardQueues::RequestCall(Queue& queue) {
+void UnaryCallQueues::RequestCall(Queue& queue, UnaryCallHandler& handler) {
   absl::MutexLock lock(&queue.mu);
   if (queue.shut_down) return;
-  auto* call = new ForwardCall();
+  auto* call = new UnaryCall(handler);
   // Before the call starts, as gRPC requires; its tag comes once the call has ended, and says
   // whether it ended cancelled.
   call->context_.AsyncNotifyWhenDone(&call->done_);
-  handler_.RequestForwardCall(&call->context_, &call->request_, &call->responder_,
-                              queue.completion_queue.get(), &call->started_);
+  handler.RequestCall(&call->context_, &call->request_, &call->responder_,
+                      queue.completion_queue.get(), &call->started_);
 }
 
-void ForwardQueues::Drain(Queue& queue) {
+void UnaryCallQueues::Drain(Queue& queue) {
   void* tag = nullptr;
   bool ok = false;
   while (queue.completion_queue->Next(&tag, &ok)) {
-    auto* event = static_cast<ForwardCall::Event*>(tag);
-    ForwardCall* call = event->call;
+    auto* event = static_cast<UnaryCall::Event*>(tag);
+    UnaryCall* call = event->call;
     switch (event->kind) {
-      case ForwardCall::Event::kStarted:
+      case UnaryCall::Event::kStarted:
         if (!ok) {
           // The server is shutting down: this request never became a call, so neither of its
           // other events will come.
           delete call;
           break;
         }
-        RequestCall(queue);  // keep kCallsAhead requested
-        handler_.HandleForward(*call);
+        RequestCall(queue, call->handler_);  // keep kCallsAhead requested
+        call->handler_.HandleCall(*call);
         break;
-      case ForwardCall::Event::kDone:
+      case UnaryCall::Event::kDone:
         if (call->context_.IsCancelled()) call->cancelled_.store(true, std::memory_order_release);
         call->Unref();
         break;
-      case ForwardCall::Event::kFinished:
+      case UnaryCall::Event::kFinished:
         call->Unref();
         break;
     }

@@ -1,13 +1,14 @@
-// Conv2d.Forward on gRPC's asynchronous API: several completion queues, each drained by its own
-// thread, each holding calls requested ahead.
+// The inference calls (Conv2d.Forward, KServe's ModelInfer) on gRPC's asynchronous API: several
+// completion queues, each drained by its own thread, each holding calls requested ahead.
 //
 // Why not the callback API like the other methods: gRPC 1.51 runs every callback method from
 // one shared completion queue drained by cores/2 "nexting" threads (8 on a 16-core host).
-// Batching answers 32 calls at once, and each of their clients sends its next call at once, so
+// Batching answers ~30 calls at once, and each of their clients sends its next call at once, so
 // calls arrive in bursts that queue for those threads: at c = 64 on the H100 host a call spent
 // ~580 us outside the server's own accepted-to-answered window, against ~80-150 us without
-// batching, while 6 of the 16 cores idled (bench/results/2026-12-07_cpu_profile). Here the
-// threads are as many as ServerOptions::transport.forward_threads says, and gRPC matches a
+// batching, while 6 of the 16 cores idled (bench/results/2026-12-07_cpu_profile). On these
+// queues the same server answered 22-24% more calls (bench/results/2026-12-07_forward_queues).
+// The threads are as many as ServerOptions::transport.forward_threads says, and gRPC matches a
 // connection's calls on that connection's own queue first.
 #pragma once
 
@@ -23,13 +24,15 @@
 
 namespace convserve {
 
-class ForwardQueues;
+class UnaryCallHandler;
+class UnaryCallQueues;
 
-// One Forward call, from gRPC handing it over until its reply is sent and gRPC is done with it.
-class ForwardCall {
+// One call of a raw (ByteBuffer) unary method, from gRPC handing it over until its reply is sent
+// and gRPC is done with it.
+class UnaryCall {
  public:
-  ForwardCall(const ForwardCall&) = delete;
-  ForwardCall& operator=(const ForwardCall&) = delete;
+  UnaryCall(const UnaryCall&) = delete;
+  UnaryCall& operator=(const UnaryCall&) = delete;
 
   grpc::ServerContext& context() { return context_; }
   const grpc::ByteBuffer& request() const { return request_; }
@@ -42,17 +45,18 @@ class ForwardCall {
   void Finish(const grpc::Status& status);
 
  private:
-  friend class ForwardQueues;
+  friend class UnaryCallQueues;
   // What a completion-queue tag stands for; each call owns one of each.
   struct Event {
     enum Kind { kStarted, kDone, kFinished };
-    ForwardCall* call;
+    UnaryCall* call;
     Kind kind;
   };
-  ForwardCall() : responder_(&context_) {}
+  explicit UnaryCall(UnaryCallHandler& handler) : handler_(handler), responder_(&context_) {}
   // The call is deleted after both gRPC's done notification and the finish's completion.
   void Unref();
 
+  UnaryCallHandler& handler_;
   grpc::ServerContext context_;
   grpc::ByteBuffer request_;
   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
@@ -63,26 +67,28 @@ class ForwardCall {
   std::atomic<int> pending_events_{2};  // done and finished
 };
 
-// What serves the calls: asks gRPC for the next one, and handles one once it has arrived.
-class ForwardCallHandler {
+// What serves one method's calls: asks gRPC for the next one, and handles one once it arrived.
+class UnaryCallHandler {
  public:
-  virtual ~ForwardCallHandler() = default;
-  // Asks gRPC for the next Forward call into `call`'s context, request and responder, with
-  // `tag` on `queue` when it arrives (the generated RequestForward).
-  virtual void RequestForwardCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
-                                  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
-                                  grpc::ServerCompletionQueue* queue, void* tag) = 0;
+  virtual ~UnaryCallHandler() = default;
+  // Asks gRPC for the method's next call into `context`, `request` and `responder`, with `tag`
+  // on `queue` when it arrives (the generated Request<Method> of a raw method).
+  virtual void RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                           grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                           grpc::ServerCompletionQueue* queue, void* tag) = 0;
   // Runs on a queue's thread for each call; must not block. Every call is finished exactly
   // once, here or later from any thread.
-  virtual void HandleForward(ForwardCall& call) = 0;
+  virtual void HandleCall(UnaryCall& call) = 0;
 };
 
-class ForwardQueues {
+class UnaryCallQueues {
  public:
-  // Adds `threads` (>= 1) completion queues to `builder`; `handler` must outlive this.
-  ForwardQueues(grpc::ServerBuilder& builder, ForwardCallHandler& handler, int threads);
+  // Adds `threads` (>= 1) completion queues to `builder`, each to serve every handler's method;
+  // the handlers must outlive this.
+  UnaryCallQueues(grpc::ServerBuilder& builder, std::vector<UnaryCallHandler*> handlers,
+                  int threads);
   // Shutdown() if still running.
-  ~ForwardQueues();
+  ~UnaryCallQueues();
 
   // After the server is built: requests calls ahead on every queue and starts the threads.
   void Start();
@@ -97,14 +103,14 @@ class ForwardQueues {
     bool shut_down ABSL_GUARDED_BY(mu) = false;
     std::thread thread;
   };
-  // Calls each queue keeps requested, so a burst of arrivals is matched without waiting for
-  // the queue's thread to request the next.
+  // Calls each queue keeps requested per method, so a burst of arrivals is matched without
+  // waiting for the queue's thread to request the next.
   static constexpr int kCallsAhead = 32;
 
-  void RequestCall(Queue& queue);
+  void RequestCall(Queue& queue, UnaryCallHandler& handler);
   void Drain(Queue& queue);
 
-  ForwardCallHandler& handler_;
+  const std::vector<UnaryCallHandler*> handlers_;
   std::vector<std::unique_ptr<Queue>> queues_;
   bool started_ = false;
   std::atomic<bool> shut_down_{false};

@@ -90,29 +90,39 @@ grpc::ServerUnaryReactor* KserveService::ModelMetadata(
   return FinishNow(context, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext* context,
-                                                    const grpc::ByteBuffer* request,
-                                                    grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Denied(access_, context, AccessScope::kInference, reactor)) return reactor;
-  absl::StatusOr<kserve::InferWireRequest> wire = kserve::ParseModelInferRequest(*request);
-  InferenceRequest inference;
-  absl::Status status = wire.ok() ? kserve::DecodeInferRequest(
-                                        wire->request, std::move(wire->raw_input_contents),
-                                        kserve::DeadlineOf(*context), inference, shared_memory_)
-                                  : wire.status();
-  if (!status.ok()) {
-    reactor->Finish(ToGrpcStatus(status));
-    return reactor;
+void KserveService::RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                                grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                                grpc::ServerCompletionQueue* queue, void* tag) {
+  RequestModelInfer(context, request, responder, queue, queue, tag);
+}
+
+void KserveService::HandleCall(UnaryCall& call) {
+  if (access_ != nullptr) {
+    if (grpc::Status denied = access_->Check(call.context(), AccessScope::kInference);
+        !denied.ok()) {
+      call.Finish(denied);
+      return;
+    }
   }
-  inference.is_cancelled = [context] { return context->IsCancelled(); };
-  // `response` stays valid until Finish, which only this callback calls.
-  inference.done = [reactor, response, model = wire->request.model_name(), id = wire->request.id(),
+  absl::StatusOr<kserve::InferWireRequest> wire = kserve::ParseModelInferRequest(call.request());
+  InferenceRequest inference;
+  absl::Status status =
+      wire.ok() ? kserve::DecodeInferRequest(wire->request, std::move(wire->raw_input_contents),
+                                             kserve::DeadlineOf(call.context()), inference,
+                                             shared_memory_)
+                : wire.status();
+  if (!status.ok()) {
+    call.Finish(ToGrpcStatus(status));
+    return;
+  }
+  // Asked only before the request is answered, while the call is alive.
+  inference.is_cancelled = [call = &call] { return call->cancelled(); };
+  inference.done = [call = &call, model = wire->request.model_name(), id = wire->request.id(),
                     layout = inference.input_layout,
                     output_shared_memory = kserve::OutputSharedMemoryParameters(wire->request)](
                        absl::StatusOr<InferenceResult> result) {
     if (!result.ok()) {
-      reactor->Finish(ToGrpcStatus(kserve::InKserveTerms(result.status(), layout)));
+      call->Finish(ToGrpcStatus(kserve::InKserveTerms(result.status(), layout)));
       return;
     }
     inference::ModelInferResponse fields;
@@ -120,13 +130,9 @@ grpc::ServerUnaryReactor* KserveService::ModelInfer(grpc::CallbackServerContext*
                                                            output_shared_memory);
     std::vector<std::string> raw_output_contents;
     if (output_shared_memory.empty()) raw_output_contents.push_back(std::move(output));
-    grpc::ByteBuffer reply =
-        kserve::SerializeModelInferResponse(fields, std::move(raw_output_contents));
-    response->Swap(&reply);
-    reactor->Finish(grpc::Status::OK);
+    call->Finish(kserve::SerializeModelInferResponse(fields, std::move(raw_output_contents)));
   };
   core_.Submit(std::move(inference));
-  return reactor;
 }
 
 grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*

@@ -1,7 +1,8 @@
-// The KServe v2 / Open Inference Protocol front-end: inference.GRPCInferenceService served with
-// gRPC's callback API on top of the serving core, so its requests share the native API's
-// batching, tuning and metrics (labelled api="kserve"). Register it on the same
-// grpc::ServerBuilder as the native service.
+// The KServe v2 / Open Inference Protocol front-end: inference.GRPCInferenceService on top of the
+// serving core, so its requests share the native API's batching, tuning and metrics (labelled
+// api="kserve"). ModelInfer is served on the server's completion queues, like the native
+// Forward (server/unary_call_queues.h); the other methods on gRPC's callback API. Pass it to
+// ConvServer::Start, which registers it and its ModelInfer on the same server.
 #pragma once
 
 #include <string>
@@ -10,14 +11,32 @@
 #include "server/access_control.h"
 #include "server/serving_core.h"
 #include "server/shared_memory.h"
+#include "server/unary_call_queues.h"
 
 namespace convserve {
 
 // Thread-safe; handlers validate, submit and return without blocking. `core` must outlive the
 // service and the grpc::Server it is registered on.
-class KserveService final
-    : public inference::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
-          inference::GRPCInferenceService::CallbackService> {
+// Every method on the callback API but ModelInfer, which is asynchronous and raw. Built up from
+// the synchronous base: a method marked callback first keeps its callback handler when marked raw.
+using InferenceService = inference::GRPCInferenceService;
+using KserveServiceBase = InferenceService::WithCallbackMethod_ServerLive<
+    InferenceService::WithCallbackMethod_ServerReady<InferenceService::WithCallbackMethod_ModelReady<
+        InferenceService::WithCallbackMethod_ServerMetadata<
+            InferenceService::WithCallbackMethod_ModelMetadata<
+                InferenceService::WithRawMethod_ModelInfer<
+                    InferenceService::WithCallbackMethod_ModelStreamInfer<
+                        InferenceService::WithCallbackMethod_SystemSharedMemoryStatus<
+                            InferenceService::WithCallbackMethod_SystemSharedMemoryRegister<
+                                InferenceService::WithCallbackMethod_SystemSharedMemoryUnregister<
+                                    InferenceService::WithCallbackMethod_CudaSharedMemoryStatus<
+                                        InferenceService::
+                                            WithCallbackMethod_CudaSharedMemoryRegister<
+                                                InferenceService::
+                                                    WithCallbackMethod_CudaSharedMemoryUnregister<
+                                                        InferenceService::Service>>>>>>>>>>>>>;
+
+class KserveService final : public KserveServiceBase, public UnaryCallHandler {
  public:
   // `server_name` and `server_version` are what ServerMetadata reports; by default
   // "convserve" and the version of this build.
@@ -50,13 +69,15 @@ class KserveService final
   grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
                                           const inference::ModelMetadataRequest* request,
                                           inference::ModelMetadataResponse* response) override;
-  // Answers when the core's done callback fires: the result, or the status that ended the
-  // request (NOT_FOUND, INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED, ...). gRPC's raw
-  // method: the messages are read and written with server/kserve/infer_wire.h, so the tensors
-  // are not copied by protobuf.
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const grpc::ByteBuffer* request,
-                                       grpc::ByteBuffer* response) override;
+  // UnaryCallHandler: ModelInfer, for the server's UnaryCallQueues. Answers when the core's done
+  // callback fires: the result, or the status that ended the request (NOT_FOUND,
+  // INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED, ...). gRPC's raw method: the messages
+  // are read and written with server/kserve/infer_wire.h, so the tensors are not copied by
+  // protobuf.
+  void RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                   grpc::ServerCompletionQueue* queue, void* tag) override;
+  void HandleCall(UnaryCall& call) override;
   // Every request read gets one response message, in completion order; a failed request's
   // message carries error_message and the stream goes on.
   grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*

@@ -2,7 +2,8 @@
 // channel to an in-process server (CPU backend) that serves the native API and KServe on one
 // port: the extension in ServerMetadata, SystemSharedMemoryRegister / Status / Unregister and
 // their one registry with the native API, ModelInfer and ModelStreamInfer with tensors in
-// registered regions against the reference, and every rejection by code and field name.
+// registered regions against the reference, and every rejection by code and field name. Also
+// ModelInfer on the server's completion queues: a call cancelled while it waits to be batched.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "client/shared_memory.h"
 #include "common/wire_enums.h"
 #include "gmock/gmock.h"
@@ -1011,6 +1014,41 @@ TEST(KserveSharedMemoryTest, OffUnlessTheServerAllowsIt) {
   ASSERT_EQ(response.raw_output_contents_size(), 1);
   EXPECT_EQ(response.raw_output_contents(0),
             ReferenceOutput(load, input, 1, 6, 6, Layout::kNchw, Layout::kNchw));
+}
+
+// ModelInfer is served on the server's completion queues (server/unary_call_queues.h), which
+// learn of a cancellation from gRPC's done notification: a call the client cancels while it waits
+// for company is answered CANCELLED and leaves the layer's queue long before its launch.
+TEST(KserveSharedMemoryTest, CancelledModelInferLeavesTheQueueBeforeLaunch) {
+  std::unique_ptr<KserveServer> s = StartKserveServer(TestServerOptions());
+  ASSERT_NE(s, nullptr);
+  v1::LayerSpec spec = SmallSpec("conv", 8);
+  spec.mutable_batching()->set_max_batch_size(64);
+  spec.mutable_batching()->set_max_queue_delay_us(10'000'000);
+  ASSERT_TRUE(Load(*s, LoadRequestFor(spec, 5)).ok());
+  auto queued = [&s] {
+    std::optional<LayerSnapshot> layer = s->server->core().FindLayer("conv");
+    return layer.has_value() ? layer->queued_requests : -1;
+  };
+  auto wait_queued = [&queued](int64_t count) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (queued() != count && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    return queued() == count;
+  };
+
+  ModelInferRequest request = RequestFor("conv", "FP32", {1, 8, 8, 8});
+  request.add_raw_input_contents(RandomTensor(8 * 8 * 8, DataType::kFloat32, 6));
+  std::unique_ptr<grpc::ClientContext> context = Context();
+  ModelInferResponse response;
+  std::promise<grpc::Status> answered;
+  s->stub->async()->ModelInfer(context.get(), &request, &response,
+                               [&answered](grpc::Status status) { answered.set_value(status); });
+  ASSERT_TRUE(wait_queued(1));
+  const absl::Time start = absl::Now();
+  context->TryCancel();
+  EXPECT_EQ(answered.get_future().get().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(wait_queued(0));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(9)) << "left only when the delay launched it";
 }
 
 }  // namespace

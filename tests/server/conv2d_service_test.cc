@@ -333,7 +333,7 @@ TEST(Conv2dServiceTest, EveryLoadRejectionNamesTheField) {
 }
 
 // 24 clients, each with its own inputs, mixed N and layouts, merged into batches: every client
-// gets exactly its own result. With `forward_threads` Forward queues (server/forward_queues.h).
+// gets exactly its own result. With `forward_threads` Forward queues (server/unary_call_queues.h).
 void ExpectEachOfManyClientsGetsItsOwnResult(int forward_threads) {
   ServerOptions options = TestServerOptions();
   options.transport.forward_threads = forward_threads;
