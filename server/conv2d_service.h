@@ -10,6 +10,7 @@
 
 #include "convserve/v1/conv2d.grpc.pb.h"
 #include "server/access_control.h"
+#include "server/conv2d_service_base.h"
 #include "server/metrics/metrics.h"
 #include "server/serving_core.h"
 #include "server/shared_memory.h"
@@ -17,18 +18,6 @@
 #include "server/work_queue.h"
 
 namespace convserve {
-
-// Every method on the callback API but Forward, which is asynchronous and raw. Built up from the
-// synchronous base: a method marked callback first keeps its callback handler when marked raw.
-using Conv2dServiceBase = convserve::v1::Conv2d::WithCallbackMethod_LoadLayer<
-    convserve::v1::Conv2d::WithCallbackMethod_UnloadLayer<
-        convserve::v1::Conv2d::WithCallbackMethod_ListLayers<
-            convserve::v1::Conv2d::WithRawMethod_Forward<
-                convserve::v1::Conv2d::WithCallbackMethod_Tune<
-                    convserve::v1::Conv2d::WithCallbackMethod_RegisterSharedMemory<
-                        convserve::v1::Conv2d::WithCallbackMethod_UnregisterSharedMemory<
-                            convserve::v1::Conv2d::WithCallbackMethod_SharedMemoryStatus<
-                                convserve::v1::Conv2d::Service>>>>>>>>;
 
 class Conv2dService final : public Conv2dServiceBase, public UnaryCallHandler {
  public:

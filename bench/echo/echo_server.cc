@@ -5,15 +5,19 @@
 // anything. What perf measures against it is gRPC, protobuf and the copies: the cost every
 // Forward pays before any kernel runs. By default Forward's messages go through protobuf as
 // gRPC's generated code would (a copy of each tensor in and out); with --zero_copy_forward they
-// go through server/forward_wire.h as convserve-server's do (no copy of either).
+// go through server/forward_wire.h as convserve-server's do (no copy of either). Forward is
+// received and answered on completion queues, as convserve-server's is
+// (server/unary_call_queues.h, --grpc_forward_threads).
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -29,7 +33,9 @@
 #include "common/malloc_tuning.h"
 #include "common/mutex_mode.h"
 #include "convserve/v1/conv2d.grpc.pb.h"
+#include "server/conv2d_service_base.h"
 #include "server/forward_wire.h"
+#include "server/unary_call_queues.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC address to serve on (host:port)");
 ABSL_FLAG(std::string, model_repository, "", "layer directories to load at start (specs only)");
@@ -40,6 +46,9 @@ ABSL_FLAG(int32_t, grpc_stream_window_bytes, 0,
 ABSL_FLAG(bool, zero_copy_forward, false,
           "read and write Forward's messages without copying the tensors, as convserve-server "
           "does; false: through protobuf messages, as gRPC's generated code does");
+ABSL_FLAG(int32_t, grpc_forward_threads, 0,
+          "threads, each with its own completion queue, that receive Forward calls and send "
+          "their replies; 0: one per core (convserve-server's default)");
 
 namespace convserve {
 namespace {
@@ -48,8 +57,7 @@ namespace v1 = convserve::v1;
 
 constexpr char kDevice[] = "echo (no compute)";
 
-class EchoService final
-    : public v1::Conv2d::WithRawCallbackMethod_Forward<v1::Conv2d::CallbackService> {
+class EchoService final : public Conv2dServiceBase, public UnaryCallHandler {
  public:
   explicit EchoService(bool zero_copy_forward) : zero_copy_forward_(zero_copy_forward) {}
 
@@ -100,14 +108,25 @@ class EchoService final
     return Finish(context, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
-                                    const grpc::ByteBuffer* request,
-                                    grpc::ByteBuffer* response) override {
+  void RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* request,
+                   grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
+                   grpc::ServerCompletionQueue* queue, void* tag) override {
+    RequestForward(context, request, responder, queue, queue, tag);
+  }
+
+  // Forward, on a queue's thread.
+  void HandleCall(UnaryCall& call) override {
     const absl::Time accepted = absl::Now();
-    absl::StatusOr<ForwardWireRequest> wire = Read(*request);
-    if (!wire.ok()) return Finish(context, wire.status());
+    absl::StatusOr<ForwardWireRequest> wire = Read(call.request());
+    if (!wire.ok()) {
+      call.Finish(ToGrpcStatus(wire.status()));
+      return;
+    }
     absl::StatusOr<ConvProblem> problem = Check(wire->request, wire->input_data.size());
-    if (!problem.ok()) return Finish(context, problem.status());
+    if (!problem.ok()) {
+      call.Finish(ToGrpcStatus(problem.status()));
+      return;
+    }
     v1::ForwardResponse reply;
     v1::Tensor& output = *reply.mutable_output();
     output.set_dtype(wire->request.input().dtype());
@@ -122,10 +141,8 @@ class EchoService final
     reply.set_kernel_config("echo");
     reply.set_device(kDevice);
     reply.mutable_timing()->set_total_us(absl::ToInt64Microseconds(absl::Now() - accepted));
-    grpc::ByteBuffer written =
-        Write(std::move(reply), std::string(static_cast<size_t>(problem->output_bytes()), '\0'));
-    response->Swap(&written);
-    return Finish(context, absl::OkStatus());
+    call.Finish(
+        Write(std::move(reply), std::string(static_cast<size_t>(problem->output_bytes()), '\0')));
   }
 
   grpc::ServerUnaryReactor* Tune(grpc::CallbackServerContext* context, const v1::TuneRequest*,
@@ -250,17 +267,24 @@ int Main(int argc, char** argv) {
     builder.AddChannelArgument(name, value);
   }
   builder.RegisterService(&service);
+  const int forward_threads = absl::GetFlag(FLAGS_grpc_forward_threads);
+  UnaryCallQueues queues(builder, {&service},
+                         forward_threads > 0
+                             ? forward_threads
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "echo: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
     return 1;
   }
+  queues.Start();
   std::fprintf(stderr, "echo: serving on %s\n", absl::GetFlag(FLAGS_listen).c_str());
 
   int signal = 0;
   sigwait(&signals, &signal);
   std::fprintf(stderr, "echo: signal %d, shutting down\n", signal);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  queues.Shutdown();
   return 0;
 }
 
