@@ -4,7 +4,6 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -85,18 +84,16 @@ absl::Status ConvServer::Start(const std::vector<grpc::Service*>& extra_services
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.RegisterService(service_.get());
   for (grpc::Service* service : extra_services) builder.RegisterService(service);
-  const int forward_threads =
-      options_.transport.forward_threads > 0
-          ? options_.transport.forward_threads
-          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<UnaryCallHandler*> queued_calls = {service_.get()};
   for (grpc::Service* service : extra_services) {
     if (auto* handler = dynamic_cast<UnaryCallHandler*>(service)) queued_calls.push_back(handler);
   }
-  call_queues_ =
-      std::make_unique<UnaryCallQueues>(builder, std::move(queued_calls), forward_threads);
+  call_queues_ = std::make_unique<UnaryCallQueues>(builder, std::move(queued_calls),
+                                                   options_.transport.forward_threads);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
+    if (server_ != nullptr) server_->Shutdown();  // gRPC's server goes before its queues
+    server_.reset();
     call_queues_.reset();  // shuts its queues down and drains them
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
   }

@@ -20,7 +20,8 @@ void UnaryCall::Unref() {
 UnaryCallQueues::UnaryCallQueues(grpc::ServerBuilder& builder,
                                  std::vector<UnaryCallHandler*> handlers, int threads)
     : handlers_(std::move(handlers)) {
-  for (int i = 0; i < std::max(threads, 1); ++i) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int i = 0; i < threads; ++i) {
     auto queue = std::make_unique<Queue>();
     queue->completion_queue = builder.AddCompletionQueue();
     queues_.push_back(std::move(queue));

@@ -83,8 +83,8 @@ class UnaryCallHandler {
 
 class UnaryCallQueues {
  public:
-  // Adds `threads` (>= 1) completion queues to `builder`, each to serve every handler's method;
-  // the handlers must outlive this.
+  // Adds `threads` completion queues (<= 0: one per core) to `builder`, each to serve every
+  // handler's method; the handlers must outlive this.
   UnaryCallQueues(grpc::ServerBuilder& builder, std::vector<UnaryCallHandler*> handlers,
                   int threads);
   // Shutdown() if still running.

@@ -12,12 +12,10 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -267,11 +265,7 @@ int Main(int argc, char** argv) {
     builder.AddChannelArgument(name, value);
   }
   builder.RegisterService(&service);
-  const int forward_threads = absl::GetFlag(FLAGS_grpc_forward_threads);
-  UnaryCallQueues queues(builder, {&service},
-                         forward_threads > 0
-                             ? forward_threads
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  UnaryCallQueues queues(builder, {&service}, absl::GetFlag(FLAGS_grpc_forward_threads));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "echo: cannot listen on %s\n", absl::GetFlag(FLAGS_listen).c_str());
