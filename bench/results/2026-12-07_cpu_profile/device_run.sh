@@ -7,9 +7,10 @@
 # Bundle: gpu-bundle .gpu/pf convserve-server convserve-cli convserve-echo-server /usr/bin/perf
 #   -- tests/data; strip --strip-debug on the convserve binaries; tar | xz.
 # device: carry [".gpu/pf.tar.xz"]: bash bench/results/2026-12-07_cpu_profile/device_run.sh
+# BUNDLE names another bundle (it must carry perf too), e.g. to profile a later server.
 set -uo pipefail
 . bench/conv/device_steps.sh
-device_begin pf cpu_profile
+device_begin "${BUNDLE:-pf}" cpu_profile
 WINDOW_S=${WINDOW_S:-2}
 here=bench/results/2026-12-07_cpu_profile
 {
