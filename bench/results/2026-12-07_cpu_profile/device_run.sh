@@ -11,7 +11,7 @@
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-pf}" cpu_profile
-WINDOW_S=${WINDOW_S:-2}
+WINDOW_S=${WINDOW_S:-1.5}  # ends inside the 3 s window: run 1 took 2 s and missed the client
 here=bench/results/2026-12-07_cpu_profile
 {
   echo "perf_event_paranoid: $(cat /proc/sys/kernel/perf_event_paranoid 2>&1)"
@@ -43,7 +43,7 @@ watch_variant() {
   done
   [ -n "$cli" ] || { echo "no perf for $variant"; return; }
   server=$(pgrep -f "^convserve-server " | head -1)
-  sleep 1.3  # past the 1 s warm-up
+  sleep 1.1  # past the 1 s warm-up
   snapshot "$O/threads_${variant}_0.txt" "$server" "$cli"
   perf record -F 999 -p "$server,$cli" -o "/tmp/perf_$variant.data" -- sleep "$WINDOW_S" \
     >"$O/perf_record_$variant.log" 2>&1 || sleep "$WINDOW_S"
