@@ -11,7 +11,7 @@
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin "${BUNDLE:-pf}" cpu_profile
-WINDOW_S=${WINDOW_S:-1.5}  # ends inside the 3 s window: run 1 took 2 s and missed the client
+WINDOW_S=${WINDOW_S:-1.5}  # run 1's 2 s took 2.5-2.9 s with perf and missed the client's end
 here=bench/results/2026-12-07_cpu_profile
 {
   echo "perf_event_paranoid: $(cat /proc/sys/kernel/perf_event_paranoid 2>&1)"
