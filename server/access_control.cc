@@ -3,6 +3,8 @@
 #include <string_view>
 #include <utility>
 
+#include "server/unary_call_queues.h"
+
 namespace convserve {
 namespace {
 
@@ -43,6 +45,14 @@ grpc::Status AccessControl::Check(const grpc::ServerContextBase& context, Access
   if (granted) return grpc::Status::OK;
   if (metrics_ != nullptr) metrics_->Rejected("", RejectReason::kUnauthenticated);
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or invalid bearer token");
+}
+
+bool Denied(const AccessControl* access, UnaryCall& call, AccessScope scope) {
+  if (access == nullptr) return false;
+  grpc::Status status = access->Check(call.context(), scope);
+  if (status.ok()) return false;
+  call.Finish(status);
+  return true;
 }
 
 bool Denied(const AccessControl* access, grpc::CallbackServerContext* context, AccessScope scope,

@@ -11,6 +11,8 @@
 
 namespace convserve {
 
+class UnaryCall;  // server/unary_call_queues.h
+
 enum class AccessScope { kInference, kAdmin };
 
 struct AccessTokens {
@@ -42,6 +44,8 @@ class AccessControl {
 // call must stop here. A null `access` grants everything.
 bool Denied(const AccessControl* access, grpc::CallbackServerContext* context, AccessScope scope,
             grpc::ServerUnaryReactor* reactor);
+// The same for a call on the completion queues: finishes `call` when it must stop here.
+bool Denied(const AccessControl* access, UnaryCall& call, AccessScope scope);
 
 // The reactor a bidirectional-streaming handler returns for a call Check() refused: it finishes
 // at once with `status` and deletes itself when gRPC is done with it.

@@ -120,13 +120,7 @@ void Conv2dService::RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* 
 }
 
 void Conv2dService::HandleCall(UnaryCall& call) {
-  if (access_ != nullptr) {
-    if (grpc::Status denied = access_->Check(call.context(), AccessScope::kInference);
-        !denied.ok()) {
-      call.Finish(denied);
-      return;
-    }
-  }
+  if (Denied(access_, call, AccessScope::kInference)) return;
   absl::StatusOr<ForwardWireRequest> wire = ParseForwardRequest(call.request());
   InferenceRequest inference;
   absl::Status status =

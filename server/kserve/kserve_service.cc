@@ -97,13 +97,7 @@ void KserveService::RequestCall(grpc::ServerContext* context, grpc::ByteBuffer* 
 }
 
 void KserveService::HandleCall(UnaryCall& call) {
-  if (access_ != nullptr) {
-    if (grpc::Status denied = access_->Check(call.context(), AccessScope::kInference);
-        !denied.ok()) {
-      call.Finish(denied);
-      return;
-    }
-  }
+  if (Denied(access_, call, AccessScope::kInference)) return;
   absl::StatusOr<kserve::InferWireRequest> wire = kserve::ParseModelInferRequest(call.request());
   InferenceRequest inference;
   absl::Status status =

@@ -15,8 +15,6 @@
 
 namespace convserve {
 
-// Thread-safe; handlers validate, submit and return without blocking. `core` must outlive the
-// service and the grpc::Server it is registered on.
 // Every method on the callback API but ModelInfer, which is asynchronous and raw. Built up from
 // the synchronous base: a method marked callback first keeps its callback handler when marked raw.
 using InferenceService = inference::GRPCInferenceService;
@@ -36,6 +34,8 @@ using KserveServiceBase = InferenceService::WithCallbackMethod_ServerLive<
                                                     WithCallbackMethod_CudaSharedMemoryUnregister<
                                                         InferenceService::Service>>>>>>>>>>>>>;
 
+// Thread-safe; handlers validate, submit and return without blocking. `core` must outlive the
+// service and the grpc::Server it is registered on.
 class KserveService final : public KserveServiceBase, public UnaryCallHandler {
  public:
   // `server_name` and `server_version` are what ServerMetadata reports; by default
