@@ -69,23 +69,26 @@ Batcher::~Batcher() {
 
 absl::Status Batcher::Enqueue(InferenceRequest& request) {
   const int64_t bytes = static_cast<int64_t>(request.input.size());
-  std::optional<std::pair<Executor*, Batch>> alone;
+  std::optional<std::pair<Executor*, Batch>> launch;
+  std::vector<std::pair<InferenceRequest, absl::Status>> ended;
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = EnqueueLocked(request, bytes, alone); !s.ok() || !alone.has_value()) {
-      return s;
-    }
+    absl::Status s = EnqueueLocked(request, bytes, launch, ended);
+    if (!s.ok()) return s;
   }
   // Outside the lock: the executor may take a while to accept the batch (the GPU one stages the
   // input and enqueues the copies and kernel), and requests for other shapes must not wait.
-  alone->first->Execute(std::move(alone->second));
+  for (auto& [expired, status] : ended) AnswerRequest(expired, status, metrics_);
+  if (!launch.has_value()) return absl::OkStatus();
+  launch->first->Execute(std::move(launch->second));
   absl::MutexLock lock(&mu_);
   if (--handing_over_ == 0 && draining_) wake_.Signal();
   return absl::OkStatus();
 }
 
 absl::Status Batcher::EnqueueLocked(InferenceRequest& request, int64_t bytes,
-                                    std::optional<std::pair<Executor*, Batch>>& alone) {
+                                    std::optional<std::pair<Executor*, Batch>>& launch,
+                                    std::vector<std::pair<InferenceRequest, absl::Status>>& ended) {
   if (draining_) {
     return absl::UnavailableError(
         absl::StrCat("layer '", layer_->name, "' is being replaced or unloaded"));
@@ -101,8 +104,8 @@ absl::Status Batcher::EnqueueLocked(InferenceRequest& request, int64_t bytes,
         "layer '", layer_->name, "' queue is full (", queued_bytes_, " input bytes queued + ",
         bytes, " over the bound ", config.max_queue_bytes, "); retry later"));
   }
-  alone = TryLaunchAloneLocked(request);
-  if (alone.has_value()) {
+  launch = TryLaunchAloneLocked(request);
+  if (launch.has_value()) {
     ++handing_over_;
     return absl::OkStatus();
   }
@@ -111,20 +114,49 @@ absl::Status Batcher::EnqueueLocked(InferenceRequest& request, int64_t bytes,
   const absl::Time deadline = request.deadline;
   Queue& queue = queues_[key];
   queue.requests.push_back(std::move(request));
+  ++queued_requests_;
+  queued_bytes_ += bytes;
   // A waiting scheduler is woken only when this request changes what it waits for: a launch now
   // due, or a decision (a new queue's delay, this request's deadline) due before its wake-up. A
   // wake-up per request cost the CPU backend's tiny layer at c = 64 about 1.3 futex calls each.
   bool wake_scheduler = false;
   if (!queue.due) {
-    const BatchDecision decision = DecideLocked(queue, absl::Now());
+    const absl::Time now = absl::Now();
+    const BatchDecision decision = DecideLocked(queue, now);
     queue.due = decision.launch;
     wake_scheduler = decision.launch || std::min(decision.wake_at, deadline) < scheduler_wake_at_;
+    if (decision.launch) {
+      launch = TryLaunchDueLocked(key, now, ended);
+      if (launch.has_value()) {
+        ++handing_over_;
+        // The scheduler decides for what is left of this queue (more than one batch held).
+        wake_scheduler = queues_.count(key) > 0;
+      }
+    }
   }
-  ++queued_requests_;
-  queued_bytes_ += bytes;
   PublishDepthLocked();
   if (wake_scheduler) wake_.Signal();
   return absl::OkStatus();
+}
+
+std::optional<std::pair<Executor*, Batch>> Batcher::TryLaunchDueLocked(
+    const ShapeKey& key, absl::Time now,
+    std::vector<std::pair<InferenceRequest, absl::Status>>& ended) {
+  // Another due queue waits for a slot already: the scheduler launches the oldest first.
+  for (const auto& [other_key, other] : queues_) {
+    if (other.due && other_key != key) return std::nullopt;
+  }
+  Executor* executor = TryAcquireLeastLoaded();
+  if (executor == nullptr) return std::nullopt;
+  // What expired or was cancelled while queued is answered, not launched; what is left launches
+  // (a due queue stays due), as from the scheduler.
+  SweepLocked(now, ended);
+  auto queue = queues_.find(key);
+  if (queue == queues_.end()) {
+    executor->ReleaseSlot();
+    return std::nullopt;
+  }
+  return std::make_pair(executor, TakeBatchLocked(queue, now));
 }
 
 void Batcher::BeginDrain() {

@@ -7,10 +7,12 @@
 // executor is unhealthy, batches still go to them and fail at once with their error rather than
 // wait in the queue for a device that will not come back.
 //
-// A lone request skips the scheduler thread: when nothing is queued, the policy launches a batch
-// of that request alone (a preferred size, a full batch, or no delay) and a launch slot is free
-// now, Enqueue hands it to the executor itself, which saves one thread hand-off (the scheduler's
-// wake-up) per request at low load. Under load requests queue and batch as before.
+// The request that makes a launch due launches it itself, skipping the scheduler thread, when a
+// launch slot is free now: a lone request whose batch of one the policy launches at once (a
+// preferred size, a full batch, or no delay), and under load the request that fills a batch or
+// reaches a preferred size. Enqueue then hands the batch to the executor on the calling thread,
+// which saves one thread hand-off (the scheduler's wake-up) per batch. The scheduler launches
+// the rest: batches whose delay runs out, and those due while every slot was taken.
 //
 // Every request it accepts is answered exactly once: by the executor, or here when its deadline
 // passes or its client cancels before launch. Replacing or unloading the layer drains it: what
@@ -65,7 +67,7 @@ class Batcher {
   Batcher& operator=(const Batcher&) = delete;
 
   // Queues a validated request (its shape and bytes match the layer), moving from `request` on
-  // success; a lone request may instead launch from here (see above), on the calling thread,
+  // success; the batch it makes due may launch from here (see above), on the calling thread,
   // which then runs Executor::Execute (it never blocks on the device). RESOURCE_EXHAUSTED when the
   // layer's queues are over their request or byte bound; UNAVAILABLE once draining (the caller may
   // retry on the layer's new generation). On error `request` is untouched and the caller answers
@@ -90,10 +92,12 @@ class Batcher {
   };
 
   void SchedulerLoop();
-  // Enqueue's part under mu_: the admission checks, then either the lone-request launch (set in
-  // `alone`, counted in handing_over_) or the queue.
+  // Enqueue's part under mu_: the admission checks, then the queue; a launch the request makes
+  // due and that has a slot now is set in `launch` (counted in handing_over_), and what expired
+  // or was cancelled in the queues meanwhile in `ended`, for the caller to answer.
   absl::Status EnqueueLocked(InferenceRequest& request, int64_t bytes,
-                             std::optional<std::pair<Executor*, Batch>>& alone)
+                             std::optional<std::pair<Executor*, Batch>>& launch,
+                             std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes expired and cancelled requests into `ended` with the status that ends them.
   void SweepLocked(absl::Time now, std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
@@ -114,6 +118,13 @@ class Batcher {
   // The lone-request launch (see above): a batch of `request` alone with a slot taken, when
   // nothing is queued, the policy launches it now and a slot is free; nullopt otherwise.
   std::optional<std::pair<Executor*, Batch>> TryLaunchAloneLocked(InferenceRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The launch of the due queue `key` from Enqueue (see above): its batch with a slot taken,
+  // after sweeping out what expired or was cancelled (into `ended`); nullopt when another queue
+  // is due first, no slot is free, or the sweep emptied it.
+  std::optional<std::pair<Executor*, Batch>> TryLaunchDueLocked(
+      const ShapeKey& key, absl::Time now,
+      std::vector<std::pair<InferenceRequest, absl::Status>>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds the change in queued_requests_ since the last call to the layer's queue-depth gauge.
   // Called under mu_ after every change so the gauge sees the changes in the order they
