@@ -15,7 +15,7 @@ set -uo pipefail
 (cd .gpu && tar -xJf bl.tar.xz)
 device_begin qc sampler_tax
 base_path=$PATH
-for side in on_1 bl_1 off_1 off_2 bl_2 on_2; do
+for side in ${SIDES:-on_1 bl_1 off_1 off_2 bl_2 on_2}; do
   flags=""
   PATH=$base_path
   case $side in
@@ -26,6 +26,6 @@ for side in on_1 bl_1 off_1 off_2 bl_2 on_2; do
   EXTRA_SERVER_FLAGS=$flags batching_check "$side" 64 cuda
 done
 PATH=$base_path
-python3 bench/batching/stage_means.py $O/on_1 $O/bl_1 $O/off_1 $O/off_2 $O/bl_2 $O/on_2 2>&1 |
+python3 bench/batching/stage_means.py $(for s in ${SIDES:-on_1 bl_1 off_1 off_2 bl_2 on_2}; do echo $O/$s; done) 2>&1 |
   tee "$O/stages.txt"
 device_end
