@@ -5,11 +5,14 @@
 //   occupancy_check plain    N C H W K R S STRIDE PAD   # the same launches, no sampler, for
 //     ncu --metrics sm__warps_active.avg.pct_of_peak_sustained_active
 //         -k regex:ConvGemmKernel occupancy_check plain ...
+//   occupancy_check tax      N C H W K R S STRIDE PAD   # host time of a launch with CUPTI
+//     never loaded, detached by the sampler, and attached (as it stayed between samples before)
 //
 // fp16, NHWC in and out, heuristic (untuned) configuration, random data.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -29,6 +32,40 @@ constexpr int kLaunches = 5;
 int Fail(const std::string& what) {
   std::fprintf(stderr, "occupancy_check: %s\n", what.c_str());
   return 1;
+}
+
+// Host time of one call of `issue` (which enqueues work on `stream`): median and mean over
+// kRounds x kPerRound calls, the stream drained between rounds so the queue never fills.
+struct HostCost {
+  double median_us = 0;
+  double mean_us = 0;
+};
+template <typename Issue>
+HostCost MeasureHostCost(Issue issue, cudaStream_t stream) {
+  constexpr int kRounds = 40;
+  constexpr int kPerRound = 100;
+  std::vector<double> us;
+  us.reserve(kRounds * kPerRound);
+  for (int round = 0; round < kRounds; ++round) {
+    for (int i = 0; i < kPerRound; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      issue();
+      us.push_back(
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+              .count());
+    }
+    cudaStreamSynchronize(stream);
+  }
+  HostCost cost;
+  for (double v : us) cost.mean_us += v / us.size();
+  std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+  cost.median_us = us[us.size() / 2];
+  return cost;
+}
+
+double MicrosSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 int Main(int argc, char** argv) {
@@ -99,7 +136,64 @@ int Main(int argc, char** argv) {
     }
     return cudaStreamSynchronize(stream) == cudaSuccess ? 0 : Fail("launch failed");
   }
-  if (mode != "sampler") return Fail("mode must be sampler or plain");
+  if (mode != "sampler" && mode != "tax") return Fail("mode must be sampler, plain or tax");
+
+  if (mode == "tax") {
+    // What the executor issues per batch: the kernel call by call, the same captured as a graph
+    // (its usual path), and an event.
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t graph_exec = nullptr;
+    cudaEvent_t event = nullptr;
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess ||
+        !run().ok() || cudaStreamEndCapture(stream, &graph) != cudaSuccess ||
+        cudaGraphInstantiate(&graph_exec, graph, 0) != cudaSuccess ||
+        cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+      return Fail("graph or event setup failed");
+    }
+    auto phase = [&](const char* name) {
+      const HostCost kernel = MeasureHostCost([&] { run().IgnoreError(); }, stream);
+      const HostCost graph_launch =
+          MeasureHostCost([&] { cudaGraphLaunch(graph_exec, stream); }, stream);
+      const HostCost record = MeasureHostCost([&] { cudaEventRecord(event, stream); }, stream);
+      std::printf(
+          "%-28s host us per call, median (mean): kernel %.2f (%.2f)  graph %.2f (%.2f)  "
+          "event %.2f (%.2f)\n",
+          name, kernel.median_us, kernel.mean_us, graph_launch.median_us, graph_launch.mean_us,
+          record.median_us, record.mean_us);
+    };
+    phase("cupti_never_loaded");
+    OccupancySamplerOptions tax_options;
+    tax_options.interval = absl::ZeroDuration();
+    std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(tax_options);
+    if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
+    phase("sampler_created");
+    for (int i = 0; i < kLaunches; ++i) {
+      if (!sampler->ShouldSample(launch->config_name)) return Fail("ShouldSample said no");
+      auto t = std::chrono::steady_clock::now();
+      if (absl::Status s = sampler->Attach(); !s.ok()) return Fail(s.ToString());
+      const double attach_us = MicrosSince(t);
+      t = std::chrono::steady_clock::now();
+      if (absl::Status s = sampler->Begin(stream); !s.ok()) return Fail(s.ToString());
+      const double begin_us = MicrosSince(t);
+      absl::Status ran = run();
+      t = std::chrono::steady_clock::now();
+      absl::StatusOr<double> achieved = sampler->End(stream);
+      const double end_us = MicrosSince(t);
+      t = std::chrono::steady_clock::now();
+      if (i + 1 < kLaunches) sampler->Detach();  // the last sample stays attached, see below
+      const double detach_us = MicrosSince(t);
+      if (!ran.ok()) return Fail(ran.ToString());
+      if (!achieved.ok()) return Fail(achieved.status().ToString());
+      std::printf(
+          "sample %d achieved_pct %.2f  host us: attach %.0f begin %.0f end %.0f detach %.0f\n", i,
+          100.0 * *achieved, attach_us, begin_us, end_us, detach_us);
+    }
+    phase("attached_after_a_sample");  // where the sampler stayed between samples before
+    sampler->Detach();
+    phase("detached_after_samples");
+    if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
+    return 0;
+  }
 
   OccupancySamplerOptions sampler_options;
   sampler_options.interval = absl::ZeroDuration();
@@ -111,6 +205,7 @@ int Main(int argc, char** argv) {
     if (absl::Status s = sampler->Begin(stream); !s.ok()) return Fail(s.ToString());
     absl::Status ran = run();
     absl::StatusOr<double> achieved = sampler->End(stream);
+    sampler->Detach();
     if (!ran.ok()) return Fail(ran.ToString());
     if (!achieved.ok()) return Fail(achieved.status().ToString());
     values.push_back(100.0 * *achieved);

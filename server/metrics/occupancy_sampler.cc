@@ -5,19 +5,24 @@
 
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <cupti_activity.h>
+#include <cupti_callbacks.h>
 #include <cupti_profiler_host.h>
 #include <cupti_profiler_target.h>
 #include <cupti_range_profiler.h>
 #include <cupti_result.h>
+#include <cupti_runtime_cbid.h>
 #include <cupti_target.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/const_init.h"
 #include "absl/strings/str_cat.h"
 
 namespace convserve {
@@ -84,15 +89,99 @@ absl::Status CudaStatus(cudaError_t error, const char* call) {
   std::memset(&name, 0, sizeof(name));     \
   name.structSize = type##_STRUCT_SIZE
 
-// The one process-wide cuptiProfilerInitialize.
-absl::Status InitializeProfilerOnce() {
-  static const absl::Status* status = [] {
-    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
-    return new absl::Status(
-        CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize"));
-  }();
-  return *status;
+// What cuptiFinalize needs to run on the right thread; static, because another thread's API
+// exit may reach the callback while a detach is in progress.
+struct DetachRequest {
+  std::thread::id thread;
+  bool called = false;
+  CUptiResult result = CUPTI_ERROR_UNKNOWN;
+};
+
+void CUPTIAPI FinalizeAtApiExit(void* userdata, CUpti_CallbackDomain domain,
+                                CUpti_CallbackId /*cbid*/, const void* data) {
+  auto* request = static_cast<DetachRequest*>(userdata);
+  const auto* info = static_cast<const CUpti_CallbackData*>(data);
+  if (domain != CUPTI_CB_DOMAIN_RUNTIME_API || info->callbackSite != CUPTI_API_EXIT) return;
+  if (std::this_thread::get_id() != request->thread || request->called) return;
+  request->called = true;
+  request->result = cuptiFinalize();
 }
+
+// Detaches CUPTI from the process. CUPTI asks that cuptiFinalize run at the exit of a CUDA API
+// call, where no other CUPTI work of that thread is in flight: a callback on cudaGetDevice, which
+// this thread then calls. The subscription goes with CUPTI.
+absl::Status FinalizeCupti() {
+  static DetachRequest request;
+  request = DetachRequest{std::this_thread::get_id()};
+  CUpti_SubscriberHandle subscriber = nullptr;
+  if (absl::Status s =
+          CuptiStatus(cuptiSubscribe(&subscriber, FinalizeAtApiExit, &request), "cuptiSubscribe");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CuptiStatus(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API,
+                                          CUPTI_RUNTIME_TRACE_CBID_cudaGetDevice_v3020),
+                      "cuptiEnableCallback");
+      !s.ok()) {
+    cuptiUnsubscribe(subscriber);
+    return s;
+  }
+  int device = 0;
+  cudaGetDevice(&device);
+  if (!request.called) {
+    cuptiUnsubscribe(subscriber);
+    return absl::InternalError("cuptiFinalize: the API exit callback did not run");
+  }
+  return CuptiStatus(request.result, "cuptiFinalize");
+}
+
+// CUPTI's profiler hooks into the driver (cuptiProfilerInitialize), and while they are in place
+// every launch of the process pays host time for it (~30 us per batch on the H100, in
+// bench/results/2026-12-06-stages-h100). So the samplers of all devices attach CUPTI only for a
+// sample: the first holder initializes the profiler, the last one deinitializes it and detaches
+// CUPTI (cuptiFinalize). Where detaching fails (another CUPTI client in the process, say) CUPTI
+// stays attached between samples, as it does without this.
+class CuptiAttachment {
+ public:
+  static absl::Status Acquire() {
+    absl::MutexLock lock(&mu_);
+    if (holders_ == 0) {
+      CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
+      if (absl::Status s = CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize");
+          !s.ok()) {
+        return s;
+      }
+    }
+    ++holders_;
+    return absl::OkStatus();
+  }
+
+  // Returns why CUPTI could not be detached (it then stays attached); OK otherwise.
+  static absl::Status Release() {
+    absl::MutexLock lock(&mu_);
+    if (--holders_ > 0) return absl::OkStatus();
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_DeInitialize_Params, params);
+    if (absl::Status s =
+            CuptiStatus(cuptiProfilerDeInitialize(&params), "cuptiProfilerDeInitialize");
+        !s.ok()) {
+      return s;
+    }
+    if (!detach_works_) return absl::OkStatus();
+    absl::Status detached = FinalizeCupti();
+    if (!detached.ok()) detach_works_ = false;
+    return detached;
+  }
+
+ private:
+  ABSL_CONST_INIT static absl::Mutex mu_;
+  static int holders_ ABSL_GUARDED_BY(mu_);
+  static bool detach_works_ ABSL_GUARDED_BY(mu_);
+};
+
+ABSL_CONST_INIT absl::Mutex CuptiAttachment::mu_(absl::kConstInit);
+int CuptiAttachment::holders_ = 0;
+bool CuptiAttachment::detach_works_ = true;
 
 }  // namespace
 
@@ -100,18 +189,68 @@ struct OccupancySampler::Cupti {
   CUcontext context = nullptr;
   std::string chip;
   std::vector<uint8_t> counter_availability;
+  bool attached = false;  // holds the CuptiAttachment and the host object below
   CUpti_Profiler_Host_Object* host = nullptr;
   std::vector<uint8_t> config_image;
   std::vector<uint8_t> counter_data;
   CUpti_RangeProfiler_Object* range = nullptr;  // set only while a sample is being taken
 
-  ~Cupti() {
+  ~Cupti() { Detach().IgnoreError(); }
+
+  // Attaches CUPTI for a sample and builds the host object and the configuration for the metric
+  // (`chip` and `counter_availability` known).
+  absl::Status Attach() {
+    if (attached) return absl::OkStatus();
+    if (absl::Status s = CuptiAttachment::Acquire(); !s.ok()) return s;
+    attached = true;
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Initialize_Params, init);
+    init.profilerType = CUPTI_PROFILER_TYPE_RANGE_PROFILER;
+    init.pChipName = chip.c_str();
+    init.pCounterAvailabilityImage = counter_availability.data();
+    if (absl::Status s =
+            CuptiStatus(cuptiProfilerHostInitialize(&init), "cuptiProfilerHostInitialize");
+        !s.ok()) {
+      return s;
+    }
+    host = init.pHostObject;
+
+    const char* metrics[] = {metric()};
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_ConfigAddMetrics_Params, add);
+    add.pHostObject = host;
+    add.ppMetricNames = metrics;
+    add.numMetrics = 1;
+    if (absl::Status s = CuptiStatus(cuptiProfilerHostConfigAddMetrics(&add),
+                                     "cuptiProfilerHostConfigAddMetrics");
+        !s.ok()) {
+      return s;
+    }
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImageSize_Params, image_size);
+    image_size.pHostObject = host;
+    if (absl::Status s = CuptiStatus(cuptiProfilerHostGetConfigImageSize(&image_size),
+                                     "cuptiProfilerHostGetConfigImageSize");
+        !s.ok()) {
+      return s;
+    }
+    config_image.assign(image_size.configImageSize, 0);
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImage_Params, image);
+    image.pHostObject = host;
+    image.configImageSize = config_image.size();
+    image.pConfigImage = config_image.data();
+    return CuptiStatus(cuptiProfilerHostGetConfigImage(&image), "cuptiProfilerHostGetConfigImage");
+  }
+
+  // Undoes Attach (whatever part of it succeeded); the status says whether CUPTI left.
+  absl::Status Detach() {
+    if (!attached) return absl::OkStatus();
     DisableRange();
     if (host != nullptr) {
       CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Deinitialize_Params, params);
       params.pHostObject = host;
       cuptiProfilerHostDeinitialize(&params);
+      host = nullptr;
     }
+    attached = false;
+    return CuptiAttachment::Release();
   }
 
   const char* metric() const { return OccupancySampler::kMetricName; }
@@ -298,89 +437,50 @@ absl::Status OccupancySampler::Initialize() {
     return absl::FailedPreconditionError("cannot get the device's CUDA context");
   }
 
-  if (absl::Status s = InitializeProfilerOnce(); !s.ok()) return s;
-
+  // The chip and its counters are found with CUPTI attached; they do not change, so later
+  // attachments reuse them.
+  if (absl::Status s = CuptiAttachment::Acquire(); !s.ok()) return s;
   CONVSERVE_CUPTI_PARAMS(CUpti_Device_GetChipName_Params, chip);
   chip.deviceIndex = static_cast<size_t>(options_.device);
-  if (absl::Status s = CuptiStatus(cuptiDeviceGetChipName(&chip), "cuptiDeviceGetChipName");
-      !s.ok()) {
-    return s;
-  }
-  c.chip = chip.pChipName;
-
+  absl::Status found_chip = CuptiStatus(cuptiDeviceGetChipName(&chip), "cuptiDeviceGetChipName");
   CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_GetCounterAvailability_Params, availability);
   availability.ctx = c.context;
-  if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
-                                   "cuptiProfilerGetCounterAvailability");
-      !s.ok()) {
-    return s;
+  if (found_chip.ok()) {
+    c.chip = chip.pChipName;
+    found_chip = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                             "cuptiProfilerGetCounterAvailability");
   }
-  c.counter_availability.assign(availability.counterAvailabilityImageSize, 0);
-  availability.pCounterAvailabilityImage = c.counter_availability.data();
-  if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
-                                   "cuptiProfilerGetCounterAvailability");
-      !s.ok()) {
-    return s;
+  if (found_chip.ok()) {
+    c.counter_availability.assign(availability.counterAvailabilityImageSize, 0);
+    availability.pCounterAvailabilityImage = c.counter_availability.data();
+    found_chip = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                             "cuptiProfilerGetCounterAvailability");
   }
+  // Attach() below holds its own reference, so this one goes without detaching in between.
+  absl::Status probe = found_chip.ok() ? c.Attach() : found_chip;
+  CuptiAttachment::Release().IgnoreError();
 
-  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Initialize_Params, host);
-  host.profilerType = CUPTI_PROFILER_TYPE_RANGE_PROFILER;
-  host.pChipName = c.chip.c_str();
-  host.pCounterAvailabilityImage = c.counter_availability.data();
-  if (absl::Status s =
-          CuptiStatus(cuptiProfilerHostInitialize(&host), "cuptiProfilerHostInitialize");
-      !s.ok()) {
-    return s;
-  }
-  c.host = host.pHostObject;
-
-  const char* metrics[] = {kMetricName};
-  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_ConfigAddMetrics_Params, add);
-  add.pHostObject = c.host;
-  add.ppMetricNames = metrics;
-  add.numMetrics = 1;
-  if (absl::Status s =
-          CuptiStatus(cuptiProfilerHostConfigAddMetrics(&add), "cuptiProfilerHostConfigAddMetrics");
-      !s.ok()) {
-    return s;
-  }
-  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImageSize_Params, image_size);
-  image_size.pHostObject = c.host;
-  if (absl::Status s = CuptiStatus(cuptiProfilerHostGetConfigImageSize(&image_size),
-                                   "cuptiProfilerHostGetConfigImageSize");
-      !s.ok()) {
-    return s;
-  }
-  c.config_image.assign(image_size.configImageSize, 0);
-  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetConfigImage_Params, image);
-  image.pHostObject = c.host;
-  image.configImageSize = c.config_image.size();
-  image.pConfigImage = c.config_image.data();
-  if (absl::Status s =
-          CuptiStatus(cuptiProfilerHostGetConfigImage(&image), "cuptiProfilerHostGetConfigImage");
-      !s.ok()) {
-    return s;
-  }
   CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetNumOfPasses_Params, passes);
   passes.configImageSize = c.config_image.size();
   passes.pConfigImage = c.config_image.data();
-  if (absl::Status s =
-          CuptiStatus(cuptiProfilerHostGetNumOfPasses(&passes), "cuptiProfilerHostGetNumOfPasses");
-      !s.ok()) {
-    return s;
+  probe = CuptiStatus(cuptiProfilerHostGetNumOfPasses(&passes), "cuptiProfilerHostGetNumOfPasses");
+  if (probe.ok() && passes.numOfPasses != 1) {
+    probe = absl::FailedPreconditionError(absl::StrCat(kMetricName, " needs ", passes.numOfPasses,
+                                                       " passes on ", c.chip, "; we never replay"));
   }
-  if (passes.numOfPasses != 1) {
-    return absl::FailedPreconditionError(absl::StrCat(kMetricName, " needs ", passes.numOfPasses,
-                                                      " passes on ", c.chip, "; we never replay"));
-  }
-
   // Arm and close one empty range now, so that missing permissions or busy counters show at
   // start-up rather than on the first sampled launch.
-  absl::Status probe = c.EnableRange();
+  if (probe.ok()) probe = c.EnableRange();
   if (probe.ok()) probe = c.StartRange();
   if (probe.ok()) probe = c.StopRange();
   c.DisableRange();
-  return probe;
+  if (!probe.ok()) {
+    c.Detach().IgnoreError();  // a sampler that is off leaves nothing attached
+    return probe;
+  }
+  // Detached until the first sample; a failure to detach is no reason to stop sampling.
+  Detach();
+  return absl::OkStatus();
 }
 
 absl::Status OccupancySampler::Disable(absl::Status why) {
@@ -409,19 +509,40 @@ bool OccupancySampler::ShouldSample(std::string_view kernel_config) {
   return enabled() && policy_.ShouldSample(kernel_config, absl::Now());
 }
 
+absl::Status OccupancySampler::Attach() {
+  if (!enabled()) return absl::FailedPreconditionError("occupancy sampler is off");
+  if (absl::Status s = cupti_->Attach(); !s.ok()) {
+    cupti_->Detach().IgnoreError();
+    return Disable(s);
+  }
+  return absl::OkStatus();
+}
+
+void OccupancySampler::Detach() {
+  // CUPTI left or stayed; either way later samples work, so this only informs.
+  if (absl::Status s = cupti_->Detach(); !s.ok() && !detach_failure_logged_.exchange(true)) {
+    options_.log(true, absl::StrCat("occupancy sampler on ", options_.device_label,
+                                    ": CUPTI stays attached between samples (every launch then "
+                                    "costs more host time): ",
+                                    s.ToString()));
+  }
+}
+
 absl::Status OccupancySampler::Begin(CUstream_st* stream) {
-  if (!enabled()) {
+  absl::Status status = Attach();
+  if (!status.ok()) {
     policy_.Finished();
-    return absl::FailedPreconditionError("occupancy sampler is off");
+    return status;
   }
   Cupti& c = *cupti_;
   // Nothing launched before the range may be counted in it.
-  absl::Status status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
+  status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
   if (status.ok()) status = CudaStatus(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   if (status.ok()) status = c.EnableRange();
   if (status.ok()) status = c.StartRange();
   if (!status.ok()) {
     policy_.Finished();
+    cupti_->Detach().IgnoreError();
     return Disable(status);
   }
   return absl::OkStatus();
@@ -430,7 +551,10 @@ absl::Status OccupancySampler::Begin(CUstream_st* stream) {
 absl::StatusOr<double> OccupancySampler::End(CUstream_st* stream) {
   absl::StatusOr<double> percent = EndRange(stream);
   policy_.Finished();
-  if (!percent.ok()) return Disable(percent.status());
+  if (!percent.ok()) {
+    cupti_->Detach().IgnoreError();
+    return Disable(percent.status());
+  }
   if (!std::isfinite(*percent)) {
     // Nothing ran inside the range (the launch failed): no figure, but nothing wrong with CUPTI.
     return absl::FailedPreconditionError("no kernel ran in the sampled range");
@@ -460,6 +584,9 @@ SampledLaunch::SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu,
     : sampler_(sampler), mu_(launch_mu), stream_(stream) {
   exclusive_ = sampler_ != nullptr && sampler_->ShouldSample(kernel_config);
   if (exclusive_) {
+    // Attaching CUPTI is host work of its own: done before the other lanes are held (Begin
+    // finds it attached, or the sampler off).
+    sampler_->Attach().IgnoreError();
     mu_->WriterLock();
     sampling_ = sampler_->Begin(stream_).ok();  // a failure turned the sampler off
   } else {
@@ -478,6 +605,7 @@ absl::StatusOr<double> SampledLaunch::Finish() {
   if (mu_ != nullptr) {
     if (exclusive_) {
       mu_->WriterUnlock();
+      sampler_->Detach();  // after the other lanes are free again, like Attach
     } else {
       mu_->ReaderUnlock();
     }

@@ -1,8 +1,9 @@
 // Achieved occupancy of our kernels, measured in the running server: now and then one launch is
 // wrapped in a CUPTI Range Profiler range (user range, user replay, one pass) that collects
 // sm__warps_active.avg.pct_of_peak_sustained_active, the metric Nsight Compute reports as
-// "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: the
-// profiler is enabled on the context only for the sampled launch.
+// "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: CUPTI
+// is attached to the process only around a sampled launch and detached after it (cuptiFinalize),
+// because its driver hooks cost every launch host time while attached.
 //
 // Where profiling is impossible (no permission to read GPU counters, another profiler holding
 // them, a metric that would need several passes) the sampler turns itself off, logs why once and
@@ -78,14 +79,20 @@ class OccupancySampler {
   // Whether to sample this launch. Cheap (one atomic load) between samples; false when disabled.
   bool ShouldSample(std::string_view kernel_config);
 
-  // Around exactly one kernel launch on `stream`, after ShouldSample returned true: Begin waits
-  // for the device to go idle (so no earlier kernel is counted) and starts the range; End waits
-  // for `stream` and returns the achieved occupancy of what ran in the range as a ratio 0..1.
-  // For an exact figure nothing else should be launched on the device between the two. Any
-  // CUPTI failure turns the sampler off (and is returned). End must follow every Begin that
-  // returned OK.
+  // Around exactly one kernel launch on `stream`, after ShouldSample returned true: Begin
+  // attaches CUPTI (unless Attach() did), waits for the device to go idle (so no earlier kernel
+  // is counted) and starts the range; End waits for `stream` and returns the achieved occupancy
+  // of what ran in the range as a ratio 0..1. For an exact figure nothing else should be
+  // launched on the device between the two. Any CUPTI failure turns the sampler off (and is
+  // returned). End must follow every Begin that returned OK, and Detach() every End.
   absl::Status Begin(CUstream_st* stream);
   absl::StatusOr<double> End(CUstream_st* stream);
+  // Attach ahead of Begin (it takes milliseconds), so the caller can do it before holding up
+  // other launches; Detach after End, likewise. CUPTI leaves the process when no sampler of any
+  // device holds it. A failure to attach turns the sampler off; one to detach is logged once
+  // and leaves CUPTI attached.
+  absl::Status Attach();
+  void Detach();
 
   // The Nsight Compute metric that is collected (percent of the SM's warp slots).
   static constexpr const char* kMetricName = "sm__warps_active.avg.pct_of_peak_sustained_active";
@@ -100,6 +107,7 @@ class OccupancySampler {
   OccupancySamplerOptions options_;
   OccupancySamplePolicy policy_;
   std::atomic<bool> enabled_{false};
+  std::atomic<bool> detach_failure_logged_{false};
   mutable std::mutex reason_mutex_;
   std::string disabled_reason_;
   std::unique_ptr<Cupti> cupti_;
@@ -108,7 +116,8 @@ class OccupancySampler {
 // One kernel launch of an executor that has several streams, as the sampler wants it. Holds
 // `launch_mu` shared around an ordinary launch; when `sampler` picks this launch it holds it
 // exclusively instead, so no other stream of the executor launches a kernel inside the range,
-// and opens the range. Use: construct, enqueue the kernel, then Finish(). `sampler` may be null.
+// and opens the range (attaching CUPTI before it takes the mutex, detaching after it lets go). Use:
+// construct, enqueue the kernel, then Finish(). `sampler` may be null.
 class SampledLaunch {
  public:
   SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu, std::string_view kernel_config,

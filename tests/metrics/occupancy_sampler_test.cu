@@ -119,9 +119,11 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   absl::StatusOr<double> value = sampler.End(stream);
   ASSERT_TRUE(value.ok()) << value.status();
-  std::printf("sample host time: Begin %.0f us, Begin to End %.0f us\n",
-              absl::ToDoubleMicroseconds(begin_took),
-              absl::ToDoubleMicroseconds(absl::Now() - begin));
+  const absl::Time ended = absl::Now();
+  sampler.Detach();  // the next sample attaches CUPTI again
+  std::printf("sample host time: Begin %.0f us, Begin to End %.0f us, Detach %.0f us\n",
+              absl::ToDoubleMicroseconds(begin_took), absl::ToDoubleMicroseconds(ended - begin),
+              absl::ToDoubleMicroseconds(absl::Now() - ended));
   *achieved = *value;
   cudaStreamDestroy(stream);
   cudaFree(sink);
@@ -139,8 +141,10 @@ TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
     GTEST_SKIP() << sampler->disabled_reason();
   }
   ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
-  // A full SM, and one where shared memory caps it at two blocks of 128 threads.
-  for (const Shape& shape : {Shape{256, 0}, Shape{128, 96 * 1024}}) {
+  // A full SM, and one where shared memory caps it at two blocks of 128 threads; each twice, as
+  // every sample attaches CUPTI anew after the previous one detached it.
+  for (const Shape& shape :
+       {Shape{256, 0}, Shape{128, 96 * 1024}, Shape{256, 0}, Shape{128, 96 * 1024}}) {
     double achieved = -1, theoretical = -1;
     Measure(*sampler, shape, &achieved, &theoretical);
     std::printf("threads %d shared %d: theoretical %.3f achieved %.3f\n", shape.threads,
