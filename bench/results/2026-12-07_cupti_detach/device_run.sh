@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # One device call (PREDICTION.md, here):
-#   1. the new sampler's test and host-cost probe (bundle dt: this tree's convserve-server,
-#      occupancy_check and occupancy_sampler_test, using qc's libraries; gpu_server_test left
-#      out, as the three bundles must fit the 64 MiB a call carries);
+#   1. the new sampler's test and host-cost probe (this tree's occupancy_sampler_test and
+#      occupancy_check);
 #   2. batching_check at c = 1 and 64 from the client's GPU memory (8 connections) for
 #        on_N:  the qc server (98b77c2's tree), sampler on (CUPTI attached from start-up),
 #        off_N: the same with --occupancy_sample_interval=0,
 #        bl_N:  a878148's server (HEAD before this change), sampler on,
 #        dt_N:  this tree's server (CUPTI attached only around a sample), sampler on,
 #      in the order on_1 bl_1 dt_1 off_1 dt_2 bl_2, so drift hits every side alike.
-# Bundles: qc and bl as in ../2026-12-07_sampler_tax/device_run.sh; dt: copy the three binaries
-# from build-gpu into .gpu/dt/bin, strip --strip-debug, tar | xz.
-# device: carry [".gpu/qc.tar.xz", ".gpu/bl.tar.xz", ".gpu/dt.tar.xz"]:
+# One bundle, .gpu/cd.tar.xz (the three bundles apart pass the 64 MiB a call carries): the qc
+# bundle of ../2026-12-07_queues_check without perf and gpu_server_test (its server in bin/),
+# a878148's convserve-server in bl/, and this tree's convserve-server, occupancy_check and
+# occupancy_sampler_test (build-gpu, strip --strip-debug) in dt/; `xz -9` with the three servers
+# side by side in the tar, so they compress together (22 MB).
+# device: carry [".gpu/cd.tar.xz"]:
 #   COMMIT=<sha> bash bench/results/2026-12-07_cupti_detach/device_run.sh
 set -uo pipefail
 . bench/conv/device_steps.sh
-(cd .gpu && tar -xJf bl.tar.xz && tar -xJf dt.tar.xz)
-device_begin qc cupti_detach
+device_begin cd cupti_detach
 base_path=$PATH
-dt=$PWD/.gpu/dt/bin
+dt=$PWD/.gpu/cd/dt
 
 timeout 60 "$dt/occupancy_sampler_test" --gtest_color=no >"$O/occupancy_sampler_test.log" 2>&1
 echo "occupancy_sampler_test rc=$? $((SECONDS - T0))s"
@@ -34,7 +35,7 @@ for side in $sides; do
   PATH=$base_path
   case $side in
     off_*) flags=--occupancy_sample_interval=0 ;;
-    bl_*) PATH=$PWD/.gpu/bl/bin:$base_path ;;
+    bl_*) PATH=$PWD/.gpu/cd/bl:$base_path ;;
     dt_*) PATH=$dt:$base_path ;;
   esac
   echo "$side: $(command -v convserve-server) $flags"
