@@ -463,7 +463,10 @@ absl::Status OccupancySampler::Initialize() {
   CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetNumOfPasses_Params, passes);
   passes.configImageSize = c.config_image.size();
   passes.pConfigImage = c.config_image.data();
-  probe = CuptiStatus(cuptiProfilerHostGetNumOfPasses(&passes), "cuptiProfilerHostGetNumOfPasses");
+  if (probe.ok()) {
+    probe =
+        CuptiStatus(cuptiProfilerHostGetNumOfPasses(&passes), "cuptiProfilerHostGetNumOfPasses");
+  }
   if (probe.ok() && passes.numOfPasses != 1) {
     probe = absl::FailedPreconditionError(absl::StrCat(kMetricName, " needs ", passes.numOfPasses,
                                                        " passes on ", c.chip, "; we never replay"));
