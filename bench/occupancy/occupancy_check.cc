@@ -7,9 +7,13 @@
 //         -k regex:ConvGemmKernel occupancy_check plain ...
 //   occupancy_check tax      N C H W K R S STRIDE PAD   # host time of a launch with CUPTI
 //     never loaded, detached by the sampler, and attached (as it stayed between samples before)
+//   occupancy_check reattach-STRATEGY N C H W K R S STRIDE PAD   # whether the profiler comes
+//     back after cuptiFinalize, and the host time of a launch in each state (Reattach below)
 //
 // fp16, NHWC in and out, heuristic (untuned) configuration, random data.
 #include <cuda_runtime.h>
+#include <cupti_activity.h>
+#include <cupti_profiler_target.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,10 +21,12 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/conv_engine.h"
 #include "kernels/conv_problem.h"
+#include "server/metrics/cupti_attachment.h"
 #include "server/metrics/occupancy_sampler.h"
 
 namespace convserve {
@@ -66,6 +72,48 @@ HostCost MeasureHostCost(Issue issue, cudaStream_t stream) {
 double MicrosSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
       .count();
+}
+
+// Which call brings CUPTI back after cuptiFinalize: the profiler raw, before and after
+// `strategy` (none, subscribe: CuptiAttachment::Reinitialize, timestamp: cuptiGetTimestamp,
+// sleep: 200 ms), with the host cost of a launch measured by `phase` in each state.
+template <typename Phase>
+int Reattach(const std::string& strategy, Phase phase) {
+  auto initialize = [] {
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
+    return CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize");
+  };
+  auto deinitialize = [] {
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_DeInitialize_Params, params);
+    return CuptiStatus(cuptiProfilerDeInitialize(&params), "cuptiProfilerDeInitialize");
+  };
+  std::printf("first initialize: %s\n", initialize().ToString().c_str());
+  phase("profiler_initialized");
+  std::printf("deinitialize: %s\n", deinitialize().ToString().c_str());
+  phase("profiler_deinitialized");
+  std::printf("finalize: %s\n", CuptiAttachment::Finalize().ToString().c_str());
+  phase("finalized");
+  if (strategy == "subscribe") {
+    std::printf("subscribe: %s\n", CuptiAttachment::Reinitialize().ToString().c_str());
+  } else if (strategy == "timestamp") {
+    uint64_t timestamp = 0;
+    std::printf("timestamp: %s\n",
+                CuptiStatus(cuptiGetTimestamp(&timestamp), "cuptiGetTimestamp").ToString().c_str());
+  } else if (strategy == "sleep") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } else if (strategy != "none") {
+    return Fail("unknown strategy " + strategy);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status again = initialize();
+  std::printf("reattach-%s: initialize again: %s (%.0f us)\n", strategy.c_str(),
+              again.ToString().c_str(), MicrosSince(start));
+  if (!again.ok()) return 1;
+  phase("initialized_again");
+  deinitialize().IgnoreError();
+  std::printf("finalize again: %s\n", CuptiAttachment::Finalize().ToString().c_str());
+  phase("finalized_again");
+  return 0;
 }
 
 int Main(int argc, char** argv) {
@@ -136,9 +184,12 @@ int Main(int argc, char** argv) {
     }
     return cudaStreamSynchronize(stream) == cudaSuccess ? 0 : Fail("launch failed");
   }
-  if (mode != "sampler" && mode != "tax") return Fail("mode must be sampler, plain or tax");
+  const bool reattach = mode.rfind("reattach-", 0) == 0;
+  if (mode != "sampler" && mode != "tax" && !reattach) {
+    return Fail("mode must be sampler, plain, tax or reattach-{none,subscribe,timestamp,sleep}");
+  }
 
-  if (mode == "tax") {
+  if (mode == "tax" || reattach) {
     // What the executor issues per batch: the kernel call by call, the same captured as a graph
     // (its usual path), and an event.
     cudaGraph_t graph = nullptr;
@@ -162,6 +213,7 @@ int Main(int argc, char** argv) {
           record.median_us, record.mean_us);
     };
     phase("cupti_never_loaded");
+    if (reattach) return Reattach(mode.substr(9), phase);
     OccupancySamplerOptions tax_options;
     tax_options.interval = absl::ZeroDuration();
     std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(tax_options);

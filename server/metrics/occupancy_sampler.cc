@@ -5,25 +5,21 @@
 
 #include <cuda.h>
 #include <cuda_runtime_api.h>
-#include <cupti_activity.h>
-#include <cupti_callbacks.h>
 #include <cupti_profiler_host.h>
 #include <cupti_profiler_target.h>
 #include <cupti_range_profiler.h>
 #include <cupti_result.h>
-#include <cupti_runtime_cbid.h>
 #include <cupti_target.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/base/const_init.h"
 #include "absl/strings/str_cat.h"
+#include "server/metrics/cupti_attachment.h"
 
 namespace convserve {
 
@@ -54,134 +50,10 @@ void OccupancySamplePolicy::Finished() {
 
 namespace {
 
-// A CUPTI result as a Status whose code says whether it can ever work here.
-absl::Status CuptiStatus(CUptiResult result, const char* call) {
-  if (result == CUPTI_SUCCESS) return absl::OkStatus();
-  const char* text = nullptr;
-  if (cuptiGetResultString(result, &text) != CUPTI_SUCCESS || text == nullptr) text = "?";
-  const std::string what = absl::StrCat(call, ": ", text);
-  switch (result) {
-    case CUPTI_ERROR_INSUFFICIENT_PRIVILEGES:
-      return absl::PermissionDeniedError(absl::StrCat(
-          what,
-          " (GPU performance counters need admin rights: run as root or with "
-          "CAP_SYS_ADMIN, or load nvidia with NVreg_RestrictProfilingToAdminUsers=0)"));
-    case CUPTI_ERROR_HARDWARE_BUSY:
-    case CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED:
-      return absl::UnavailableError(absl::StrCat(
-          what, " (the counters are held by another profiler: ncu, nsys, DCGM profiling)"));
-    case CUPTI_ERROR_NOT_SUPPORTED:
-    case CUPTI_ERROR_NOT_COMPATIBLE:
-      return absl::FailedPreconditionError(absl::StrCat(what, " (device not supported)"));
-    default:
-      return absl::InternalError(what);
-  }
-}
-
 absl::Status CudaStatus(cudaError_t error, const char* call) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(call, ": ", cudaGetErrorString(error)));
 }
-
-// Declares a CUPTI params struct with its size set, as every CUPTI profiler call wants.
-#define CONVSERVE_CUPTI_PARAMS(type, name) \
-  type name;                               \
-  std::memset(&name, 0, sizeof(name));     \
-  name.structSize = type##_STRUCT_SIZE
-
-// What cuptiFinalize needs to run on the right thread; static, because another thread's API
-// exit may reach the callback while a detach is in progress.
-struct DetachRequest {
-  std::thread::id thread;
-  bool called = false;
-  CUptiResult result = CUPTI_ERROR_UNKNOWN;
-};
-
-void CUPTIAPI FinalizeAtApiExit(void* userdata, CUpti_CallbackDomain domain,
-                                CUpti_CallbackId /*cbid*/, const void* data) {
-  auto* request = static_cast<DetachRequest*>(userdata);
-  const auto* info = static_cast<const CUpti_CallbackData*>(data);
-  if (domain != CUPTI_CB_DOMAIN_RUNTIME_API || info->callbackSite != CUPTI_API_EXIT) return;
-  if (std::this_thread::get_id() != request->thread || request->called) return;
-  request->called = true;
-  request->result = cuptiFinalize();
-}
-
-// Detaches CUPTI from the process. CUPTI asks that cuptiFinalize run at the exit of a CUDA API
-// call, where no other CUPTI work of that thread is in flight: a callback on cudaGetDevice, which
-// this thread then calls. The subscription goes with CUPTI.
-absl::Status FinalizeCupti() {
-  static DetachRequest request;
-  request = DetachRequest{std::this_thread::get_id()};
-  CUpti_SubscriberHandle subscriber = nullptr;
-  if (absl::Status s =
-          CuptiStatus(cuptiSubscribe(&subscriber, FinalizeAtApiExit, &request), "cuptiSubscribe");
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s =
-          CuptiStatus(cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API,
-                                          CUPTI_RUNTIME_TRACE_CBID_cudaGetDevice_v3020),
-                      "cuptiEnableCallback");
-      !s.ok()) {
-    cuptiUnsubscribe(subscriber);
-    return s;
-  }
-  int device = 0;
-  cudaGetDevice(&device);
-  if (!request.called) {
-    cuptiUnsubscribe(subscriber);
-    return absl::InternalError("cuptiFinalize: the API exit callback did not run");
-  }
-  return CuptiStatus(request.result, "cuptiFinalize");
-}
-
-// CUPTI's profiler hooks into the driver (cuptiProfilerInitialize), and while they are in place
-// every launch of the process pays host time for it (~30 us per batch on the H100, in
-// bench/results/2026-12-06-stages-h100). So the samplers of all devices attach CUPTI only for a
-// sample: the first holder initializes the profiler, the last one deinitializes it and detaches
-// CUPTI (cuptiFinalize). Where detaching fails (another CUPTI client in the process, say) CUPTI
-// stays attached between samples, as it does without this.
-class CuptiAttachment {
- public:
-  static absl::Status Acquire() {
-    absl::MutexLock lock(&mu_);
-    if (holders_ == 0) {
-      CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Initialize_Params, params);
-      if (absl::Status s = CuptiStatus(cuptiProfilerInitialize(&params), "cuptiProfilerInitialize");
-          !s.ok()) {
-        return s;
-      }
-    }
-    ++holders_;
-    return absl::OkStatus();
-  }
-
-  // Returns why CUPTI could not be detached (it then stays attached); OK otherwise.
-  static absl::Status Release() {
-    absl::MutexLock lock(&mu_);
-    if (--holders_ > 0) return absl::OkStatus();
-    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_DeInitialize_Params, params);
-    if (absl::Status s =
-            CuptiStatus(cuptiProfilerDeInitialize(&params), "cuptiProfilerDeInitialize");
-        !s.ok()) {
-      return s;
-    }
-    if (!detach_works_) return absl::OkStatus();
-    absl::Status detached = FinalizeCupti();
-    if (!detached.ok()) detach_works_ = false;
-    return detached;
-  }
-
- private:
-  ABSL_CONST_INIT static absl::Mutex mu_;
-  static int holders_ ABSL_GUARDED_BY(mu_);
-  static bool detach_works_ ABSL_GUARDED_BY(mu_);
-};
-
-ABSL_CONST_INIT absl::Mutex CuptiAttachment::mu_(absl::kConstInit);
-int CuptiAttachment::holders_ = 0;
-bool CuptiAttachment::detach_works_ = true;
 
 }  // namespace
 

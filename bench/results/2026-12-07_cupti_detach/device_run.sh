@@ -15,6 +15,8 @@
 # side by side in the tar, so they compress together (22 MB).
 # device: carry [".gpu/cd.tar.xz"]:
 #   COMMIT=<sha> bash bench/results/2026-12-07_cupti_detach/device_run.sh
+# Run 2: REATTACH="none subscribe timestamp sleep" SIDES="bl_1 dt_1 dt_2 bl_2" (same bundle
+# layout, dt/ rebuilt).
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin cd cupti_detach
@@ -27,6 +29,15 @@ grep -E "sample host time|achieved|^\[  (PASSED|FAILED)|FAILED  \]" "$O/occupanc
 timeout 120 "$dt/occupancy_check" tax 1 64 56 56 64 3 3 1 1 >"$O/tax.txt" 2>&1
 echo "occupancy_check tax rc=$? $((SECONDS - T0))s"
 cat "$O/tax.txt"
+# Run 2 on: which call brings the profiler back after cuptiFinalize (one process each).
+if [ -n "${REATTACH:-}" ]; then
+  for strategy in $REATTACH; do
+    timeout 60 "$dt/occupancy_check" "reattach-$strategy" 1 64 56 56 64 3 3 1 1 \
+      >"$O/reattach_$strategy.txt" 2>&1
+    echo "reattach-$strategy rc=$? $((SECONDS - T0))s"
+    grep -vE "^(problem|config) " "$O/reattach_$strategy.txt"
+  done
+fi
 device_save
 
 sides=${SIDES:-on_1 bl_1 dt_1 off_1 dt_2 bl_2}
