@@ -220,10 +220,11 @@ int Main(int argc, char** argv) {
     if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
     phase("sampler_created");
     for (int i = 0; i < kLaunches; ++i) {
-      if (!sampler->ShouldSample(launch->config_name)) return Fail("ShouldSample said no");
       auto t = std::chrono::steady_clock::now();
-      if (absl::Status s = sampler->Attach(); !s.ok()) return Fail(s.ToString());
-      const double attach_us = MicrosSince(t);
+      if (!sampler->ArmAndWait(absl::Seconds(30))) return Fail("not armed");
+      const double arm_us = MicrosSince(t);
+      if (i + 1 == kLaunches) phase("armed");  // CUPTI in, as the old sampler kept it always
+      if (!sampler->ShouldSample(launch->config_name)) return Fail("ShouldSample said no");
       t = std::chrono::steady_clock::now();
       if (absl::Status s = sampler->Begin(stream); !s.ok()) return Fail(s.ToString());
       const double begin_us = MicrosSince(t);
@@ -232,16 +233,15 @@ int Main(int argc, char** argv) {
       absl::StatusOr<double> achieved = sampler->End(stream);
       const double end_us = MicrosSince(t);
       t = std::chrono::steady_clock::now();
-      if (i + 1 < kLaunches) sampler->Detach();  // the last sample stays attached, see below
-      const double detach_us = MicrosSince(t);
+      sampler->WaitUntilDisarmed();
+      const double disarm_us = MicrosSince(t);
       if (!ran.ok()) return Fail(ran.ToString());
       if (!achieved.ok()) return Fail(achieved.status().ToString());
       std::printf(
-          "sample %d achieved_pct %.2f  host us: attach %.0f begin %.0f end %.0f detach %.0f\n", i,
-          100.0 * *achieved, attach_us, begin_us, end_us, detach_us);
+          "sample %d achieved_pct %.2f  host us: arm (worker) %.0f  begin %.0f  end %.0f  "
+          "disarm (worker) %.0f\n",
+          i, 100.0 * *achieved, arm_us, begin_us, end_us, disarm_us);
     }
-    phase("attached_after_a_sample");  // where the sampler stayed between samples before
-    sampler->Detach();
     phase("detached_after_samples");
     if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
     return 0;
@@ -253,11 +253,11 @@ int Main(int argc, char** argv) {
   if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
   std::vector<double> values;
   for (int i = 0; i < kLaunches; ++i) {
+    if (!sampler->ArmAndWait(absl::Seconds(30))) return Fail("not armed");
     if (!sampler->ShouldSample(launch->config_name)) return Fail("ShouldSample said no");
     if (absl::Status s = sampler->Begin(stream); !s.ok()) return Fail(s.ToString());
     absl::Status ran = run();
     absl::StatusOr<double> achieved = sampler->End(stream);
-    sampler->Detach();
     if (!ran.ok()) return Fail(ran.ToString());
     if (!achieved.ok()) return Fail(achieved.status().ToString());
     values.push_back(100.0 * *achieved);

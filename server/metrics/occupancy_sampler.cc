@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -46,6 +47,14 @@ bool OccupancySamplePolicy::ShouldSample(std::string_view kernel_config, absl::T
 void OccupancySamplePolicy::Finished() {
   std::lock_guard<std::mutex> lock(mutex_);
   in_progress_ = false;
+}
+
+bool OccupancySamplePolicy::Due(absl::Time now) const {
+  return absl::ToUnixNanos(now) >= next_allowed_ns_.load(std::memory_order_relaxed);
+}
+
+void OccupancySamplePolicy::Postpone(absl::Time now) {
+  next_allowed_ns_.store(absl::ToUnixNanos(now + interval_), std::memory_order_relaxed);
 }
 
 namespace {
@@ -266,7 +275,13 @@ OccupancySampler::OccupancySampler(OccupancySamplerOptions options)
   }
 }
 
-OccupancySampler::~OccupancySampler() = default;
+OccupancySampler::~OccupancySampler() {
+  {
+    absl::MutexLock lock(&phase_mu_);
+    stopping_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
 
 std::unique_ptr<OccupancySampler> OccupancySampler::Create(OccupancySamplerOptions options) {
   std::unique_ptr<OccupancySampler> sampler(new OccupancySampler(std::move(options)));
@@ -281,6 +296,7 @@ std::unique_ptr<OccupancySampler> OccupancySampler::Create(OccupancySamplerOptio
   sampler->options_.log(false, absl::StrCat("occupancy sampler on ", sampler->options_.device_label,
                                             " (", sampler->cupti_->chip, "): one launch every ",
                                             absl::FormatDuration(sampler->options_.interval)));
+  sampler->worker_ = std::thread([raw = sampler.get()] { raw->WorkerLoop(); });
   return sampler;
 }
 
@@ -359,8 +375,11 @@ absl::Status OccupancySampler::Initialize() {
 }
 
 absl::Status OccupancySampler::Disable(absl::Status why) {
-  if (cupti_ != nullptr) cupti_->DisableRange();
   const bool was_enabled = enabled_.exchange(false);
+  {
+    absl::MutexLock lock(&phase_mu_);
+    off_ = true;
+  }
   {
     std::lock_guard<std::mutex> lock(reason_mutex_);
     if (!disabled_reason_.empty()) return why;  // logged already
@@ -381,16 +400,105 @@ std::string OccupancySampler::disabled_reason() const {
 }
 
 bool OccupancySampler::ShouldSample(std::string_view kernel_config) {
-  return enabled() && policy_.ShouldSample(kernel_config, absl::Now());
+  if (!enabled()) return false;
+  const absl::Time now = absl::Now();
+  if (!armed_.load(std::memory_order_acquire)) {
+    if (policy_.Due(now)) RequestArming();
+    return false;
+  }
+  if (!policy_.ShouldSample(kernel_config, now)) return false;
+  absl::MutexLock lock(&phase_mu_);
+  if (phase_ != Phase::kArmed) {  // the worker disarmed meanwhile
+    policy_.Finished();
+    return false;
+  }
+  phase_ = Phase::kSampling;
+  armed_.store(false, std::memory_order_relaxed);
+  sample_status_ = absl::FailedPreconditionError("Begin was not called");
+  return true;
 }
 
-absl::Status OccupancySampler::Attach() {
-  if (!enabled()) return absl::FailedPreconditionError("occupancy sampler is off");
-  if (absl::Status s = cupti_->Attach(); !s.ok()) {
-    cupti_->Detach().IgnoreError();
-    return Disable(s);
+void OccupancySampler::RequestArming() {
+  if (arming_requested_.exchange(true)) return;  // until the worker is back to detached
+  absl::MutexLock lock(&phase_mu_);
+  if (phase_ == Phase::kDetached) phase_ = Phase::kArming;
+}
+
+bool OccupancySampler::ArmAndWait(absl::Duration timeout) {
+  absl::MutexLock lock(&phase_mu_);
+  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+    return phase_ == Phase::kDetached || phase_ == Phase::kArmed || off_;
+  };
+  // A sample that just ended is being disarmed first.
+  if (!phase_mu_.AwaitWithTimeout(absl::Condition(&settled), timeout)) return false;
+  if (phase_ == Phase::kDetached && !off_) {
+    arming_requested_.store(true);
+    phase_ = Phase::kArming;
   }
-  return absl::OkStatus();
+  auto armed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+    return phase_ == Phase::kArmed || off_;
+  };
+  return phase_mu_.AwaitWithTimeout(absl::Condition(&armed), timeout) && phase_ == Phase::kArmed;
+}
+
+void OccupancySampler::WaitUntilDisarmed() {
+  absl::MutexLock lock(&phase_mu_);
+  auto disarmed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+    return phase_ == Phase::kDetached || worker_done_;
+  };
+  phase_mu_.Await(absl::Condition(&disarmed));
+}
+
+void OccupancySampler::WorkerLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&phase_mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+        return phase_ == Phase::kArming || stopping_;
+      };
+      phase_mu_.Await(absl::Condition(&wake));
+      if (stopping_ || off_) break;
+    }
+    absl::Status armed = cupti_->Attach();
+    if (armed.ok()) armed = cupti_->EnableRange();
+    if (!armed.ok()) {
+      cupti_->Detach().IgnoreError();
+      Disable(armed).IgnoreError();
+      break;
+    }
+    bool sampled = false;
+    {
+      absl::MutexLock lock(&phase_mu_);
+      phase_ = Phase::kArmed;
+      armed_.store(true, std::memory_order_release);
+      // The next launch of a due configuration takes the sample, normally within microseconds.
+      // When none comes (traffic stopped, or only configurations the rotation skips run), CUPTI
+      // goes back after kArmedWindow and the sample waits an interval.
+      auto taken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+        return phase_ != Phase::kArmed || stopping_;
+      };
+      phase_mu_.AwaitWithTimeout(absl::Condition(&taken), kArmedWindow);
+      armed_.store(false, std::memory_order_relaxed);
+      // A launch that took the sample finishes it, even while stopping.
+      auto finished = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
+        return phase_ != Phase::kSampling;
+      };
+      phase_mu_.Await(absl::Condition(&finished));
+      sampled = phase_ == Phase::kSampled;
+      phase_ = Phase::kDisarming;
+    }
+    if (!sampled) policy_.Postpone(absl::Now());
+    cupti_->DisableRange();
+    Detach();
+    {
+      absl::MutexLock lock(&phase_mu_);
+      phase_ = Phase::kDetached;
+      arming_requested_.store(false);
+    }
+  }
+  absl::MutexLock lock(&phase_mu_);
+  phase_ = Phase::kDetached;
+  worker_done_ = true;
 }
 
 void OccupancySampler::Detach() {
@@ -404,32 +512,35 @@ void OccupancySampler::Detach() {
 }
 
 absl::Status OccupancySampler::Begin(CUstream_st* stream) {
-  absl::Status status = Attach();
-  if (!status.ok()) {
-    policy_.Finished();
-    return status;
-  }
-  Cupti& c = *cupti_;
   // Nothing launched before the range may be counted in it.
-  status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
+  absl::Status status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
   if (status.ok()) status = CudaStatus(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  if (status.ok()) status = c.EnableRange();
-  if (status.ok()) status = c.StartRange();
-  if (!status.ok()) {
-    policy_.Finished();
-    cupti_->Detach().IgnoreError();
-    return Disable(status);
-  }
+  if (status.ok()) status = cupti_->StartRange();
+  range_open_ = status.ok();
+  sample_status_ = status;
+  if (!status.ok()) return Disable(status);
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> OccupancySampler::End(CUstream_st* stream) {
-  absl::StatusOr<double> percent = EndRange(stream);
+absl::Status OccupancySampler::EndRange(CUstream_st* stream) {
+  if (!range_open_) return sample_status_;
+  range_open_ = false;
+  const absl::Status synced = CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  const absl::Status stopped = cupti_->StopRange();
+  sample_status_ = !synced.ok() ? synced : stopped;
+  return sample_status_;
+}
+
+absl::StatusOr<double> OccupancySampler::Collect() {
+  if (range_open_) EndRange(nullptr).IgnoreError();
+  absl::StatusOr<double> percent =
+      sample_status_.ok() ? cupti_->DecodeAndEvaluate() : absl::StatusOr<double>(sample_status_);
   policy_.Finished();
-  if (!percent.ok()) {
-    cupti_->Detach().IgnoreError();
-    return Disable(percent.status());
+  {
+    absl::MutexLock lock(&phase_mu_);
+    phase_ = Phase::kSampled;  // the worker disarms and detaches
   }
+  if (!percent.ok()) return Disable(percent.status());
   if (!std::isfinite(*percent)) {
     // Nothing ran inside the range (the launch failed): no figure, but nothing wrong with CUPTI.
     return absl::FailedPreconditionError("no kernel ran in the sampled range");
@@ -437,21 +548,9 @@ absl::StatusOr<double> OccupancySampler::End(CUstream_st* stream) {
   return std::clamp(*percent / 100.0, 0.0, 1.0);
 }
 
-absl::StatusOr<double> OccupancySampler::EndRange(CUstream_st* stream) {
-  Cupti& c = *cupti_;
-  if (c.range == nullptr) return absl::FailedPreconditionError("End without Begin");
-  absl::Status synced = CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  const absl::Status stopped = c.StopRange();
-  absl::StatusOr<double> percent = absl::InternalError("not evaluated");
-  if (!synced.ok()) {
-    percent = synced;
-  } else if (!stopped.ok()) {
-    percent = stopped;
-  } else {
-    percent = c.DecodeAndEvaluate();
-  }
-  c.DisableRange();
-  return percent;
+absl::StatusOr<double> OccupancySampler::End(CUstream_st* stream) {
+  EndRange(stream).IgnoreError();  // Collect returns its failure
+  return Collect();
 }
 
 SampledLaunch::SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu,
@@ -459,9 +558,6 @@ SampledLaunch::SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu,
     : sampler_(sampler), mu_(launch_mu), stream_(stream) {
   exclusive_ = sampler_ != nullptr && sampler_->ShouldSample(kernel_config);
   if (exclusive_) {
-    // Attaching CUPTI is host work of its own: done before the other lanes are held (Begin
-    // finds it attached, or the sampler off).
-    sampler_->Attach().IgnoreError();
     mu_->WriterLock();
     sampling_ = sampler_->Begin(stream_).ok();  // a failure turned the sampler off
   } else {
@@ -472,20 +568,19 @@ SampledLaunch::SampledLaunch(OccupancySampler* sampler, absl::Mutex* launch_mu,
 SampledLaunch::~SampledLaunch() { Finish().IgnoreError(); }
 
 absl::StatusOr<double> SampledLaunch::Finish() {
-  absl::StatusOr<double> achieved = absl::FailedPreconditionError("launch not sampled");
-  if (sampling_) {
-    sampling_ = false;
-    achieved = sampler_->End(stream_);
-  }
-  if (mu_ != nullptr) {
-    if (exclusive_) {
-      mu_->WriterUnlock();
-      sampler_->Detach();  // after the other lanes are free again, like Attach
-    } else {
-      mu_->ReaderUnlock();
-    }
+  if (mu_ == nullptr) return absl::FailedPreconditionError("launch not sampled");
+  if (!exclusive_) {
+    mu_->ReaderUnlock();
     mu_ = nullptr;
+    return absl::FailedPreconditionError("launch not sampled");
   }
+  // The range closes with the other lanes held; decoding it needs only this thread.
+  sampler_->EndRange(stream_).IgnoreError();
+  mu_->WriterUnlock();
+  mu_ = nullptr;
+  absl::StatusOr<double> achieved = sampler_->Collect();
+  if (!sampling_) return absl::FailedPreconditionError("launch not sampled");
+  sampling_ = false;
   return achieved;
 }
 

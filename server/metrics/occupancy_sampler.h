@@ -2,8 +2,11 @@
 // wrapped in a CUPTI Range Profiler range (user range, user replay, one pass) that collects
 // sm__warps_active.avg.pct_of_peak_sustained_active, the metric Nsight Compute reports as
 // "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: CUPTI
-// is attached to the process only around a sampled launch and detached after it (cuptiFinalize),
-// because its driver hooks cost every launch host time while attached.
+// is in the process only around a sampled launch (attached, then detached with cuptiFinalize),
+// because while attached its driver hooks cost every launch host time. Attaching it and enabling
+// the range profiler take ~140 ms on the H100, so a worker thread of the sampler does that (and
+// the detaching) when a sample is due, and the launch that is sampled only opens and closes the
+// range.
 //
 // Where profiling is impossible (no permission to read GPU counters, another profiler holding
 // them, a metric that would need several passes) the sampler turns itself off, logs why once and
@@ -17,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -40,6 +44,10 @@ class OccupancySamplePolicy {
   // Finished() after the sample (successful or not). False while a sample is in progress.
   bool ShouldSample(std::string_view kernel_config, absl::Time now);
   void Finished();
+  // Whether the interval since the last sample has passed at `now`; one atomic load.
+  bool Due(absl::Time now) const;
+  // No sample before `now` + interval (a sampler that was ready saw no launch it could take).
+  void Postpone(absl::Time now);
 
  private:
   const absl::Duration interval_;
@@ -61,13 +69,15 @@ struct OccupancySamplerOptions {
   std::function<void(bool warning, std::string_view line)> log;
 };
 
-// One per device. Thread-safe; Begin/End pairs come from the thread whose ShouldSample returned
-// true.
+// One per device. Thread-safe; Begin, EndRange and Collect (or End) come from the thread whose
+// ShouldSample returned true.
 class OccupancySampler {
  public:
-  // Prepares CUPTI for `options.device` (making its primary context current on this thread).
-  // Never fails: a sampler that cannot profile is returned disabled, with the reason logged.
+  // Prepares CUPTI for `options.device` (making its primary context current on this thread) and
+  // starts the worker. Never fails: a sampler that cannot profile is returned disabled, with the
+  // reason logged.
   static std::unique_ptr<OccupancySampler> Create(OccupancySamplerOptions options);
+  // Stops the worker, which detaches CUPTI. No sample may be in progress.
   ~OccupancySampler();
   OccupancySampler(const OccupancySampler&) = delete;
   OccupancySampler& operator=(const OccupancySampler&) = delete;
@@ -76,33 +86,48 @@ class OccupancySampler {
   // Why the sampler is off; empty while enabled.
   std::string disabled_reason() const;
 
-  // Whether to sample this launch. Cheap (one atomic load) between samples; false when disabled.
+  // Whether to sample this launch: only once the worker has armed CUPTI, for a launch the policy
+  // picks. When a sample is due and CUPTI is not armed, asks the worker to arm it and says no.
+  // One or two atomic loads between samples; false when disabled.
   bool ShouldSample(std::string_view kernel_config);
 
-  // Around exactly one kernel launch on `stream`, after ShouldSample returned true: Begin
-  // attaches CUPTI (unless Attach() did), waits for the device to go idle (so no earlier kernel
-  // is counted) and starts the range; End waits for `stream` and returns the achieved occupancy
-  // of what ran in the range as a ratio 0..1. For an exact figure nothing else should be
-  // launched on the device between the two. Any CUPTI failure turns the sampler off (and is
-  // returned). End must follow every Begin that returned OK, and Detach() every End.
+  // Around exactly one kernel launch on `stream`, after ShouldSample returned true: Begin waits
+  // for the device to go idle (so no earlier kernel is counted) and opens the range; EndRange
+  // waits for `stream` and closes it; Collect decodes the range into the achieved occupancy of
+  // what ran in it (a ratio 0..1) and hands CUPTI back to the worker, which detaches it. For an
+  // exact figure nothing else should be launched on the device between Begin and EndRange. Any
+  // CUPTI failure turns the sampler off (and is returned). Collect must follow every
+  // ShouldSample that returned true, whatever Begin and EndRange returned; End is EndRange and
+  // Collect.
   absl::Status Begin(CUstream_st* stream);
+  absl::Status EndRange(CUstream_st* stream);
+  absl::StatusOr<double> Collect();
   absl::StatusOr<double> End(CUstream_st* stream);
-  // Attach ahead of Begin (it takes milliseconds), so the caller can do it before holding up
-  // other launches; Detach after End, likewise. CUPTI leaves the process when no sampler of any
-  // device holds it. A failure to attach turns the sampler off; one to detach is logged once
-  // and leaves CUPTI attached.
-  absl::Status Attach();
-  void Detach();
+
+  // For tools and tests, which sample on demand: asks the worker to arm now, whatever the
+  // interval, and waits until it has (true), or it failed or `timeout` passed (false).
+  bool ArmAndWait(absl::Duration timeout);
+  // Waits until the worker has detached CUPTI after a sample.
+  void WaitUntilDisarmed();
 
   // The Nsight Compute metric that is collected (percent of the SM's warp slots).
   static constexpr const char* kMetricName = "sm__warps_active.avg.pct_of_peak_sustained_active";
 
  private:
   struct Cupti;  // the CUPTI objects; defined in the .cc so users need no CUPTI headers
+  // Where CUPTI is: the worker moves it kArming -> kArmed and, after a sample (or kArmedWindow
+  // without one), kDisarming -> kDetached; the sampled launch moves it kArmed -> kSampling ->
+  // kSampled.
+  enum class Phase { kDetached, kArming, kArmed, kSampling, kSampled, kDisarming };
+  static constexpr absl::Duration kArmedWindow = absl::Seconds(1);
+
   explicit OccupancySampler(OccupancySamplerOptions options);
   absl::Status Initialize();
   absl::Status Disable(absl::Status why);
-  absl::StatusOr<double> EndRange(CUstream_st* stream);
+  void RequestArming();
+  void WorkerLoop();
+  // Detaches CUPTI, logging once when it stays.
+  void Detach();
 
   OccupancySamplerOptions options_;
   OccupancySamplePolicy policy_;
@@ -110,13 +135,25 @@ class OccupancySampler {
   std::atomic<bool> detach_failure_logged_{false};
   mutable std::mutex reason_mutex_;
   std::string disabled_reason_;
-  std::unique_ptr<Cupti> cupti_;
+  std::unique_ptr<Cupti> cupti_;  // used by the worker, and by the sampling thread in kSampling
+
+  absl::Mutex phase_mu_;
+  Phase phase_ ABSL_GUARDED_BY(phase_mu_) = Phase::kDetached;
+  bool off_ ABSL_GUARDED_BY(phase_mu_) = false;  // Disable() was called
+  bool stopping_ ABSL_GUARDED_BY(phase_mu_) = false;
+  bool worker_done_ ABSL_GUARDED_BY(phase_mu_) = false;
+  std::atomic<bool> armed_{false};             // phase_ == kArmed, read without the mutex
+  std::atomic<bool> arming_requested_{false};  // from a request until back to kDetached
+  // The sampling thread's own: whether its range is open, and the sample's status so far.
+  bool range_open_ = false;
+  absl::Status sample_status_;
+  std::thread worker_;
 };
 
 // One kernel launch of an executor that has several streams, as the sampler wants it. Holds
 // `launch_mu` shared around an ordinary launch; when `sampler` picks this launch it holds it
 // exclusively instead, so no other stream of the executor launches a kernel inside the range,
-// and opens the range (attaching CUPTI before it takes the mutex, detaching after it lets go). Use:
+// and opens the range; it closes the range before letting go and decodes it after. Use:
 // construct, enqueue the kernel, then Finish(). `sampler` may be null.
 class SampledLaunch {
  public:

@@ -32,6 +32,20 @@ TEST(OccupancySamplePolicyTest, NoSecondSampleWhileOneIsInProgress) {
   EXPECT_TRUE(policy.ShouldSample("b", kT0 + absl::Seconds(5)));
 }
 
+TEST(OccupancySamplePolicyTest, DueOnceTheIntervalPassedAndPostponable) {
+  OccupancySamplePolicy policy(absl::Seconds(10));
+  EXPECT_TRUE(policy.Due(kT0));
+  ASSERT_TRUE(policy.ShouldSample("a", kT0));
+  policy.Finished();
+  EXPECT_FALSE(policy.Due(kT0 + absl::Seconds(9)));
+  EXPECT_TRUE(policy.Due(kT0 + absl::Seconds(10)));
+  // An armed sampler that saw no launch to take puts the next sample off by an interval.
+  policy.Postpone(kT0 + absl::Seconds(11));
+  EXPECT_FALSE(policy.Due(kT0 + absl::Seconds(20)));
+  EXPECT_FALSE(policy.ShouldSample("a", kT0 + absl::Seconds(20)));
+  EXPECT_TRUE(policy.Due(kT0 + absl::Seconds(21)));
+}
+
 TEST(OccupancySamplePolicyTest, ARareConfigurationGetsItsTurn) {
   OccupancySamplePolicy policy(absl::Seconds(10));
   ASSERT_TRUE(policy.ShouldSample("busy", kT0));
@@ -109,9 +123,12 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  // Printed, to see what a sample costs: arming on the worker (attach CUPTI, enable the range
+  // profiler), then on the sampled launch's thread Begin (waits for the device to drain, opens
+  // the range) and End (waits for the stream, closes and decodes the range), then disarming.
+  const absl::Time arm = absl::Now();
+  ASSERT_TRUE(sampler.ArmAndWait(absl::Seconds(30))) << sampler.disabled_reason();
   ASSERT_TRUE(sampler.ShouldSample("spin")) << sampler.disabled_reason();
-  // Printed, to see what a sample costs the thread of the sampled launch (Begin waits for the
-  // device to drain and arms the range; End waits for the stream and evaluates).
   const absl::Time begin = absl::Now();
   ASSERT_TRUE(sampler.Begin(stream).ok());
   const absl::Duration begin_took = absl::Now() - begin;
@@ -120,10 +137,11 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   absl::StatusOr<double> value = sampler.End(stream);
   ASSERT_TRUE(value.ok()) << value.status();
   const absl::Time ended = absl::Now();
-  sampler.Detach();  // the next sample attaches CUPTI again
-  std::printf("sample host time: Begin %.0f us, Begin to End %.0f us, Detach %.0f us\n",
-              absl::ToDoubleMicroseconds(begin_took), absl::ToDoubleMicroseconds(ended - begin),
-              absl::ToDoubleMicroseconds(absl::Now() - ended));
+  sampler.WaitUntilDisarmed();  // the next sample attaches CUPTI again
+  std::printf(
+      "sample host time: arm %.0f us, Begin %.0f us, Begin to End %.0f us, disarm %.0f us\n",
+      absl::ToDoubleMicroseconds(begin - arm), absl::ToDoubleMicroseconds(begin_took),
+      absl::ToDoubleMicroseconds(ended - begin), absl::ToDoubleMicroseconds(absl::Now() - ended));
   *achieved = *value;
   cudaStreamDestroy(stream);
   cudaFree(sink);
@@ -154,6 +172,48 @@ TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
   }
   EXPECT_NE((*metrics)->Scrape().find("convserve_occupancy_sampler_enabled{device=\"cuda:0\"} 1"),
             std::string::npos);
+}
+
+// The server's path: no sampled launch waits for CUPTI. A launch that finds a sample due asks
+// the worker to arm and is not sampled; a later launch is, once the worker has armed. An arming
+// that no launch takes is given back.
+TEST(OccupancySamplerTest, ArmsOnTheWorkerAndSamplesALaterLaunch) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  OccupancySamplerOptions options;
+  options.interval = absl::ZeroDuration();
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
+    GTEST_SKIP() << sampler->disabled_reason();
+  }
+  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
+  int* sink = nullptr;
+  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+
+  EXPECT_FALSE(sampler->ShouldSample("spin"));
+  const absl::Time asked = absl::Now();
+  bool picked = false;
+  while (!picked && absl::Now() - asked < absl::Seconds(30)) {
+    picked = sampler->ShouldSample("spin");
+    if (!picked) absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_TRUE(picked) << sampler->disabled_reason();
+  std::printf("armed %.0f ms after the first launch asked\n",
+              absl::ToDoubleMilliseconds(absl::Now() - asked));
+  ASSERT_TRUE(sampler->Begin(stream).ok());
+  Spin<<<1, 32, 0, stream>>>(100'000, sink);
+  absl::StatusOr<double> value = sampler->End(stream);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_GT(*value, 0.0);
+  sampler->WaitUntilDisarmed();
+  EXPECT_FALSE(sampler->ShouldSample("spin"));  // detached again: it asks, and is not sampled
+
+  ASSERT_TRUE(sampler->ArmAndWait(absl::Seconds(30))) << sampler->disabled_reason();
+  sampler->WaitUntilDisarmed();  // after the armed window, with no launch
+  EXPECT_TRUE(sampler->enabled());
+  cudaStreamDestroy(stream);
+  cudaFree(sink);
 }
 
 }  // namespace

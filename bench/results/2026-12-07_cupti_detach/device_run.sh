@@ -16,7 +16,7 @@
 # device: carry [".gpu/cd.tar.xz"]:
 #   COMMIT=<sha> bash bench/results/2026-12-07_cupti_detach/device_run.sh
 # Run 2: REATTACH="none subscribe timestamp sleep" SIDES="bl_1 dt_1 dt_2 bl_2" (same bundle
-# layout, dt/ rebuilt).
+# layout, dt/ rebuilt). Run 3: SIDES="bl_1 dt_1 dt_2 bl_2", dt/ also holds gpu_server_test.
 set -uo pipefail
 . bench/conv/device_steps.sh
 device_begin cd cupti_detach
@@ -37,6 +37,11 @@ if [ -n "${REATTACH:-}" ]; then
     echo "reattach-$strategy rc=$? $((SECONDS - T0))s"
     grep -vE "^(problem|config) " "$O/reattach_$strategy.txt"
   done
+fi
+if [ -x "$dt/gpu_server_test" ]; then  # run 3 on (fits the bundle since xz -9)
+  timeout 150 "$dt/gpu_server_test" --gtest_color=no >"$O/gpu_server_test.log" 2>&1
+  echo "gpu_server_test rc=$? $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/gpu_server_test.log" | head -4
 fi
 device_save
 
