@@ -461,15 +461,6 @@ void OccupancySampler::WorkerLoop() {
     }
     absl::Status armed = cupti_->Attach();
     if (armed.ok()) armed = cupti_->EnableRange();
-    // The first range after attaching takes ~130 ms to start (the H100, run 3 of
-    // bench/results/2026-12-07_cupti_detach): an empty one here, so the sampled launch's is quick.
-    // What other lanes launch meanwhile lands in it, and is dropped with it.
-    if (armed.ok()) armed = cupti_->StartRange();
-    if (armed.ok()) armed = cupti_->StopRange();
-    if (armed.ok()) {
-      cupti_->DisableRange();
-      armed = cupti_->EnableRange();
-    }
     if (!armed.ok()) {
       cupti_->Detach().IgnoreError();
       Disable(armed).IgnoreError();
