@@ -67,10 +67,11 @@ absl::Status CudaStatus(cudaError_t error, const char* call) {
 }  // namespace
 
 struct OccupancySampler::Cupti {
+  int device = 0;
   CUcontext context = nullptr;
-  std::string chip;
-  std::vector<uint8_t> counter_availability;
-  bool attached = false;  // holds the CuptiAttachment and the host object below
+  std::string chip;                           // found at the first Attach, with
+  std::vector<uint8_t> counter_availability;  // the device's counters
+  bool attached = false;                      // holds the CuptiAttachment and the host object below
   CUpti_Profiler_Host_Object* host = nullptr;
   std::vector<uint8_t> config_image;
   std::vector<uint8_t> counter_data;
@@ -78,12 +79,14 @@ struct OccupancySampler::Cupti {
 
   ~Cupti() { Detach().IgnoreError(); }
 
-  // Attaches CUPTI for a sample and builds the host object and the configuration for the metric
-  // (`chip` and `counter_availability` known).
+  // Attaches CUPTI for a sample and builds the host object and the configuration for the metric.
   absl::Status Attach() {
     if (attached) return absl::OkStatus();
     if (absl::Status s = CuptiAttachment::Acquire(); !s.ok()) return s;
     attached = true;
+    if (counter_availability.empty()) {
+      if (absl::Status s = FindChipAndCounters(); !s.ok()) return s;
+    }
     CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Initialize_Params, init);
     init.profilerType = CUPTI_PROFILER_TYPE_RANGE_PROFILER;
     init.pChipName = chip.c_str();
@@ -118,6 +121,34 @@ struct OccupancySampler::Cupti {
     image.configImageSize = config_image.size();
     image.pConfigImage = config_image.data();
     return CuptiStatus(cuptiProfilerHostGetConfigImage(&image), "cuptiProfilerHostGetConfigImage");
+  }
+
+  // The chip's name and the device's counter availability, which need CUPTI attached and do not
+  // change, so later attachments reuse them.
+  absl::Status FindChipAndCounters() {
+    CONVSERVE_CUPTI_PARAMS(CUpti_Device_GetChipName_Params, name);
+    name.deviceIndex = static_cast<size_t>(device);
+    if (absl::Status s = CuptiStatus(cuptiDeviceGetChipName(&name), "cuptiDeviceGetChipName");
+        !s.ok()) {
+      return s;
+    }
+    chip = name.pChipName;
+    CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_GetCounterAvailability_Params, availability);
+    availability.ctx = context;
+    if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                                     "cuptiProfilerGetCounterAvailability");
+        !s.ok()) {
+      return s;
+    }
+    std::vector<uint8_t> image(availability.counterAvailabilityImageSize, 0);
+    availability.pCounterAvailabilityImage = image.data();
+    if (absl::Status s = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
+                                     "cuptiProfilerGetCounterAvailability");
+        !s.ok()) {
+      return s;
+    }
+    counter_availability = std::move(image);
+    return absl::OkStatus();
   }
 
   // Undoes Attach (whatever part of it succeeded); the status says whether CUPTI left.
@@ -325,29 +356,8 @@ absl::Status OccupancySampler::Initialize() {
     return absl::FailedPreconditionError("cannot get the device's CUDA context");
   }
 
-  // The chip and its counters are found with CUPTI attached; they do not change, so later
-  // attachments reuse them.
-  if (absl::Status s = CuptiAttachment::Acquire(); !s.ok()) return s;
-  CONVSERVE_CUPTI_PARAMS(CUpti_Device_GetChipName_Params, chip);
-  chip.deviceIndex = static_cast<size_t>(options_.device);
-  absl::Status found_chip = CuptiStatus(cuptiDeviceGetChipName(&chip), "cuptiDeviceGetChipName");
-  CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_GetCounterAvailability_Params, availability);
-  availability.ctx = c.context;
-  if (found_chip.ok()) {
-    c.chip = chip.pChipName;
-    found_chip = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
-                             "cuptiProfilerGetCounterAvailability");
-  }
-  if (found_chip.ok()) {
-    c.counter_availability.assign(availability.counterAvailabilityImageSize, 0);
-    availability.pCounterAvailabilityImage = c.counter_availability.data();
-    found_chip = CuptiStatus(cuptiProfilerGetCounterAvailability(&availability),
-                             "cuptiProfilerGetCounterAvailability");
-  }
-  // Attach() below holds its own reference, so this one goes without detaching in between.
-  absl::Status probe = found_chip.ok() ? c.Attach() : found_chip;
-  CuptiAttachment::Release().IgnoreError();
-
+  c.device = options_.device;
+  absl::Status probe = c.Attach();
   CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetNumOfPasses_Params, passes);
   passes.configImageSize = c.config_image.size();
   passes.pConfigImage = c.config_image.data();
@@ -364,7 +374,6 @@ absl::Status OccupancySampler::Initialize() {
   if (probe.ok()) probe = c.EnableRange();
   if (probe.ok()) probe = c.StartRange();
   if (probe.ok()) probe = c.StopRange();
-  c.DisableRange();
   if (!probe.ok()) {
     c.Detach().IgnoreError();  // a sampler that is off leaves nothing attached
     return probe;
@@ -488,7 +497,6 @@ void OccupancySampler::WorkerLoop() {
       phase_ = Phase::kDisarming;
     }
     if (!sampled) policy_.Postpone(absl::Now());
-    cupti_->DisableRange();
     Detach();
     {
       absl::MutexLock lock(&phase_mu_);
@@ -532,7 +540,6 @@ absl::Status OccupancySampler::EndRange(CUstream_st* stream) {
 }
 
 absl::StatusOr<double> OccupancySampler::Collect() {
-  if (range_open_) EndRange(nullptr).IgnoreError();
   absl::StatusOr<double> percent =
       sample_status_.ok() ? cupti_->DecodeAndEvaluate() : absl::StatusOr<double>(sample_status_);
   policy_.Finished();

@@ -96,9 +96,8 @@ class OccupancySampler {
   // waits for `stream` and closes it; Collect decodes the range into the achieved occupancy of
   // what ran in it (a ratio 0..1) and hands CUPTI back to the worker, which detaches it. For an
   // exact figure nothing else should be launched on the device between Begin and EndRange. Any
-  // CUPTI failure turns the sampler off (and is returned). Collect must follow every
-  // ShouldSample that returned true, whatever Begin and EndRange returned; End is EndRange and
-  // Collect.
+  // CUPTI failure turns the sampler off (and is returned). EndRange and then Collect must follow
+  // every ShouldSample that returned true, whatever Begin returned; End is the two.
   absl::Status Begin(CUstream_st* stream);
   absl::Status EndRange(CUstream_st* stream);
   absl::StatusOr<double> Collect();
