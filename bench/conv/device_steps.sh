@@ -46,7 +46,7 @@ kernel_tests() {
 
 # compute-sanitizer memcheck on the rows of gtest filter $1.
 memcheck_rows() {
-  timeout 150 compute-sanitizer --tool memcheck conv_kernels_gpu_test --gtest_color=no \
+  timeout "${MEMCHECK_TIMEOUT:-150}" compute-sanitizer --tool memcheck conv_kernels_gpu_test --gtest_color=no \
     "--gtest_filter=$1" >"$O/memcheck.log" 2>&1
   echo "memcheck rc=$? $((SECONDS - T0))s"
   grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED)" "$O/memcheck.log" | tail -2

@@ -32,7 +32,7 @@ timeout 120 conv_kernels_gpu_test --gtest_color=no "--gtest_filter=$rows:ConvEng
   >"$O/kernels_test.log" 2>&1
 echo "kernels test (rows 63-64, engine) rc=$? $((SECONDS - T0))s"
 grep -E "^\[  (PASSED|FAILED)|FAILED  \]|rel" "$O/kernels_test.log" | head -12
-memcheck_rows '*/b128x256x64_w64x256_s4_sk4_wgmma_tma'
+MEMCHECK_TIMEOUT=90 memcheck_rows '*/b128x256x64_w64x256_s4_sk4_wgmma_tma'
 closing_figures
 timeout 90 tuner_bench --shapes="$D/resnet50.tsv" --json="$O/tuner.json" >"$O/tuner.txt" 2>&1
 echo "tuner rc=$? $((SECONDS - T0))s"
