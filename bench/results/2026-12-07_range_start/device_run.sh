@@ -13,13 +13,13 @@
 # device: carry [".gpu/sv.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-07_range_start/device_run.sh
 set -uo pipefail
 . bench/conv/device_steps.sh
-device_begin sv range_start
+device_begin "${B:-sv}" range_start
 base_path=$PATH
 sides=${SIDES:-bl_1 dt_1 dt_2 bl_2}
 for side in $sides; do
   PATH=$base_path
   case $side in
-    bl_*) PATH=$PWD/.gpu/sv/bl:$base_path ;;
+    bl_*) PATH=$PWD/.gpu/${B:-sv}/bl:$base_path ;;
   esac
   echo "$side: $(command -v convserve-server)"
   EXTRA_SERVER_FLAGS=--occupancy_sample_interval=1s batching_check "$side" "${LEVELS:-1,64}" cuda

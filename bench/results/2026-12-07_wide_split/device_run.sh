@@ -15,7 +15,7 @@
 # device: carry [".gpu/ws.tar.xz"]: bash bench/results/2026-12-07_wide_split/device_run.sh
 set -uo pipefail
 . bench/conv/device_steps.sh
-device_begin ws wide_split
+device_begin "${B:-ws}" wide_split
 
 timeout 90 occupancy_sampler_test --gtest_color=no >"$O/occupancy_sampler_test.log" 2>&1
 echo "occupancy_sampler_test rc=$? $((SECONDS - T0))s"
@@ -38,3 +38,5 @@ timeout 90 tuner_bench --shapes="$D/resnet50.tsv" --json="$O/tuner.json" >"$O/tu
 echo "tuner rc=$? $((SECONDS - T0))s"
 tail -6 "$O/tuner.txt"
 device_end
+# Both calls from one bundle (26.5 MB): .gpu/al = ws's binaries plus sv's servers, CLI and echo
+# server and sv's bl/, tarred with the servers side by side (`xz -T2 -9`); B=al for either script.
