@@ -46,8 +46,8 @@ kernel_tests() {
 
 # compute-sanitizer memcheck on the rows of gtest filter $1.
 memcheck_rows() {
-  timeout "${MEMCHECK_TIMEOUT:-150}" compute-sanitizer --tool memcheck conv_kernels_gpu_test --gtest_color=no \
-    "--gtest_filter=$1" >"$O/memcheck.log" 2>&1
+  timeout "${MEMCHECK_TIMEOUT:-150}" compute-sanitizer --tool memcheck conv_kernels_gpu_test \
+    --gtest_color=no "--gtest_filter=$1" >"$O/memcheck.log" 2>&1
   echo "memcheck rc=$? $((SECONDS - T0))s"
   grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED)" "$O/memcheck.log" | tail -2
 }
@@ -80,13 +80,13 @@ ab_rounds() {
   device_save
 }
 
-# PyTorch's cuDNN before and after conv_bench (fp16 and bf16, N = 32, 8, 1, every row), then
-# summarize.py per dtype for all rows and the mma.sync family.
+# PyTorch's cuDNN before and after conv_bench (fp16 and bf16, N = $BATCHES, default 32,8,1, every
+# row), then summarize.py per dtype for all rows and the mma.sync family.
 closing_figures() {
   local dtype family
   torch_sample before
-  timeout 220 conv_bench --shapes="$D/resnet50.tsv" --batches=32,8,1 --dtypes=fp16,bf16 \
-    --reps=25 --json="$O/bench.json" >"$O/bench.txt" 2>&1
+  timeout 220 conv_bench --shapes="$D/resnet50.tsv" --batches="${BATCHES:-32,8,1}" \
+    --dtypes=fp16,bf16 --reps=25 --json="$O/bench.json" >"$O/bench.txt" 2>&1
   echo "bench rc=$? $((SECONDS - T0))s"
   grep "launch floor" "$O/bench.txt"
   torch_sample after
@@ -102,8 +102,8 @@ closing_figures() {
 }
 
 torch_sample() {
-  timeout 120 python3 bench/conv/torch_cudnn_reference.py "$D/resnet50.tsv" --batches=32,8,1 \
-    --dtypes=fp16,bf16 --json="$O/torch_$1.json" >"$O/torch_$1.txt" 2>&1
+  timeout 120 python3 bench/conv/torch_cudnn_reference.py "$D/resnet50.tsv" \
+    --batches="${BATCHES:-32,8,1}" --dtypes=fp16,bf16 --json="$O/torch_$1.json" >"$O/torch_$1.txt" 2>&1
   echo "torch $1 rc=$? $((SECONDS - T0))s"
 }
 
