@@ -138,3 +138,15 @@ batching_check() {
     2>/dev/null
   device_save
 }
+
+# The occupancy sampler's gauges in the last metrics scrape of batching_check $1.
+sampler_metrics() {
+  tar -xzOf "/tmp/r_$1/logs.tgz" --wildcards '*metrics.txt' 2>/dev/null |
+    grep -E "^convserve_(kernel_achieved_occupancy|occupancy_sampler_enabled)" | head -3
+}
+
+# Executor stage means per batch over the batching_check runs named in $@, into $O/stages.txt.
+stage_means() {
+  python3 bench/batching/stage_means.py $(for s in "$@"; do echo "$O/$s"; done) 2>&1 |
+    tee "$O/stages.txt"
+}

@@ -32,10 +32,8 @@ for v in ("batched", "eager", "unbatched"):
         print(f"  {v:9s} c={row['load']:<3d} req/s {row['throughput_rps']:>8.0f}  p99 {lat['p99']:>8.0f}"
               f"  max {lat['max']:>9.0f} us")
 PY
-  tar -xzOf "/tmp/r_$side/logs.tgz" --wildcards '*metrics.txt' 2>/dev/null |
-    grep -E "^convserve_(kernel_achieved_occupancy|occupancy_sampler_enabled)" | head -3
+  sampler_metrics "$side"
 done
 PATH=$base_path
-python3 bench/batching/stage_means.py $(for s in $sides; do echo $O/$s; done) 2>&1 |
-  tee "$O/stages.txt"
+stage_means $sides
 device_end
