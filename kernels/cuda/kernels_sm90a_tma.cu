@@ -6,15 +6,15 @@
 namespace convserve {
 namespace cuda {
 
-static_assert(AllOfKind<KernelKind::kWgmmaTma, 32, 33, 34, 35, 36, 37, 38, 39, 40, 63, 64>(),
+static_assert(AllOfKind<KernelKind::kWgmmaTma, 32, 33, 34, 35, 36, 37, 38, 39, 40>(),
               "update the row list with the table");
 
 void FillKernelsWgmmaTmaFp16A(KernelTable& table) {
-  FillKernels<__half, 32, 33, 34, 35, 36, 37, 38, 39, 40, 63, 64>(table);
+  FillKernels<__half, 32, 33, 34, 35, 36, 37, 38, 39, 40>(table);
 }
 
 void FillKernelsWgmmaTmaBf16A(KernelTable& table) {
-  FillKernels<__nv_bfloat16, 32, 33, 34, 35, 36, 37, 38, 39, 40, 63, 64>(table);
+  FillKernels<__nv_bfloat16, 32, 33, 34, 35, 36, 37, 38, 39, 40>(table);
 }
 
 }  // namespace cuda

@@ -10,7 +10,7 @@ namespace cuda {
 
 static_assert(
     AllOfKind<KernelKind::kWgmmaTma, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54>() &&
-        AllOfKind<KernelKind::kTensorOp, 55, 56, 57, 58, 59, 60, 61, 62>() && kNumConfigs == 65,
+        AllOfKind<KernelKind::kTensorOp, 55, 56, 57, 58, 59, 60, 61, 62>() && kNumConfigs == 63,
     "update the row list with the table");
 
 void FillKernelsWgmmaTmaFp16B(KernelTable& table) {

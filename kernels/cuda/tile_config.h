@@ -168,12 +168,6 @@ inline constexpr TileConfig kConfigTable[] = {
     {KernelKind::kTensorOp,      32,  64,  64, 16, 16, 4, 1},
     // (The 64 x 64 tile on eight warps, w32x16 with 5 stages or split eight ways, was never the
     // best row of any layer, dtype or batch: bench/results/2026-12-06_cold_path, run 2.)
-    // The widest TMA tile, split in a cluster, for the late layers at N = 32 (M = 1568: 26 tiles
-    // of 128 x 256). Their best rows, 64 x 128 two blocks per SM, are bound by operand bytes in
-    // flight per SM (2026-12-06_stream_k); a 128 x 256 stage does twice the multiplies per byte,
-    // and l4_1x1s2_1024to2048's 104 unsplit 128 x 256 blocks reach 345 TFLOP/s.
-    {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 4, 2},
-    {KernelKind::kWgmmaTma,     128, 256,  64, 64, 256, 4, 4},
 };
 // clang-format on
 
@@ -192,7 +186,7 @@ constexpr bool MulticastRowsArePairs() {
 static_assert(MulticastRowsArePairs(), "a multicast row that is not a plain TMA pair");
 
 // Bumped whenever the table or a kernel changes, so stale tuning results are ignored.
-inline constexpr const char* kConfigTableVersion = "convserve-cuda-20";
+inline constexpr const char* kConfigTableVersion = "convserve-cuda-19";
 
 // "b128x128x32_w64x64_s3", plus "_sk4" for split-K, "_fewch", "_simt", "_wgmma", "_wgmma_ws",
 // "_wgmma_tma", then "_persistent" or "_mc2"; "b256_dw" for depthwise.
