@@ -103,7 +103,8 @@ closing_figures() {
 
 torch_sample() {
   timeout 120 python3 bench/conv/torch_cudnn_reference.py "$D/resnet50.tsv" \
-    --batches="${BATCHES:-32,8,1}" --dtypes=fp16,bf16 --json="$O/torch_$1.json" >"$O/torch_$1.txt" 2>&1
+    --batches="${BATCHES:-32,8,1}" --dtypes=fp16,bf16 --json="$O/torch_$1.json" \
+    >"$O/torch_$1.txt" 2>&1
   echo "torch $1 rc=$? $((SECONDS - T0))s"
 }
 
