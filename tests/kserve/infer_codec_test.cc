@@ -223,7 +223,13 @@ TEST(InferCodecTest, ErrorsNameTheField) {
     ExpectInvalid(r, "parameters.timeout");
   }
   {
-    ModelInferRequest r = RawRequest({int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 20, 4});
+    // A shape whose byte count overflows int64 (2^62 elements of 4 bytes), set on a small
+    // request: the helper cannot build data of that size.
+    ModelInferRequest r = RawRequest({1, 3, 4, 4});
+    r.mutable_inputs(0)->clear_shape();
+    for (int64_t dim : {int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 20, int64_t{4}}) {
+      r.mutable_inputs(0)->add_shape(dim);
+    }
     r.mutable_raw_input_contents(0)->clear();
     ExpectInvalid(r, "inputs[0].shape");
   }

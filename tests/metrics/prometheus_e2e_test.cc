@@ -102,8 +102,7 @@ bool HaveGpu() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-v1::ForwardRequest DemoRequest(const std::string& layer, int64_t channels) {
-  static std::mt19937 rng(12345);
+v1::ForwardRequest DemoRequest(const std::string& layer, int64_t channels, std::mt19937& rng) {
   std::uniform_int_distribution<int> bits(0x3000, 0x3bff);  // fp16 in [0.125, 1)
   v1::ForwardRequest request;
   request.set_layer(layer);
@@ -157,13 +156,15 @@ TEST(PrometheusE2eTest, EveryDashboardPanelHasData) {
   std::vector<std::thread> senders;
   for (int t = 0; t < 3; ++t) {
     senders.emplace_back([&, t] {
+      std::mt19937 rng(12345 + t);  // one per sender: an engine shared by threads is a data race
       while (!stop.load()) {
-        absl::StatusOr<v1::ForwardResponse> r = client.Forward(DemoRequest("demo_conv3x3", 64));
+        absl::StatusOr<v1::ForwardResponse> r =
+            client.Forward(DemoRequest("demo_conv3x3", 64, rng));
         (r.ok() ? ok : failed)++;
         if (t == 0) {
-          EXPECT_EQ(client.Forward(DemoRequest("no_such_layer", 64)).status().code(),
+          EXPECT_EQ(client.Forward(DemoRequest("no_such_layer", 64, rng)).status().code(),
                     absl::StatusCode::kNotFound);
-          EXPECT_EQ(client.Forward(DemoRequest("demo_conv3x3", 32)).status().code(),
+          EXPECT_EQ(client.Forward(DemoRequest("demo_conv3x3", 32, rng)).status().code(),
                     absl::StatusCode::kInvalidArgument);
         }
       }
