@@ -56,6 +56,11 @@ server_test() {
   timeout 150 gpu_server_test --gtest_color=no >"$O/gpu_server_test.log" 2>&1
   echo "gpu_server_test rc=$? $((SECONDS - T0))s"
   grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/gpu_server_test.log" | head -4
+  # Issue 11 on one GPU, where the bundle has it: the server with --devices=all.
+  command -v multi_gpu_server_test >/dev/null || return 0
+  timeout 150 multi_gpu_server_test --gtest_color=no >"$O/multi_gpu_server_test.log" 2>&1
+  echo "multi_gpu_server_test rc=$? $((SECONDS - T0))s"
+  grep -E "^\[  (PASSED|FAILED)|FAILED  \]" "$O/multi_gpu_server_test.log" | head -4
 }
 
 # Same-call A/B: $1 rounds of (old binary $2, new binary $3) on every row, fp16, N = 32, 8, 1,
