@@ -76,6 +76,7 @@ struct OccupancySampler::Cupti {
   std::vector<uint8_t> config_image;
   std::vector<uint8_t> counter_data;
   CUpti_RangeProfiler_Object* range = nullptr;  // set only while a sample is being taken
+  bool session = false;  // cuptiRangeProfilerStart called, cuptiRangeProfilerStop not yet
 
   ~Cupti() { Detach().IgnoreError(); }
 
@@ -218,19 +219,34 @@ struct OccupancySampler::Cupti {
 
   void DisableRange() {
     if (range == nullptr) return;
+    if (session) {  // armed, and no launch took the sample
+      CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Stop_Params, stop);
+      stop.pRangeProfilerObject = range;
+      cuptiRangeProfilerStop(&stop);
+      session = false;
+    }
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Disable_Params, disable);
     disable.pRangeProfilerObject = range;
     cuptiRangeProfilerDisable(&disable);
     range = nullptr;
   }
 
-  absl::Status StartRange() {
+  // Starts the pass. In user-range mode nothing is counted until PushRange, so the worker starts
+  // it while arming: on the H100 this call takes ~130 ms, which the sampled launch, holding every
+  // lane of the device, would otherwise wait out.
+  absl::Status StartSession() {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Start_Params, start);
     start.pRangeProfilerObject = range;
     if (absl::Status s = CuptiStatus(cuptiRangeProfilerStart(&start), "cuptiRangeProfilerStart");
         !s.ok()) {
       return s;
     }
+    session = true;
+    return absl::OkStatus();
+  }
+
+  // Opens the range: what runs on the context from here to StopRange is counted.
+  absl::Status PushRange() {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_PushRange_Params, push);
     push.pRangeProfilerObject = range;
     push.pRangeName = "convserve_occupancy_sample";
@@ -246,6 +262,7 @@ struct OccupancySampler::Cupti {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Stop_Params, stop);
     stop.pRangeProfilerObject = range;
     absl::Status stopped = CuptiStatus(cuptiRangeProfilerStop(&stop), "cuptiRangeProfilerStop");
+    session = false;
     if (!popped.ok()) return popped;
     if (!stopped.ok()) return stopped;
     if (!stop.isAllPassSubmitted) {
@@ -372,7 +389,8 @@ absl::Status OccupancySampler::Initialize() {
   // Arm and close one empty range now, so that missing permissions or busy counters show at
   // start-up rather than on the first sampled launch.
   if (probe.ok()) probe = c.EnableRange();
-  if (probe.ok()) probe = c.StartRange();
+  if (probe.ok()) probe = c.StartSession();
+  if (probe.ok()) probe = c.PushRange();
   if (probe.ok()) probe = c.StopRange();
   if (!probe.ok()) {
     c.Detach().IgnoreError();  // a sampler that is off leaves nothing attached
@@ -470,6 +488,7 @@ void OccupancySampler::WorkerLoop() {
     }
     absl::Status armed = cupti_->Attach();
     if (armed.ok()) armed = cupti_->EnableRange();
+    if (armed.ok()) armed = cupti_->StartSession();
     if (!armed.ok()) {
       cupti_->Detach().IgnoreError();
       Disable(armed).IgnoreError();
@@ -523,7 +542,7 @@ absl::Status OccupancySampler::Begin(CUstream_st* stream) {
   // Nothing launched before the range may be counted in it.
   absl::Status status = CudaStatus(cudaSetDevice(options_.device), "cudaSetDevice");
   if (status.ok()) status = CudaStatus(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  if (status.ok()) status = cupti_->StartRange();
+  if (status.ok()) status = cupti_->PushRange();
   range_open_ = status.ok();
   sample_status_ = status;
   if (!status.ok()) return Disable(status);

@@ -3,10 +3,10 @@
 // sm__warps_active.avg.pct_of_peak_sustained_active, the metric Nsight Compute reports as
 // "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: CUPTI
 // is in the process only around a sampled launch (attached, then detached with cuptiFinalize),
-// because while attached its driver hooks cost every launch host time. Attaching it and enabling
-// the range profiler take ~140 ms on the H100, so a worker thread of the sampler does that (and
-// the detaching) when a sample is due, and the launch that is sampled only opens and closes the
-// range.
+// because while attached its driver hooks cost every launch host time. Attaching it, enabling
+// the range profiler and starting its pass take ~150 ms on the H100, so a worker thread of the
+// sampler does that (and the detaching) when a sample is due, and the launch that is sampled only
+// pushes and pops its range.
 //
 // Where profiling is impossible (no permission to read GPU counters, another profiler holding
 // them, a metric that would need several passes) the sampler turns itself off, logs why once and

@@ -124,10 +124,15 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
   // Printed, to see what a sample costs: arming on the worker (attach CUPTI, enable the range
-  // profiler), then on the sampled launch's thread Begin (waits for the device to drain, opens
-  // the range) and End (waits for the stream, closes and decodes the range), then disarming.
+  // profiler, start its pass), then on the sampled launch's thread Begin (waits for the device to
+  // drain, opens the range) and End (waits for the stream, closes and decodes the range), then
+  // disarming.
   const absl::Time arm = absl::Now();
   ASSERT_TRUE(sampler.ArmAndWait(absl::Seconds(30))) << sampler.disabled_reason();
+  // The worker has started the profiler's pass; a full-occupancy launch now, before the range
+  // opens, must not count (it would pull the low-occupancy shapes' figure up).
+  Spin<<<sms*(max_threads / 256), 256, 0, stream>>>(2'000'000, sink);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   ASSERT_TRUE(sampler.ShouldSample("spin")) << sampler.disabled_reason();
   const absl::Time begin = absl::Now();
   ASSERT_TRUE(sampler.Begin(stream).ok());
