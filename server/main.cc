@@ -127,7 +127,7 @@ ABSL_FLAG(bool, pin_shared_memory, kDefaults.pin_shared_memory,
           "writes them itself");
 ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
-          "launch per interval; each sample holds the GPU's other launches ~140 ms on an H100); "
+          "launch per interval; arming a sample can stall other launches ~100 ms on an H100); "
           "0 turns the sampler off");
 
 int main(int argc, char** argv) {

@@ -232,8 +232,8 @@ struct OccupancySampler::Cupti {
   }
 
   // Starts the pass. In user-range mode nothing is counted until PushRange, so the worker starts
-  // it while arming: on the H100 this call takes ~130 ms, which the sampled launch, holding every
-  // lane of the device, would otherwise wait out.
+  // it while arming: on the H100 this call takes ~100 ms, which the sampled launch, holding every
+  // lane of the device, used to wait out (bench/results/2026-12-07_range_start).
   absl::Status StartSession() {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Start_Params, start);
     start.pRangeProfilerObject = range;

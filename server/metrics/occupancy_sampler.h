@@ -4,7 +4,7 @@
 // "Achieved Occupancy". Launches that are not sampled run exactly as without the sampler: CUPTI
 // is in the process only around a sampled launch (attached, then detached with cuptiFinalize),
 // because while attached its driver hooks cost every launch host time. Attaching it, enabling
-// the range profiler and starting its pass take ~150 ms on the H100, so a worker thread of the
+// the range profiler and starting its pass take 80-140 ms on the H100, so a worker thread of the
 // sampler does that (and the detaching) when a sample is due, and the launch that is sampled only
 // pushes and pops its range.
 //
