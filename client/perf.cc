@@ -78,6 +78,7 @@ class Recorder {
     point.latency_p50_us = Percentile(latency_us_, 0.50);
     point.latency_p90_us = Percentile(latency_us_, 0.90);
     point.latency_p99_us = Percentile(latency_us_, 0.99);
+    point.latency_p999_us = Percentile(latency_us_, 0.999);
     point.latency_max_us = latency_us_.empty() ? 0 : latency_us_.back();
     point.server_queue_mean_us = Mean(queue_us_);
     point.server_queue_p50_us = Percentile(queue_us_, 0.50);
@@ -268,18 +269,19 @@ std::string CsvField(absl::string_view s) {
 }  // namespace
 
 std::string PerfTable(const std::vector<PerfPoint>& points) {
-  std::string out =
-      absl::StrFormat("%-11s %8s %5s %4s %8s %6s %10s %9s %9s %9s %9s %9s %9s %6s  %s\n", "mode",
-                      "load", "batch", "conn", "ok", "errors", "req/s", "p50_us", "p90_us",
-                      "p99_us", "max_us", "srvq_us", "srvc_us", "meanN", "batch sizes (N:replies)");
+  std::string out = absl::StrFormat(
+      "%-11s %8s %5s %4s %8s %6s %10s %9s %9s %9s %9s %9s %9s %9s %6s  %s\n", "mode", "load",
+      "batch", "conn", "ok", "errors", "req/s", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us",
+      "srvq_us", "srvc_us", "meanN", "batch sizes (N:replies)");
   for (const PerfPoint& p : points) {
     absl::StrAppendFormat(&out,
                           "%-11s %8.6g %5d %4d %8d %6d %10.1f %9.0f %9.0f %9.0f %9.0f %9.0f "
-                          "%9.0f %6.2f  %s\n",
+                          "%9.0f %9.0f %6.2f  %s\n",
                           p.mode, p.load, p.batch, p.connections, p.ok, p.errors + p.not_sent,
                           p.throughput, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us,
-                          p.latency_max_us, p.server_queue_p50_us, p.server_compute_p50_us,
-                          p.mean_batch_size(), Histogram(p.batch_sizes, " "));
+                          p.latency_p999_us, p.latency_max_us, p.server_queue_p50_us,
+                          p.server_compute_p50_us, p.mean_batch_size(),
+                          Histogram(p.batch_sizes, " "));
     if (p.errors > 0 || p.not_sent > 0) {
       absl::StrAppend(&out, "    errors: ", Errors(p));
       if (p.not_sent > 0) absl::StrAppend(&out, " not_sent:", p.not_sent);
@@ -308,16 +310,17 @@ std::string PerfJson(const std::vector<PerfPoint>& points) {
         "\"seconds\": %.3f, \"ok\": %d, "
         "\"errors\": %d, \"not_sent\": %d, \"throughput_rps\": %.3f, "
         "\"latency_us\": {\"mean\": %.1f, \"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, "
-        "\"max\": %.1f}, "
+        "\"p999\": %.1f, \"max\": %.1f}, "
         "\"server_us\": {\"queue_mean\": %.1f, \"queue_p50\": %.1f, \"compute_mean\": %.1f, "
         "\"compute_p50\": %.1f, \"total_mean\": %.1f}, "
         "\"mean_batch_size\": %.3f, \"batch_sizes\": {%s}, \"error_counts\": {%s}, "
         "\"first_error\": %s}",
         JsonString(p.mode), p.load, p.batch, p.connections, p.seconds, p.ok, p.errors, p.not_sent,
         p.throughput, p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us,
-        p.latency_max_us, p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
-        p.server_compute_p50_us, p.server_total_mean_us, p.mean_batch_size(),
-        absl::StrJoin(batches, ", "), absl::StrJoin(errors, ", "), JsonString(p.first_error)));
+        p.latency_p999_us, p.latency_max_us, p.server_queue_mean_us, p.server_queue_p50_us,
+        p.server_compute_mean_us, p.server_compute_p50_us, p.server_total_mean_us,
+        p.mean_batch_size(), absl::StrJoin(batches, ", "), absl::StrJoin(errors, ", "),
+        JsonString(p.first_error)));
   }
   return absl::StrCat("[\n", absl::StrJoin(rows, ",\n"), "\n]\n");
 }
@@ -325,17 +328,18 @@ std::string PerfJson(const std::vector<PerfPoint>& points) {
 std::string PerfCsv(const std::vector<PerfPoint>& points) {
   std::string out =
       "mode,load,batch,connections,seconds,ok,errors,not_sent,throughput_rps,latency_mean_us,"
-      "latency_p50_us,latency_p90_us,latency_p99_us,latency_max_us,server_queue_mean_us,"
+      "latency_p50_us,latency_p90_us,latency_p99_us,latency_p999_us,latency_max_us,"
+      "server_queue_mean_us,"
       "server_queue_p50_us,server_compute_mean_us,server_compute_p50_us,server_total_mean_us,"
       "mean_batch_size,batch_sizes,error_counts\n";
   for (const PerfPoint& p : points) {
     absl::StrAppendFormat(
         &out,
-        "%s,%.6g,%d,%d,%.3f,%d,%d,%d,%.3f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,"
+        "%s,%.6g,%d,%d,%.3f,%d,%d,%d,%.3f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,"
         "%.1f,%.1f,%.3f,%s,%s\n",
         p.mode, p.load, p.batch, p.connections, p.seconds, p.ok, p.errors, p.not_sent, p.throughput,
-        p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us, p.latency_max_us,
-        p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
+        p.latency_mean_us, p.latency_p50_us, p.latency_p90_us, p.latency_p99_us, p.latency_p999_us,
+        p.latency_max_us, p.server_queue_mean_us, p.server_queue_p50_us, p.server_compute_mean_us,
         p.server_compute_p50_us, p.server_total_mean_us, p.mean_batch_size(),
         CsvField(Histogram(p.batch_sizes, ";")), CsvField(Errors(p)));
   }

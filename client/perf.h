@@ -51,6 +51,7 @@ struct PerfPoint {
   double latency_p50_us = 0;
   double latency_p90_us = 0;
   double latency_p99_us = 0;
+  double latency_p999_us = 0;  // the tail that a stall of a few ms in every few seconds shows in
   double latency_max_us = 0;
   // From ForwardResponse.timing.
   double server_queue_mean_us = 0;

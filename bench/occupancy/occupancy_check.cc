@@ -9,6 +9,9 @@
 //     never loaded, detached by the sampler, and attached (as it stayed between samples before)
 //   occupancy_check reattach-STRATEGY N C H W K R S STRIDE PAD   # whether the profiler comes
 //     back after cuptiFinalize, and the host time of a launch in each state (Reattach below)
+//   occupancy_check stall    N C H W K R S STRIDE PAD   # what arming and disarming a sample
+//     cost the other threads: lanes launch and wait as the executor's do while the sampler
+//     takes a sample a second; each CUPTI step with the lane iterations it overlapped (Stall)
 //
 // fp16, NHWC in and out, heuristic (untuned) configuration, random data.
 #include <cuda_runtime.h>
@@ -16,6 +19,7 @@
 #include <cupti_profiler_target.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +28,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kernels/conv_engine.h"
 #include "kernels/conv_problem.h"
 #include "server/metrics/cupti_attachment.h"
@@ -116,9 +122,137 @@ int Reattach(const std::string& strategy, Phase phase) {
   return 0;
 }
 
+// One lane iteration of Stall: a launch (through SampledLaunch, as the executor's lanes do) and
+// the wait for it.
+struct LaneIteration {
+  absl::Time begin;
+  absl::Time end;
+  bool sampled = false;
+  double ms() const { return absl::ToDoubleMilliseconds(end - begin); }
+};
+struct SamplerStep {
+  std::string name;
+  absl::Time begin;
+  absl::Time end;
+};
+
+// kStallLanes threads launch `run` on their own streams back to back for kStallSeconds while the
+// sampler (a sample a second) arms, samples and disarms; then, for each CUPTI step, how long it
+// took and the longest lane iteration that overlapped it, against the iterations that overlapped
+// no step. A step that stalls other threads' CUDA calls shows as iterations as long as itself.
+template <typename Run>
+int Stall(Run run, const std::string& config, int64_t output_bytes, int64_t workspace_bytes) {
+  constexpr int kStallLanes = 4;
+  constexpr absl::Duration kStallSeconds = absl::Seconds(6);
+  absl::Mutex steps_mu;
+  std::vector<SamplerStep> steps;
+  OccupancySamplerOptions options;
+  options.interval = absl::Seconds(1);
+  options.on_step = [&](std::string_view name, absl::Time begin, absl::Time end) {
+    absl::MutexLock lock(&steps_mu);
+    steps.push_back({std::string(name), begin, end});
+  };
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  if (!sampler->enabled()) return Fail("sampler off: " + sampler->disabled_reason());
+  {
+    absl::MutexLock lock(&steps_mu);
+    steps.clear();  // Create's probe, before any lane ran
+  }
+
+  absl::Mutex launch_mu;  // the executor's: shared per launch, exclusive for the sampled one
+  std::vector<std::vector<LaneIteration>> lanes(kStallLanes);
+  std::vector<double> achieved;
+  absl::Mutex achieved_mu;
+  std::atomic<bool> failed{false};
+  const absl::Time stop_at = absl::Now() + kStallSeconds;
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < kStallLanes; ++lane) {
+    threads.emplace_back([&, lane] {
+      cudaStream_t stream = nullptr;
+      void *output = nullptr, *workspace = nullptr;
+      if (cudaStreamCreate(&stream) != cudaSuccess ||
+          cudaMalloc(&output, output_bytes) != cudaSuccess ||
+          cudaMalloc(&workspace, std::max<int64_t>(workspace_bytes, 1)) != cudaSuccess) {
+        failed = true;
+        return;
+      }
+      while (absl::Now() < stop_at && !failed) {
+        LaneIteration it;
+        it.begin = absl::Now();
+        {
+          SampledLaunch launch(sampler.get(), &launch_mu, config, stream);
+          if (!run(output, workspace, stream).ok()) failed = true;
+          it.sampled = launch.sampling();
+          absl::StatusOr<double> value = launch.Finish();
+          if (value.ok()) {
+            absl::MutexLock lock(&achieved_mu);
+            achieved.push_back(100.0 * *value);
+          }
+        }
+        if (cudaStreamSynchronize(stream) != cudaSuccess) failed = true;
+        it.end = absl::Now();
+        lanes[lane].push_back(it);
+      }
+      cudaFree(output);
+      cudaFree(workspace);
+      cudaStreamDestroy(stream);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  sampler->WaitUntilDisarmed();
+  if (failed) return Fail("a lane's launch failed");
+
+  absl::MutexLock lock(&steps_mu);
+  std::vector<double> free_ms;  // iterations that overlapped no step and took no sample
+  size_t total = 0;
+  for (const auto& lane : lanes) {
+    total += lane.size();
+    for (const LaneIteration& it : lane) {
+      const bool overlaps = std::any_of(steps.begin(), steps.end(), [&](const SamplerStep& st) {
+        return it.begin < st.end && st.begin < it.end;
+      });
+      if (!overlaps && !it.sampled) free_ms.push_back(it.ms());
+    }
+  }
+  if (free_ms.empty()) return Fail("no lane iteration outside the sampler's steps");
+  std::sort(free_ms.begin(), free_ms.end());
+  std::printf(
+      "stall: %d lanes, %zu iterations; outside the steps (%zu): median %.3f ms  p99 %.3f ms  "
+      "max %.3f ms\n",
+      kStallLanes, total, free_ms.size(), free_ms[free_ms.size() / 2],
+      free_ms[free_ms.size() * 99 / 100], free_ms.back());
+  for (const auto& lane : lanes) {
+    for (const LaneIteration& it : lane) {
+      if (it.sampled) std::printf("stall: sampled launch, its lane's iteration %.3f ms\n", it.ms());
+    }
+  }
+  std::sort(steps.begin(), steps.end(),
+            [](const SamplerStep& a, const SamplerStep& b) { return a.begin < b.begin; });
+  for (const SamplerStep& st : steps) {
+    double longest = 0;
+    int overlapping = 0, inside = 0;
+    for (const auto& lane : lanes) {
+      for (const LaneIteration& it : lane) {
+        if (!(it.begin < st.end && st.begin < it.end)) continue;
+        ++overlapping;
+        if (it.begin >= st.begin && it.end <= st.end) ++inside;
+        longest = std::max(longest, it.ms());
+      }
+    }
+    std::printf(
+        "stall: step %-20s %9.3f ms  lane iterations overlapping %6d (inside %6d), longest "
+        "%9.3f ms\n",
+        st.name.c_str(), absl::ToDoubleMilliseconds(st.end - st.begin), overlapping, inside,
+        longest);
+  }
+  for (double value : achieved) std::printf("stall: achieved_pct %.2f\n", value);
+  return achieved.empty() ? Fail("no sample was taken") : 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc != 11) {
-    return Fail("usage: occupancy_check sampler|plain N C H W K R S STRIDE PAD");
+    return Fail(
+        "usage: occupancy_check sampler|plain|tax|stall|reattach-S N C H W K R S STRIDE PAD");
   }
   const std::string mode = argv[1];
   int64_t v[9];
@@ -184,9 +318,18 @@ int Main(int argc, char** argv) {
     }
     return cudaStreamSynchronize(stream) == cudaSuccess ? 0 : Fail("launch failed");
   }
+  if (mode == "stall") {
+    return Stall(
+        [&](void* output, void* workspace, cudaStream_t lane_stream) {
+          return (*engine)->Run(problem, *launch, **packed, d_input, output, workspace,
+                                lane_stream);
+        },
+        launch->config_name, problem.output_bytes(), launch->workspace_bytes);
+  }
   const bool reattach = mode.rfind("reattach-", 0) == 0;
   if (mode != "sampler" && mode != "tax" && !reattach) {
-    return Fail("mode must be sampler, plain, tax or reattach-{none,subscribe,timestamp,sleep}");
+    return Fail(
+        "mode must be sampler, plain, tax, stall or reattach-{none,subscribe,timestamp,sleep}");
   }
 
   if (mode == "tax" || reattach) {

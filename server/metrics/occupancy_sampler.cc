@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -77,14 +78,36 @@ struct OccupancySampler::Cupti {
   std::vector<uint8_t> counter_data;
   CUpti_RangeProfiler_Object* range = nullptr;  // set only while a sample is being taken
   bool session = false;  // cuptiRangeProfilerStart called, cuptiRangeProfilerStop not yet
+  // OccupancySamplerOptions::on_step, or null.
+  const std::function<void(std::string_view, absl::Time, absl::Time)>* on_step = nullptr;
 
   ~Cupti() { Detach().IgnoreError(); }
+
+  // Runs `step` and tells on_step how long it took.
+  template <typename Step>
+  auto Timed(std::string_view name, Step step) {
+    const absl::Time begin = absl::Now();
+    if constexpr (std::is_void_v<decltype(step())>) {
+      step();
+      if (on_step != nullptr && *on_step) (*on_step)(name, begin, absl::Now());
+    } else {
+      auto result = step();
+      if (on_step != nullptr && *on_step) (*on_step)(name, begin, absl::Now());
+      return result;
+    }
+  }
 
   // Attaches CUPTI for a sample and builds the host object and the configuration for the metric.
   absl::Status Attach() {
     if (attached) return absl::OkStatus();
-    if (absl::Status s = CuptiAttachment::Acquire(); !s.ok()) return s;
+    if (absl::Status s = Timed("profiler_initialize", CuptiAttachment::Acquire); !s.ok()) return s;
     attached = true;
+    return Timed("host_config", [this] { return BuildHostConfig(); });
+  }
+
+  // The host object and the configuration image for the metric (host work; needs CUPTI attached
+  // for the chip's counters the first time).
+  absl::Status BuildHostConfig() {
     if (counter_availability.empty()) {
       if (absl::Status s = FindChipAndCounters(); !s.ok()) return s;
     }
@@ -155,7 +178,7 @@ struct OccupancySampler::Cupti {
   // Undoes Attach (whatever part of it succeeded); the status says whether CUPTI left.
   absl::Status Detach() {
     if (!attached) return absl::OkStatus();
-    DisableRange();
+    if (range != nullptr) Timed("range_disable", [this] { DisableRange(); });
     if (host != nullptr) {
       CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_Deinitialize_Params, params);
       params.pHostObject = host;
@@ -163,13 +186,16 @@ struct OccupancySampler::Cupti {
       host = nullptr;
     }
     attached = false;
-    return CuptiAttachment::Release();
+    return Timed("detach", CuptiAttachment::Release);
   }
 
   const char* metric() const { return OccupancySampler::kMetricName; }
 
   // Enables the range profiler on the context and arms it for one range in one pass.
   absl::Status EnableRange() {
+    return Timed("range_enable", [this] { return EnableAndConfigureRange(); });
+  }
+  absl::Status EnableAndConfigureRange() {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Enable_Params, enable);
     enable.ctx = context;
     if (absl::Status s = CuptiStatus(cuptiRangeProfilerEnable(&enable), "cuptiRangeProfilerEnable");
@@ -237,7 +263,11 @@ struct OccupancySampler::Cupti {
   absl::Status StartSession() {
     CONVSERVE_CUPTI_PARAMS(CUpti_RangeProfiler_Start_Params, start);
     start.pRangeProfilerObject = range;
-    if (absl::Status s = CuptiStatus(cuptiRangeProfilerStart(&start), "cuptiRangeProfilerStart");
+    if (absl::Status s = Timed("pass_start",
+                               [&start] {
+                                 return CuptiStatus(cuptiRangeProfilerStart(&start),
+                                                    "cuptiRangeProfilerStart");
+                               });
         !s.ok()) {
       return s;
     }
@@ -374,6 +404,7 @@ absl::Status OccupancySampler::Initialize() {
   }
 
   c.device = options_.device;
+  c.on_step = &options_.on_step;
   absl::Status probe = c.Attach();
   CONVSERVE_CUPTI_PARAMS(CUpti_Profiler_Host_GetNumOfPasses_Params, passes);
   passes.configImageSize = c.config_image.size();

@@ -67,6 +67,12 @@ struct OccupancySamplerOptions {
   // Where the sampler's log lines go: one when it starts, one saying why it turned itself off
   // (`warning` true). Default: stderr.
   std::function<void(bool warning, std::string_view line)> log;
+  // Told of each CUPTI step taken to arm and disarm, with when it began and ended, on the thread
+  // that took it (the worker; Create's probe too): "profiler_initialize", "host_config",
+  // "range_enable", "pass_start" to arm; "range_disable", "detach" (profiler deinitialized,
+  // CUPTI finalized) to disarm. For tools that measure what a sample costs the other threads'
+  // CUDA calls (occupancy_check stall). Default: none.
+  std::function<void(std::string_view step, absl::Time begin, absl::Time end)> on_step;
 };
 
 // One per device. Thread-safe; Begin, EndRange and Collect (or End) come from the thread whose

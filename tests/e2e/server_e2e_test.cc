@@ -358,6 +358,12 @@ TEST(ServerE2eTest, PerfReportsThroughputLatencyAndBatchesTuneNeedsGpu) {
     ASSERT_EQ(fields.size(), columns.size()) << line;
     EXPECT_GT(std::stod(fields[column("throughput_rps")]), 0) << line;
     EXPECT_GT(std::stod(fields[column("latency_p99_us")]), 0) << line;
+    EXPECT_LE(std::stod(fields[column("latency_p99_us")]),
+              std::stod(fields[column("latency_p999_us")]))
+        << line;
+    EXPECT_LE(std::stod(fields[column("latency_p999_us")]),
+              std::stod(fields[column("latency_max_us")]))
+        << line;
     EXPECT_EQ(std::stoi(fields[column("errors")]), 0) << line;
     EXPECT_FALSE(fields[column("batch_sizes")].empty()) << line;
     ++rows;
