@@ -71,8 +71,9 @@ struct PerfPoint {
 PerfPoint RunClosedLoop(absl::Span<Client* const> clients,
                         absl::Span<const convserve::v1::ForwardRequest> requests, int concurrency,
                         const PerfSettings& settings);
-// Sends `rate` requests per second, evenly spaced, for warmup + duration; the i-th sent is
-// requests[i % requests.size()] on clients[i % clients.size()].
+// Sends `rate` requests per second, evenly spaced, for warmup + duration; the i-th due is
+// requests[i % requests.size()] on clients[i % clients.size()], each Client's share sent by a
+// thread of its own. A request due while max_outstanding are in flight is counted not sent.
 PerfPoint RunOpenLoop(absl::Span<Client* const> clients,
                       absl::Span<const convserve::v1::ForwardRequest> requests, double rate,
                       const PerfSettings& settings);

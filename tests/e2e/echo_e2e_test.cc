@@ -120,6 +120,11 @@ TEST(EchoE2eTest, PerfMeasuresTheTransportFloor) {
     EXPECT_GT(fields.at("throughput_rps").number_value(), 0) << json.str();
     EXPECT_EQ(fields.at("errors").number_value(), 0) << json.str();
     EXPECT_GT(fields.at("latency_us").struct_value().fields().at("p50").number_value(), 0);
+    if (fields.at("mode").string_value() == "rate") {
+      // The senders (one per connection) keep to the schedule: 50 a second, no more, no less.
+      EXPECT_NEAR(fields.at("ok").number_value(), 50, 10) << json.str();
+      EXPECT_EQ(fields.at("not_sent").number_value(), 0) << json.str();
+    }
     // The echo answers each request alone, so the batch it reports is the request's own N.
     const auto& batches = fields.at("batch_sizes").struct_value().fields();
     ASSERT_EQ(batches.size(), 1u) << json.str();
