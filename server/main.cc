@@ -125,10 +125,11 @@ ABSL_FLAG(bool, pin_shared_memory, kDefaults.pin_shared_memory,
           "with --allow_shared_memory on a GPU: page-lock each registered region so that its "
           "tensors are copied straight between it and the GPU; off: the server reads and "
           "writes them itself");
-ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, occupancy_sample_interval, absl::Seconds(60),
           "how often one GPU launch's achieved occupancy is measured with CUPTI (at most one "
-          "launch per interval; arming a sample can stall other launches ~100 ms on an H100); "
-          "0 turns the sampler off");
+          "launch per interval, and only after the GPU went 100 ms without a launch: starting "
+          "and ending a sample stall every CUDA call ~105 ms on an H100); 0 turns the sampler "
+          "off");
 
 int main(int argc, char** argv) {
   convserve::KeepLargeBuffersMapped();

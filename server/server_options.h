@@ -62,7 +62,7 @@ struct ServerOptions {
   SecurityOptions security;
   TransportOptions transport;
   // How often the CUPTI sampler measures one GPU launch's achieved occupancy; <= 0 turns it off.
-  int64_t occupancy_sample_interval_ms = 10000;
+  int64_t occupancy_sample_interval_ms = 60000;
   // Issue each batch's kernels and copy out as one CUDA graph launch (captured per problem).
   bool cuda_graphs = true;
   // Batches in flight on each GPU at once, each lane with its own stream, staging buffers and

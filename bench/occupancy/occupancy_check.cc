@@ -148,6 +148,7 @@ int Stall(Run run, const std::string& config, int64_t output_bytes, int64_t work
   std::vector<SamplerStep> steps;
   OccupancySamplerOptions options;
   options.interval = absl::Seconds(1);
+  options.quiet_period = absl::ZeroDuration();  // the lanes never pause: arm into their launches
   options.on_step = [&](std::string_view name, absl::Time begin, absl::Time end) {
     absl::MutexLock lock(&steps_mu);
     steps.push_back({std::string(name), begin, end});

@@ -371,9 +371,11 @@ std::unique_ptr<OccupancySampler> OccupancySampler::Create(OccupancySamplerOptio
   if (sampler->options_.metrics != nullptr) {
     sampler->options_.metrics->SetOccupancySamplerEnabled(sampler->options_.device_label, true);
   }
-  sampler->options_.log(false, absl::StrCat("occupancy sampler on ", sampler->options_.device_label,
-                                            " (", sampler->cupti_->chip, "): one launch every ",
-                                            absl::FormatDuration(sampler->options_.interval)));
+  sampler->options_.log(
+      false, absl::StrCat("occupancy sampler on ", sampler->options_.device_label, " (",
+                          sampler->cupti_->chip, "): one launch every ",
+                          absl::FormatDuration(sampler->options_.interval), " at most, after ",
+                          absl::FormatDuration(sampler->options_.quiet_period), " without one"));
   sampler->worker_ = std::thread([raw = sampler.get()] { raw->WorkerLoop(); });
   return sampler;
 }
@@ -460,6 +462,7 @@ std::string OccupancySampler::disabled_reason() const {
 bool OccupancySampler::ShouldSample(std::string_view kernel_config) {
   if (!enabled()) return false;
   const absl::Time now = absl::Now();
+  last_launch_ns_.store(absl::ToUnixNanos(now), std::memory_order_relaxed);
   if (!armed_.load(std::memory_order_acquire)) {
     if (policy_.Due(now)) RequestArming();
     return false;
@@ -517,6 +520,7 @@ void OccupancySampler::WorkerLoop() {
       phase_mu_.Await(absl::Condition(&wake));
       if (stopping_ || off_) break;
     }
+    if (!WaitForQuiet(absl::InfiniteDuration())) break;
     absl::Status armed = cupti_->Attach();
     if (armed.ok()) armed = cupti_->EnableRange();
     if (armed.ok()) armed = cupti_->StartSession();
@@ -547,6 +551,7 @@ void OccupancySampler::WorkerLoop() {
       phase_ = Phase::kDisarming;
     }
     if (!sampled) policy_.Postpone(absl::Now());
+    WaitForQuiet(kDisarmQuietWait);  // stopping: detach now
     Detach();
     {
       absl::MutexLock lock(&phase_mu_);
@@ -557,6 +562,21 @@ void OccupancySampler::WorkerLoop() {
   absl::MutexLock lock(&phase_mu_);
   phase_ = Phase::kDetached;
   worker_done_ = true;
+}
+
+bool OccupancySampler::WaitForQuiet(absl::Duration limit) {
+  const absl::Time deadline = absl::Now() + limit;
+  absl::MutexLock lock(&phase_mu_);
+  while (!stopping_) {
+    const absl::Time now = absl::Now();
+    const absl::Time quiet_at =
+        absl::FromUnixNanos(last_launch_ns_.load(std::memory_order_relaxed)) +
+        options_.quiet_period;
+    if (now >= quiet_at || now >= deadline) return true;
+    // Sleeps until the launch seen last would be quiet_period old; a later launch moves that on.
+    phase_mu_.AwaitWithDeadline(absl::Condition(&stopping_), std::min(quiet_at, deadline));
+  }
+  return false;
 }
 
 void OccupancySampler::Detach() {

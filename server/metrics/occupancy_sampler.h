@@ -8,6 +8,13 @@
 // sampler does that (and the detaching) when a sample is due, and the launch that is sampled only
 // pushes and pops its range.
 //
+// Two of those calls hold up every CUDA call of the process while they run: starting the pass
+// (61-103 ms on the H100) and disabling the profiler (35-41 ms;
+// bench/results/2026-12-08_arming_stall). So the worker arms, and disarms, only once the device
+// has seen no launch for `quiet_period`: a device that never pauses is never sampled, rather than
+// stalled. (The sampled launch runs alone with the other lanes held, so its figure does not
+// depend on the load it was taken under.)
+//
 // Where profiling is impossible (no permission to read GPU counters, another profiler holding
 // them, a metric that would need several passes) the sampler turns itself off, logs why once and
 // reports convserve_occupancy_sampler_enabled 0.
@@ -61,9 +68,12 @@ class OccupancySamplePolicy {
 
 struct OccupancySamplerOptions {
   int device = 0;                               // CUDA device ordinal
-  absl::Duration interval = absl::Seconds(10);  // --occupancy_sample_interval
-  std::string device_label;                     // the metrics' device label, e.g. "cuda:0"
-  Metrics* metrics = nullptr;                   // may be null; must outlive the sampler
+  absl::Duration interval = absl::Seconds(60);  // --occupancy_sample_interval
+  // How long the device must have gone without a launch before the worker arms or disarms (see
+  // the top of this file). Zero: at once (for tools that measure the stall itself).
+  absl::Duration quiet_period = absl::Milliseconds(100);
+  std::string device_label;    // the metrics' device label, e.g. "cuda:0"
+  Metrics* metrics = nullptr;  // may be null; must outlive the sampler
   // Where the sampler's log lines go: one when it starts, one saying why it turned itself off
   // (`warning` true). Default: stderr.
   std::function<void(bool warning, std::string_view line)> log;
@@ -110,8 +120,11 @@ class OccupancySampler {
   absl::StatusOr<double> End(CUstream_st* stream);
 
   // For tools and tests, which sample on demand: asks the worker to arm now, whatever the
-  // interval, and waits until it has (true), or it failed or `timeout` passed (false).
+  // interval, and waits until it has (true), or it failed or `timeout` passed (false). The worker
+  // still waits for the quiet period first.
   bool ArmAndWait(absl::Duration timeout);
+  // Whether the worker has armed CUPTI and the next due launch would be sampled; for tests.
+  bool armed() const { return armed_.load(std::memory_order_acquire); }
   // Waits until the worker has detached CUPTI after a sample.
   void WaitUntilDisarmed();
 
@@ -125,12 +138,18 @@ class OccupancySampler {
   // kSampled.
   enum class Phase { kDetached, kArming, kArmed, kSampling, kSampled, kDisarming };
   static constexpr absl::Duration kArmedWindow = absl::Seconds(1);
+  // After a sample the worker waits this long at most for a quiet period to disarm in; past it,
+  // it disarms anyway, since while CUPTI stays attached every launch pays its hooks.
+  static constexpr absl::Duration kDisarmQuietWait = absl::Seconds(10);
 
   explicit OccupancySampler(OccupancySamplerOptions options);
   absl::Status Initialize();
   absl::Status Disable(absl::Status why);
   void RequestArming();
   void WorkerLoop();
+  // Returns once no launch has been seen for options_.quiet_period (true), `limit` has passed
+  // (true), or the sampler is stopping (false).
+  bool WaitForQuiet(absl::Duration limit);
   // Detaches CUPTI, logging once when it stays.
   void Detach();
 
@@ -149,6 +168,8 @@ class OccupancySampler {
   bool worker_done_ ABSL_GUARDED_BY(phase_mu_) = false;
   std::atomic<bool> armed_{false};             // phase_ == kArmed, read without the mutex
   std::atomic<bool> arming_requested_{false};  // from a request until back to kDetached
+  // When ShouldSample last saw a launch (Unix nanoseconds); what WaitForQuiet watches.
+  std::atomic<int64_t> last_launch_ns_{0};
   // The sampling thread's own: whether its range is open, and the sample's status so far.
   bool range_open_ = false;
   absl::Status sample_status_;

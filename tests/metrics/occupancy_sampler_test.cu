@@ -179,13 +179,15 @@ TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
             std::string::npos);
 }
 
-// The server's path: no sampled launch waits for CUPTI. A launch that finds a sample due asks
-// the worker to arm and is not sampled; a later launch is, once the worker has armed. An arming
-// that no launch takes is given back.
-TEST(OccupancySamplerTest, ArmsOnTheWorkerAndSamplesALaterLaunch) {
+// The server's path: no sampled launch waits for CUPTI, and CUPTI's stalling calls wait for a
+// pause in the launches. A launch that finds a sample due asks the worker to arm and is not
+// sampled; the worker arms only once no launch came for the quiet period, and a later launch is
+// sampled. An arming that no launch takes is given back.
+TEST(OccupancySamplerTest, ArmsOnTheWorkerInAPauseAndSamplesALaterLaunch) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU";
   OccupancySamplerOptions options;
   options.interval = absl::ZeroDuration();
+  options.quiet_period = absl::Milliseconds(100);
   std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
   if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
     GTEST_SKIP() << sampler->disabled_reason();
@@ -196,16 +198,24 @@ TEST(OccupancySamplerTest, ArmsOnTheWorkerAndSamplesALaterLaunch) {
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
 
+  // A launch every millisecond for 600 ms: a sample is due all along, and never armed.
   EXPECT_FALSE(sampler->ShouldSample("spin"));
-  const absl::Time asked = absl::Now();
-  bool picked = false;
-  while (!picked && absl::Now() - asked < absl::Seconds(30)) {
-    picked = sampler->ShouldSample("spin");
-    if (!picked) absl::SleepFor(absl::Milliseconds(1));
+  const absl::Time busy_from = absl::Now();
+  while (absl::Now() - busy_from < absl::Milliseconds(600)) {
+    ASSERT_FALSE(sampler->ShouldSample("spin"));
+    ASSERT_FALSE(sampler->armed());
+    absl::SleepFor(absl::Milliseconds(1));
   }
-  ASSERT_TRUE(picked) << sampler->disabled_reason();
-  std::printf("armed %.0f ms after the first launch asked\n",
-              absl::ToDoubleMilliseconds(absl::Now() - asked));
+  // The launches stop: the worker arms after the quiet period.
+  const absl::Time last_launch = absl::Now();
+  while (!sampler->armed() && absl::Now() - last_launch < absl::Seconds(30)) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_TRUE(sampler->armed()) << sampler->disabled_reason();
+  const absl::Duration paused = absl::Now() - last_launch;
+  std::printf("armed %.0f ms after the last launch\n", absl::ToDoubleMilliseconds(paused));
+  EXPECT_GE(paused, absl::Milliseconds(100));
+  ASSERT_TRUE(sampler->ShouldSample("spin")) << sampler->disabled_reason();
   ASSERT_TRUE(sampler->Begin(stream).ok());
   Spin<<<1, 32, 0, stream>>>(100'000, sink);
   absl::StatusOr<double> value = sampler->End(stream);
