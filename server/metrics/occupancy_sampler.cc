@@ -534,13 +534,18 @@ void OccupancySampler::WorkerLoop() {
       absl::MutexLock lock(&phase_mu_);
       phase_ = Phase::kArmed;
       armed_.store(true, std::memory_order_release);
-      // The next launch of a due configuration takes the sample, normally within microseconds.
-      // When none comes (traffic stopped, or only configurations the rotation skips run), CUPTI
-      // goes back after kArmedWindow and the sample waits an interval.
+      // The next launch of a due configuration takes the sample. As arming waited for a lull,
+      // that is the first launch after it, however long the lull lasts: an idle device pays
+      // nothing for CUPTI. When launches come but none is due (the rotation skips their
+      // configurations) for kArmedWindow, CUPTI goes back and the sample waits an interval.
       auto taken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {
         return phase_ != Phase::kArmed || stopping_;
       };
-      phase_mu_.AwaitWithTimeout(absl::Condition(&taken), kArmedWindow);
+      while (true) {
+        const int64_t window_start_ns = absl::ToUnixNanos(absl::Now());
+        if (phase_mu_.AwaitWithTimeout(absl::Condition(&taken), kArmedWindow)) break;
+        if (last_launch_ns_.load(std::memory_order_relaxed) >= window_start_ns) break;
+      }
       armed_.store(false, std::memory_order_relaxed);
       // A launch that took the sample finishes it, even while stopping.
       auto finished = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(phase_mu_) {

@@ -134,8 +134,8 @@ class OccupancySampler {
  private:
   struct Cupti;  // the CUPTI objects; defined in the .cc so users need no CUPTI headers
   // Where CUPTI is: the worker moves it kArming -> kArmed and, after a sample (or kArmedWindow
-  // without one), kDisarming -> kDetached; the sampled launch moves it kArmed -> kSampling ->
-  // kSampled.
+  // of launches none of which was due), kDisarming -> kDetached; the sampled launch moves it kArmed
+  // -> kSampling -> kSampled.
   enum class Phase { kDetached, kArming, kArmed, kSampling, kSampled, kDisarming };
   static constexpr absl::Duration kArmedWindow = absl::Seconds(1);
   // After a sample the worker waits this long at most for a quiet period to disarm in; past it,

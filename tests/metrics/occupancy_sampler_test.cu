@@ -223,9 +223,46 @@ TEST(OccupancySamplerTest, ArmsOnTheWorkerInAPauseAndSamplesALaterLaunch) {
   EXPECT_GT(*value, 0.0);
   sampler->WaitUntilDisarmed();
   EXPECT_FALSE(sampler->ShouldSample("spin"));  // detached again: it asks, and is not sampled
+  EXPECT_TRUE(sampler->enabled());
+  cudaStreamDestroy(stream);
+  cudaFree(sink);
+}
+
+// While the device is idle an armed sampler stays armed, for the first launch after the lull.
+// When launches come but none is due (here: the configuration was sampled within the interval)
+// it gives CUPTI back after the armed window.
+TEST(OccupancySamplerTest, StaysArmedWhileIdleAndGivesBackWhenNoLaunchIsDue) {
+  if (!HaveGpu()) GTEST_SKIP() << "no GPU";
+  OccupancySamplerOptions options;
+  options.interval = absl::Hours(1);
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
+    GTEST_SKIP() << sampler->disabled_reason();
+  }
+  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
+  int* sink = nullptr;
+  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
 
   ASSERT_TRUE(sampler->ArmAndWait(absl::Seconds(30))) << sampler->disabled_reason();
-  sampler->WaitUntilDisarmed();  // after the armed window, with no launch
+  ASSERT_TRUE(sampler->ShouldSample("spin"));
+  ASSERT_TRUE(sampler->Begin(stream).ok());
+  Spin<<<1, 32, 0, stream>>>(100'000, sink);
+  ASSERT_TRUE(sampler->End(stream).ok());
+  sampler->WaitUntilDisarmed();
+
+  ASSERT_TRUE(sampler->ArmAndWait(absl::Seconds(30))) << sampler->disabled_reason();
+  absl::SleepFor(absl::Milliseconds(1500));  // longer than the armed window, with no launch
+  EXPECT_TRUE(sampler->armed());
+  const absl::Time launching = absl::Now();
+  while (sampler->armed() && absl::Now() - launching < absl::Seconds(30)) {
+    ASSERT_FALSE(sampler->ShouldSample("spin"));  // sampled a moment ago: due in an hour
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_FALSE(sampler->armed());
+  EXPECT_LT(absl::Now() - launching, absl::Seconds(3));
+  sampler->WaitUntilDisarmed();
   EXPECT_TRUE(sampler->enabled());
   cudaStreamDestroy(stream);
   cudaFree(sink);

@@ -5,8 +5,8 @@
 # 2. sides in SIDES order, each "server:interval:name" (server bl = 4f25eb6's, dt = this tree's):
 #    the eager demo layer, tensors in the client's GPU memory, 8 connections, open loop at RATE
 #    req/s for DURATION_S s (the client sends from a thread per connection since 3014f0c); then a
-#    second's pause and a second of c = 1 traffic, so that a sampler that waits for a pause gets
-#    one, and the metrics page after it.
+#    pause of PAUSE_S (1) s and a second of c = 1 traffic, so that a sampler that waits for a
+#    pause gets one, and the metrics page after it.
 # Bundle .gpu/aq: as run 1's (the header of device_run.sh), from this tree, plus
 #   mkdir .gpu/aq/bl; cp .gpu/as/bin/convserve-server .gpu/aq/bl/   (4f25eb6's server)
 # device: carry [".gpu/aq.tar.xz"]: COMMIT=<sha> bash bench/results/2026-12-08_arming_stall/device_run2.sh
@@ -35,7 +35,7 @@ for side in ${SIDES:-bl:5s:bl_1 dt:5s:dt_1 dt:0:off dt:5s:dt_2 bl:5s:bl_2}; do
   [ "$server" = bl ] && PATH=$PWD/.gpu/${B:-aq}/bl:$base_path
   open_loop() {
     perf "$name" "$target" eager "" --rate="$RATE" --cuda_shared_memory=0
-    sleep 1
+    sleep "${PAUSE_S:-1}"
     DURATION_S=1 WARMUP_S=0 perf "${name}_after" "$target" eager 1 --cuda_shared_memory=0 >/dev/null
     sleep 0.5
     curl -s http://127.0.0.1:50053/metrics >"$logs/metrics_$name.txt" 2>/dev/null
