@@ -99,6 +99,33 @@ __global__ void Spin(long long cycles, int* sink) {
   if (x == 42) sink[0] = scratch[0];
 }
 
+// A stream and a word for Spin to write, released at scope exit.
+struct SpinStream {
+  SpinStream() {
+    EXPECT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
+    EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  }
+  ~SpinStream() {
+    cudaStreamDestroy(stream);
+    cudaFree(sink);
+  }
+  int* sink = nullptr;
+  cudaStream_t stream = nullptr;
+};
+
+// The GPU tests' sampler; null, with the reason in *skip, where this machine may not read GPU
+// counters (the driver keeps them to admin users). Any other failure to start fails the test.
+std::unique_ptr<OccupancySampler> CreateOrSkip(const OccupancySamplerOptions& options,
+                                               std::string* skip) {
+  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
+  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
+    *skip = sampler->disabled_reason();
+    return nullptr;
+  }
+  EXPECT_TRUE(sampler->enabled()) << sampler->disabled_reason();
+  return sampler;
+}
+
 struct Shape {
   int threads;
   int shared_bytes;
@@ -119,10 +146,9 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
                                                           shape.shared_bytes),
             cudaSuccess);
   *theoretical = double(blocks_per_sm * shape.threads) / max_threads;
-  int* sink = nullptr;
-  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  SpinStream spin;
+  int* sink = spin.sink;
+  cudaStream_t stream = spin.stream;
   // Printed, to see what a sample costs: arming on the worker (attach CUPTI, enable the range
   // profiler, start its pass), then on the sampled launch's thread Begin (waits for the device to
   // drain, opens the range) and End (waits for the stream, closes and decodes the range), then
@@ -148,8 +174,6 @@ void Measure(OccupancySampler& sampler, const Shape& shape, double* achieved, do
       absl::ToDoubleMicroseconds(begin - arm), absl::ToDoubleMicroseconds(begin_took),
       absl::ToDoubleMicroseconds(ended - begin), absl::ToDoubleMicroseconds(absl::Now() - ended));
   *achieved = *value;
-  cudaStreamDestroy(stream);
-  cudaFree(sink);
 }
 
 TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
@@ -159,11 +183,10 @@ TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
   OccupancySamplerOptions options;
   options.metrics = metrics->get();
   options.interval = absl::ZeroDuration();
-  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
-  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
-    GTEST_SKIP() << sampler->disabled_reason();
-  }
-  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
+  std::string skip;
+  std::unique_ptr<OccupancySampler> sampler = CreateOrSkip(options, &skip);
+  if (sampler == nullptr) GTEST_SKIP() << skip;
+  ASSERT_TRUE(sampler->enabled());
   // A full SM, and one where shared memory caps it at two blocks of 128 threads; each twice, as
   // every sample attaches CUPTI anew after the previous one detached it.
   for (const Shape& shape :
@@ -188,15 +211,13 @@ TEST(OccupancySamplerTest, ArmsOnTheWorkerInAPauseAndSamplesALaterLaunch) {
   OccupancySamplerOptions options;
   options.interval = absl::ZeroDuration();
   options.quiet_period = absl::Milliseconds(100);
-  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
-  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
-    GTEST_SKIP() << sampler->disabled_reason();
-  }
-  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
-  int* sink = nullptr;
-  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  std::string skip;
+  std::unique_ptr<OccupancySampler> sampler = CreateOrSkip(options, &skip);
+  if (sampler == nullptr) GTEST_SKIP() << skip;
+  ASSERT_TRUE(sampler->enabled());
+  SpinStream spin;
+  int* sink = spin.sink;
+  cudaStream_t stream = spin.stream;
 
   // A launch every millisecond for 600 ms: a sample is due all along, and never armed.
   EXPECT_FALSE(sampler->ShouldSample("spin"));
@@ -224,8 +245,6 @@ TEST(OccupancySamplerTest, ArmsOnTheWorkerInAPauseAndSamplesALaterLaunch) {
   sampler->WaitUntilDisarmed();
   EXPECT_FALSE(sampler->ShouldSample("spin"));  // detached again: it asks, and is not sampled
   EXPECT_TRUE(sampler->enabled());
-  cudaStreamDestroy(stream);
-  cudaFree(sink);
 }
 
 // While the device is idle an armed sampler stays armed, for the first launch after the lull.
@@ -235,15 +254,13 @@ TEST(OccupancySamplerTest, StaysArmedWhileIdleAndGivesBackWhenNoLaunchIsDue) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU";
   OccupancySamplerOptions options;
   options.interval = absl::Hours(1);
-  std::unique_ptr<OccupancySampler> sampler = OccupancySampler::Create(options);
-  if (!sampler->enabled() && sampler->disabled_reason().find("PERMISSION_DENIED") == 0) {
-    GTEST_SKIP() << sampler->disabled_reason();
-  }
-  ASSERT_TRUE(sampler->enabled()) << sampler->disabled_reason();
-  int* sink = nullptr;
-  ASSERT_EQ(cudaMalloc(&sink, sizeof(int)), cudaSuccess);
-  cudaStream_t stream;
-  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  std::string skip;
+  std::unique_ptr<OccupancySampler> sampler = CreateOrSkip(options, &skip);
+  if (sampler == nullptr) GTEST_SKIP() << skip;
+  ASSERT_TRUE(sampler->enabled());
+  SpinStream spin;
+  int* sink = spin.sink;
+  cudaStream_t stream = spin.stream;
 
   ASSERT_TRUE(sampler->ArmAndWait(absl::Seconds(30))) << sampler->disabled_reason();
   ASSERT_TRUE(sampler->ShouldSample("spin"));
@@ -264,8 +281,6 @@ TEST(OccupancySamplerTest, StaysArmedWhileIdleAndGivesBackWhenNoLaunchIsDue) {
   EXPECT_LT(absl::Now() - launching, absl::Seconds(3));
   sampler->WaitUntilDisarmed();
   EXPECT_TRUE(sampler->enabled());
-  cudaStreamDestroy(stream);
-  cudaFree(sink);
 }
 
 }  // namespace
