@@ -205,7 +205,7 @@ TEST(OccupancySamplerTest, AgreesWithTheLaunchShapeOnTheGpu) {
 // The server's path: no sampled launch waits for CUPTI, and CUPTI's stalling calls wait for a
 // pause in the launches. A launch that finds a sample due asks the worker to arm and is not
 // sampled; the worker arms only once no launch came for the quiet period, and a later launch is
-// sampled. An arming that no launch takes is given back.
+// sampled.
 TEST(OccupancySamplerTest, ArmsOnTheWorkerInAPauseAndSamplesALaterLaunch) {
   if (!HaveGpu()) GTEST_SKIP() << "no GPU";
   OccupancySamplerOptions options;
