@@ -156,3 +156,16 @@ stage_means() {
   python3 bench/batching/stage_means.py $(for s in "$@"; do echo "$O/$s"; done) 2>&1 |
     tee "$O/stages.txt"
 }
+
+# One line per row of the open-loop perf result $O/perf_$1.json: side $1, sampler interval $2,
+# throughput, p50 / p99 / p99.9 / max latency and errors (not sent included).
+open_loop_summary() {
+  python3 - "$O/perf_$1.json" "$1" "$2" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    lat = r["latency_us"]
+    print(f"{sys.argv[2]:8s} interval {sys.argv[3]:4s} rate {r['load']:>7g} req/s {r['throughput_rps']:>8.0f}"
+          f"  p50 {lat['p50']:>7.0f}  p99 {lat['p99']:>7.0f}  p99.9 {lat['p999']:>8.0f}"
+          f"  max {lat['max']:>9.0f} us  errors {r['errors'] + r['not_sent']}")
+PY
+}

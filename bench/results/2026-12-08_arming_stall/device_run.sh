@@ -54,14 +54,7 @@ for side in ${SIDES:-10s:on_1 0:off_1 10s:on_2 0:off_2}; do
   grep -E "^convserve_(kernel_achieved_occupancy|occupancy_sampler_enabled)" \
     "$logs/metrics_$name.txt" | head -3
   cp "$work/perf_$name.json" "$O/" 2>/dev/null
-  python3 - "$O/perf_$name.json" "$name" "$interval" <<'PY'
-import json, sys
-for r in json.load(open(sys.argv[1])):
-    lat = r["latency_us"]
-    print(f"{sys.argv[2]:6s} interval {sys.argv[3]:4s} rate {r['load']:>7g} req/s {r['throughput_rps']:>8.0f}"
-          f"  p50 {lat['p50']:>7.0f}  p99 {lat['p99']:>7.0f}  p99.9 {lat['p999']:>8.0f}"
-          f"  max {lat['max']:>9.0f} us  errors {r['errors'] + r['not_sent']}")
-PY
+  open_loop_summary "$name" "$interval"
   device_save
 done
 cp -r "$logs" "$O/logs"

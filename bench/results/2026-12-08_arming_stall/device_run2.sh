@@ -49,14 +49,7 @@ for side in ${SIDES:-bl:5s:bl_1 dt:5s:dt_1 dt:0:off dt:5s:dt_2 bl:5s:bl_2}; do
     "$logs/metrics_$name.txt" | head -4
   grep -E "occupancy sampler" "$logs/server_$name.log" | head -2
   cp "$work/perf_$name.json" "$O/" 2>/dev/null
-  python3 - "$O/perf_$name.json" "$name" "$interval" <<'PY'
-import json, sys
-for r in json.load(open(sys.argv[1])):
-    lat = r["latency_us"]
-    print(f"{sys.argv[2]:6s} interval {sys.argv[3]:4s} rate {r['load']:>7g} req/s {r['throughput_rps']:>8.0f}"
-          f"  p50 {lat['p50']:>7.0f}  p99 {lat['p99']:>7.0f}  p99.9 {lat['p999']:>8.0f}"
-          f"  max {lat['max']:>9.0f} us  errors {r['errors'] + r['not_sent']}")
-PY
+  open_loop_summary "$name" "$interval"
   device_save
 done
 PATH=$base_path

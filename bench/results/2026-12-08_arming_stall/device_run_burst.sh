@@ -36,14 +36,7 @@ for side in ${SIDES:-5s:burst_1 0:off 5s:burst_2}; do
     --occupancy_sample_interval="$interval"
   grep -E "^convserve_kernel_achieved_occupancy" "$logs/metrics_$name.txt" | head -3
   cp "$work/perf_$name.json" "$O/" 2>/dev/null
-  python3 - "$O/perf_$name.json" "$name" "$interval" <<'PY'
-import json, sys
-for r in json.load(open(sys.argv[1])):
-    lat = r["latency_us"]
-    print(f"{sys.argv[2]:8s} interval {sys.argv[3]:4s} req/s {r['throughput_rps']:>8.0f}  p50 {lat['p50']:>6.0f}"
-          f"  p99 {lat['p99']:>6.0f}  p99.9 {lat['p999']:>7.0f}  max {lat['max']:>8.0f} us"
-          f"  errors {r['errors'] + r['not_sent']}")
-PY
+  open_loop_summary "$name" "$interval"
   device_save
 done
 cp -r "$logs" "$O/logs"
